@@ -1,0 +1,329 @@
+//! netpol-trace kernel programs: observe only.
+//!
+//! * `tc_from_pod` / `tc_to_pod` run on the host side of a pod's veth (tc ingress = the
+//!   packet leaves the pod, tc egress = it enters the pod). They note TCP SYNs (no ACK) and
+//!   SYN-ACKs of watched ports and always return `TC_ACT_UNSPEC` so that the rest of the
+//!   chain, a CNI's own programs included, runs as if we were not there.
+//! * `kfree_skb` (tp_btf) notes SYNs the kernel frees with a drop reason, parsed from the
+//!   packet itself (a forwarded SYN has no socket) with offsets taken from the running
+//!   kernel's BTF by user space.
+//!
+//! Every packet costs one map lookup and, at most, one update; a ring-buffer notice is sent
+//! only for a flow seen for the first time.
+#![no_std]
+#![no_main]
+// The program macros emit the exported entry points without their doc comments.
+#![allow(missing_docs)]
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, classifier, map},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TcContext},
+};
+use netpol_trace_common::{
+    COUNTER_EVENTS_LOST, COUNTER_FLOWS_FULL, COUNTER_MATCHED, COUNTERS_LEN, Config, EVENTS_BYTES,
+    FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, Observation,
+    PORTS_MAX_ENTRIES,
+};
+
+/// Load-time configuration, rewritten by user space before the object is loaded.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::zeroed();
+
+/// Per-CPU values: every CPU counts into its own slot, so no atomics are needed (the bpf
+/// target has no 64-bit fetch-add in stable Rust) and nothing is lost to races; user space
+/// sums the slots.
+#[map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+    LruPerCpuHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+
+#[map]
+static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+const TCP_FLAG_RST: u8 = 0x04;
+const EEXIST: i32 = 17;
+
+/// Where a tc program runs on the host-side veth.
+#[derive(Clone, Copy)]
+enum Side {
+    /// tc ingress: the packet comes out of the pod.
+    FromPod,
+    /// tc egress: the packet goes into the pod.
+    ToPod,
+}
+
+/// The fields of a TCP segment that matter here.
+struct Segment {
+    family: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+}
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a plain global that user space patches before load; a volatile read
+    // keeps the compiler from folding in the all-zero initialiser.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+#[inline(always)]
+fn bump(counter: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn port_watched(cfg: &Config, port: u16) -> bool {
+    // SAFETY: read-only lookup of a plain value.
+    cfg.all_ports != 0 || unsafe { PORTS.get(&port) }.is_some()
+}
+
+/// Folds a segment onto its client → server flow and records it, or ignores it.
+#[inline(always)]
+fn observe(
+    seg: &Segment,
+    obs_syn: Observation,
+    obs_synack: Observation,
+    ifindex: u32,
+    reason: u32,
+) {
+    let cfg = config();
+    let syn = seg.flags & TCP_FLAG_SYN != 0;
+    let ack = seg.flags & TCP_FLAG_ACK != 0;
+    if !syn || seg.flags & TCP_FLAG_RST != 0 {
+        return;
+    }
+    let mut key = FlowKey::zeroed();
+    key.family = seg.family;
+    key.ifindex = ifindex;
+    let client_port;
+    if !ack {
+        if !port_watched(&cfg, seg.dport) {
+            return;
+        }
+        key.saddr = seg.saddr;
+        key.daddr = seg.daddr;
+        key.dport = seg.dport;
+        key.observation = obs_syn as u8;
+        client_port = seg.sport;
+    } else {
+        if reason != 0 || !port_watched(&cfg, seg.sport) {
+            return;
+        }
+        key.saddr = seg.daddr;
+        key.daddr = seg.saddr;
+        key.dport = seg.sport;
+        key.observation = obs_synack as u8;
+        client_port = seg.dport;
+    }
+    record(&key, reason, client_port);
+}
+
+#[inline(always)]
+fn record(key: &FlowKey, reason: u32, sport: u16) {
+    bump(COUNTER_MATCHED);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(stats) = FLOWS.get_ptr_mut(key) {
+        update(stats, now, reason, sport);
+        return;
+    }
+    let stats = FlowStats { first_ns: now, last_ns: now, count: 1, reason, sport, _pad: 0 };
+    match FLOWS.insert(key, &stats, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            let event = FlowEvent { key: *key, ts_ns: now, reason, sport, _pad: 0 };
+            if EVENTS.output::<FlowEvent>(&event, 0).is_err() {
+                bump(COUNTER_EVENTS_LOST);
+            }
+        }
+        Err(e) if e == -EEXIST => {
+            // Another CPU inserted it between our lookup and insert.
+            if let Some(stats) = FLOWS.get_ptr_mut(key) {
+                update(stats, now, reason, sport);
+            }
+        }
+        Err(_) => bump(COUNTER_FLOWS_FULL),
+    }
+}
+
+#[inline(always)]
+fn update(stats: *mut FlowStats, now: u64, reason: u32, sport: u16) {
+    // SAFETY: the pointer is this CPU's slot from a successful lookup, valid for this run.
+    // A slot another CPU created reads as zero here, hence the first_ns check.
+    unsafe {
+        if (*stats).first_ns == 0 {
+            (*stats).first_ns = now;
+        }
+        (*stats).last_ns = now;
+        (*stats).sport = sport;
+        if reason != 0 {
+            (*stats).reason = reason;
+        }
+        (*stats).count += 1;
+    }
+}
+
+#[classifier]
+pub fn tc_from_pod(ctx: TcContext) -> i32 {
+    let _ = try_tc(&ctx, Side::FromPod);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tc_to_pod(ctx: TcContext) -> i32 {
+    let _ = try_tc(&ctx, Side::ToPod);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn try_tc(ctx: &TcContext, side: Side) -> Result<(), i64> {
+    let proto = u16::from_be(ctx.load::<u16>(12)?);
+    let mut seg =
+        Segment { family: 0, saddr: [0; 16], daddr: [0; 16], sport: 0, dport: 0, flags: 0 };
+    let l4 = match proto {
+        ETH_P_IP => {
+            let ver_ihl: u8 = ctx.load(ETH_HLEN)?;
+            let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6)?);
+            if ctx.load::<u8>(ETH_HLEN + 9)? != IPPROTO_TCP || frag & 0x1fff != 0 {
+                return Ok(());
+            }
+            let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return Ok(());
+            }
+            seg.family = FAMILY_IPV4;
+            let s: [u8; 4] = ctx.load(ETH_HLEN + 12)?;
+            let d: [u8; 4] = ctx.load(ETH_HLEN + 16)?;
+            seg.saddr[..4].copy_from_slice(&s);
+            seg.daddr[..4].copy_from_slice(&d);
+            ETH_HLEN + ihl
+        }
+        ETH_P_IPV6 => {
+            if ctx.load::<u8>(ETH_HLEN + 6)? != IPPROTO_TCP {
+                return Ok(());
+            }
+            seg.family = FAMILY_IPV6;
+            seg.saddr = ctx.load(ETH_HLEN + 8)?;
+            seg.daddr = ctx.load(ETH_HLEN + 24)?;
+            ETH_HLEN + 40
+        }
+        _ => return Ok(()),
+    };
+    seg.sport = u16::from_be(ctx.load::<u16>(l4)?);
+    seg.dport = u16::from_be(ctx.load::<u16>(l4 + 2)?);
+    seg.flags = ctx.load::<u8>(l4 + 13)?;
+    // SAFETY: reading the context's ifindex field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match side {
+        Side::FromPod => {
+            observe(&seg, Observation::SynFromPod, Observation::SynAckFromPod, ifindex, 0)
+        }
+        Side::ToPod => observe(&seg, Observation::SynToPod, Observation::SynAckToPod, ifindex, 0),
+    }
+    Ok(())
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_kfree_skb(&ctx);
+    0
+}
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn kread<T>(base: *const u8, off: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }
+}
+
+#[inline(always)]
+fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let cfg = config();
+    if cfg.drops_enabled == 0 {
+        return Ok(());
+    }
+    let o = cfg.offsets;
+    let skb: *const u8 = ctx.arg(0);
+    let reason = ctx.arg::<u64>(2) as u32;
+    let dev: *const u8 = kread(skb, o.skb_dev)?;
+    if dev.is_null() {
+        return Ok(());
+    }
+    if cfg.netns_inum != 0 {
+        let net: *const u8 = kread(dev, o.dev_net)?;
+        let inum: u32 = kread(net, o.net_inum)?;
+        if inum != cfg.netns_inum {
+            return Ok(());
+        }
+    }
+    let proto = u16::from_be(kread::<u16>(skb, o.skb_protocol)?);
+    let head: *const u8 = kread(skb, o.skb_head)?;
+    let nh: u16 = kread(skb, o.skb_network_header)?;
+    if head.is_null() || nh == 0xffff {
+        return Ok(());
+    }
+    let ip = head.wrapping_add(nh as usize);
+    let mut seg =
+        Segment { family: 0, saddr: [0; 16], daddr: [0; 16], sport: 0, dport: 0, flags: 0 };
+    let tcp = match proto {
+        ETH_P_IP => {
+            let hdr: [u8; 20] = kread(ip, 0)?;
+            let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+            if hdr[0] >> 4 != 4 || hdr[9] != IPPROTO_TCP || frag & 0x1fff != 0 {
+                return Ok(());
+            }
+            let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return Ok(());
+            }
+            seg.family = FAMILY_IPV4;
+            seg.saddr[..4].copy_from_slice(&hdr[12..16]);
+            seg.daddr[..4].copy_from_slice(&hdr[16..20]);
+            ip.wrapping_add(ihl)
+        }
+        ETH_P_IPV6 => {
+            let hdr: [u8; 40] = kread(ip, 0)?;
+            if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
+                return Ok(());
+            }
+            seg.family = FAMILY_IPV6;
+            seg.saddr.copy_from_slice(&hdr[8..24]);
+            seg.daddr.copy_from_slice(&hdr[24..40]);
+            ip.wrapping_add(40)
+        }
+        _ => return Ok(()),
+    };
+    let th: [u8; 14] = kread(tcp, 0)?;
+    seg.sport = u16::from_be_bytes([th[0], th[1]]);
+    seg.dport = u16::from_be_bytes([th[2], th[3]]);
+    seg.flags = th[13];
+    let ifindex: u32 = kread(dev, o.dev_ifindex)?;
+    // Only SYNs count as drops (observe() ignores SYN-ACKs when a reason is given).
+    observe(&seg, Observation::Drop, Observation::Drop, ifindex, reason.max(1));
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

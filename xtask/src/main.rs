@@ -1,0 +1,2 @@
+//! Chores: set-up, tests (privileged too), lints.
+fn main() {}
