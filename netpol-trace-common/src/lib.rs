@@ -125,6 +125,10 @@ pub struct FlowStats {
     pub _pad: u16,
 }
 
+/// Bytes of the packet, from its IP header on, carried by a [`FlowEvent`] (enough for an
+/// IPv6 header and a TCP header with options).
+pub const EVENT_HEADER_BYTES: usize = 80;
+
 /// Ring-buffer notice: a flow was seen for the first time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +141,10 @@ pub struct FlowEvent {
     pub reason: u32,
     /// Client port, host byte order.
     pub sport: u16,
-    /// Padding.
-    pub _pad: u16,
+    /// Valid bytes in `header`.
+    pub header_len: u16,
+    /// The packet from its IP header on (evidence for pcap output).
+    pub header: [u8; EVENT_HEADER_BYTES],
 }
 
 /// Byte offsets of kernel struct members, read from the running kernel's BTF at load time

@@ -17,15 +17,17 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
+    },
     macros::{btf_tracepoint, classifier, map},
     maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TcContext},
 };
 use netpol_trace_common::{
-    COUNTER_EVENTS_LOST, COUNTER_FLOWS_FULL, COUNTER_MATCHED, COUNTERS_LEN, Config, EVENTS_BYTES,
-    FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, Observation,
-    PORTS_MAX_ENTRIES,
+    COUNTER_EVENTS_LOST, COUNTER_FLOWS_FULL, COUNTER_MATCHED, COUNTERS_LEN, Config,
+    EVENT_HEADER_BYTES, EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAX_ENTRIES, FlowEvent,
+    FlowKey, FlowStats, Observation, PORTS_MAX_ENTRIES,
 };
 
 /// Load-time configuration, rewritten by user space before the object is loaded.
@@ -105,6 +107,7 @@ fn observe(
     obs_synack: Observation,
     ifindex: u32,
     reason: u32,
+    header: impl FnOnce(&mut [u8; EVENT_HEADER_BYTES]) -> u16,
 ) {
     let cfg = config();
     let syn = seg.flags & TCP_FLAG_SYN != 0;
@@ -135,11 +138,16 @@ fn observe(
         key.observation = obs_synack as u8;
         client_port = seg.dport;
     }
-    record(&key, reason, client_port);
+    record(&key, reason, client_port, header);
 }
 
 #[inline(always)]
-fn record(key: &FlowKey, reason: u32, sport: u16) {
+fn record(
+    key: &FlowKey,
+    reason: u32,
+    sport: u16,
+    header: impl FnOnce(&mut [u8; EVENT_HEADER_BYTES]) -> u16,
+) {
     bump(COUNTER_MATCHED);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -149,12 +157,22 @@ fn record(key: &FlowKey, reason: u32, sport: u16) {
     }
     let stats = FlowStats { first_ns: now, last_ns: now, count: 1, reason, sport, _pad: 0 };
     match FLOWS.insert(key, &stats, BPF_NOEXIST as u64) {
-        Ok(()) => {
-            let event = FlowEvent { key: *key, ts_ns: now, reason, sport, _pad: 0 };
-            if EVENTS.output::<FlowEvent>(&event, 0).is_err() {
-                bump(COUNTER_EVENTS_LOST);
+        Ok(()) => match EVENTS.reserve::<FlowEvent>(0) {
+            Some(mut entry) => {
+                let event = entry.as_mut_ptr();
+                // SAFETY: the entry is ours until submitted; every field is written.
+                unsafe {
+                    (*event).key = *key;
+                    (*event).ts_ns = now;
+                    (*event).reason = reason;
+                    (*event).sport = sport;
+                    (*event).header = [0; EVENT_HEADER_BYTES];
+                    (*event).header_len = header(&mut (*event).header);
+                }
+                entry.submit(0);
             }
-        }
+            None => bump(COUNTER_EVENTS_LOST),
+        },
         Err(e) if e == -EEXIST => {
             // Another CPU inserted it between our lookup and insert.
             if let Some(stats) = FLOWS.get_ptr_mut(key) {
@@ -233,13 +251,34 @@ fn try_tc(ctx: &TcContext, side: Side) -> Result<(), i64> {
     seg.flags = ctx.load::<u8>(l4 + 13)?;
     // SAFETY: reading the context's ifindex field.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match side {
-        Side::FromPod => {
-            observe(&seg, Observation::SynFromPod, Observation::SynAckFromPod, ifindex, 0)
-        }
-        Side::ToPod => observe(&seg, Observation::SynToPod, Observation::SynAckToPod, ifindex, 0),
-    }
+    let (syn, synack) = match side {
+        Side::FromPod => (Observation::SynFromPod, Observation::SynAckFromPod),
+        Side::ToPod => (Observation::SynToPod, Observation::SynAckToPod),
+    };
+    observe(&seg, syn, synack, ifindex, 0, |buf| copy_header(ctx, buf));
     Ok(())
+}
+
+/// Copies the packet from its IP header on. Fixed lengths only (the verifier rejects a
+/// length that may be zero): 80 bytes fit an IPv6 SYN with options, 60 an IPv4 one.
+#[inline(always)]
+fn copy_header(ctx: &TcContext, buf: &mut [u8; EVENT_HEADER_BYTES]) -> u16 {
+    let avail = ctx.len().saturating_sub(ETH_HLEN as u32);
+    let skb = ctx.skb.skb.cast::<core::ffi::c_void>();
+    let to = buf.as_mut_ptr().cast::<core::ffi::c_void>();
+    // SAFETY: `buf` holds at least the constant length passed in each call.
+    let (ret, n) = unsafe {
+        if avail >= 80 {
+            (bpf_skb_load_bytes(skb, ETH_HLEN as u32, to, 80), 80)
+        } else if avail >= 60 {
+            (bpf_skb_load_bytes(skb, ETH_HLEN as u32, to, 60), 60)
+        } else if avail >= 40 {
+            (bpf_skb_load_bytes(skb, ETH_HLEN as u32, to, 40), 40)
+        } else {
+            return 0;
+        }
+    };
+    if ret == 0 { n } else { 0 }
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -284,6 +323,7 @@ fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let ip = head.wrapping_add(nh as usize);
     let mut seg =
         Segment { family: 0, saddr: [0; 16], daddr: [0; 16], sport: 0, dport: 0, flags: 0 };
+    let total_len: u16;
     let tcp = match proto {
         ETH_P_IP => {
             let hdr: [u8; 20] = kread(ip, 0)?;
@@ -298,6 +338,7 @@ fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
             seg.family = FAMILY_IPV4;
             seg.saddr[..4].copy_from_slice(&hdr[12..16]);
             seg.daddr[..4].copy_from_slice(&hdr[16..20]);
+            total_len = u16::from_be_bytes([hdr[2], hdr[3]]);
             ip.wrapping_add(ihl)
         }
         ETH_P_IPV6 => {
@@ -308,6 +349,7 @@ fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
             seg.family = FAMILY_IPV6;
             seg.saddr.copy_from_slice(&hdr[8..24]);
             seg.daddr.copy_from_slice(&hdr[24..40]);
+            total_len = u16::from_be_bytes([hdr[4], hdr[5]]).saturating_add(40);
             ip.wrapping_add(40)
         }
         _ => return Ok(()),
@@ -318,7 +360,13 @@ fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
     seg.flags = th[13];
     let ifindex: u32 = kread(dev, o.dev_ifindex)?;
     // Only SYNs count as drops (observe() ignores SYN-ACKs when a reason is given).
-    observe(&seg, Observation::Drop, Observation::Drop, ifindex, reason.max(1));
+    observe(&seg, Observation::Drop, Observation::Drop, ifindex, reason.max(1), |buf| {
+        // SAFETY: a checked kernel read; bytes past the packet are cut by total_len.
+        match unsafe { bpf_probe_read_kernel_buf(ip, buf) } {
+            Ok(()) => total_len.min(EVENT_HEADER_BYTES as u16),
+            Err(_) => 0,
+        }
+    });
     Ok(())
 }
 

@@ -8,3 +8,4 @@
 pub mod cli;
 pub mod datapath;
 pub mod exit;
+pub mod trace;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod completion;
+pub mod trace;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -20,6 +21,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
+    Trace(trace::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
 }
@@ -27,6 +30,7 @@ pub enum Command {
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Trace(args) => trace::run(args),
         Command::Completion(args) => completion::run(args),
     }
 }

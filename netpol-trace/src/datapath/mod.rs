@@ -1,4 +1,12 @@
 //! The kernel side as seen from user space: the embedded eBPF object, loading it with the
 //! running kernel's offsets, attaching to veths, and reading what the programs observed.
 
+pub mod btf;
+pub mod kernel;
+pub mod links;
+pub mod netns;
 pub mod object;
+pub mod preflight;
+pub mod programs;
+
+pub use programs::{Counters, Datapath, DatapathError, DatapathOptions};

@@ -1,0 +1,298 @@
+//! The tracer: a thread that lives in the node's network namespace, loads the programs,
+//! attaches to every pod veth (following links as they come and go), and turns what the
+//! kernel observed into [`TraceEvent`]s. Everything is detached when it stops, on every path.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use netpol_trace_common::Observation;
+use tokio::sync::mpsc;
+
+use super::{
+    flows::{Clock, FlowTable, monotonic_ns},
+    model::{SummaryRecord, TraceEvent},
+};
+use crate::datapath::{
+    Datapath, DatapathError, DatapathOptions,
+    links::{self, Link, LinkWatcher},
+    netns,
+};
+
+/// The port watched when none is given (MySQL / MariaDB).
+pub const DEFAULT_PORT: u16 = 3306;
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub struct TracerOptions {
+    /// Network namespace to work in (`None`: the caller's).
+    pub netns: Option<PathBuf>,
+    /// Only interfaces whose name matches this glob (default: every veth).
+    pub iface_glob: Option<String>,
+    /// Server ports to watch.
+    pub ports: Vec<u16>,
+    /// Watch every TCP port.
+    pub all_ports: bool,
+    /// How often the kernel's flow map is read.
+    pub poll_interval: Duration,
+    /// How often an ongoing drop is reported again.
+    pub report_interval: Duration,
+}
+
+impl Default for TracerOptions {
+    fn default() -> Self {
+        Self {
+            netns: None,
+            iface_glob: None,
+            ports: vec![DEFAULT_PORT],
+            all_ports: false,
+            poll_interval: Duration::from_millis(100),
+            report_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors starting a tracer.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    /// The programs could not be loaded or attached.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Interfaces could not be listed.
+    #[error("listing interfaces: {0}")]
+    Links(std::io::Error),
+    /// The tracer thread ended before it was ready.
+    #[error("the tracer stopped before attaching: {0}")]
+    Thread(String),
+}
+
+/// A packet header captured by the programs (the first of each flow at each point).
+#[derive(Debug, Clone)]
+pub struct CapturedPacket {
+    /// When it was seen.
+    pub time: DateTime<Utc>,
+    /// Where it was seen.
+    pub observation: Observation,
+    /// Interface.
+    pub ifname: String,
+    /// Bytes from the IP header on.
+    pub header: Vec<u8>,
+}
+
+/// What the tracer reports.
+#[derive(Debug, Clone)]
+pub enum TracerMessage {
+    /// A drop or a restore, not yet attributed to pods and policies.
+    Event(TraceEvent),
+    /// A captured header (for pcap output).
+    Packet(CapturedPacket),
+    /// Now attached to this interface.
+    Attached(String),
+    /// No longer attached (the interface went away).
+    Detached(String),
+    /// A failure after start (the tracer stops).
+    Failed(String),
+}
+
+/// A running tracer. Dropping it stops it and detaches everything.
+pub struct Tracer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<SummaryRecord>>,
+    /// Interfaces attached at start.
+    pub interfaces: Vec<String>,
+}
+
+impl Tracer {
+    /// Starts tracing; returns once the programs are attached (or failed to), with the
+    /// channel of what it observes.
+    pub fn start(
+        opts: TracerOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<TracerMessage>), TracerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("netpol-tracer".into())
+            .spawn(move || run(opts, tx, ready_tx, stop_thread))
+            .map_err(|e| TracerError::Thread(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(interfaces)) => Ok((Self { stop, thread: Some(thread), interfaces }, rx)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(TracerError::Thread("no answer".into()))
+            }
+        }
+    }
+
+    /// Stops, detaches everything, and returns the final counters.
+    pub fn stop(mut self) -> SummaryRecord {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> SummaryRecord {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+type Ready = Result<Vec<String>, TracerError>;
+
+struct Session {
+    datapath: Datapath,
+    links: BTreeMap<u32, Link>,
+    glob: Option<String>,
+    tx: mpsc::UnboundedSender<TracerMessage>,
+}
+
+impl Session {
+    fn wanted(&self, link: &Link) -> bool {
+        match &self.glob {
+            Some(g) => links::glob_match(g, &link.name),
+            None => link.is_veth(),
+        }
+    }
+
+    /// Re-reads the links; attaches to new matching ones, forgets vanished ones.
+    fn sync_links(&mut self) -> Result<(), TracerError> {
+        let now: BTreeMap<u32, Link> = links::list()
+            .map_err(TracerError::Links)?
+            .into_iter()
+            .map(|l| (l.ifindex, l))
+            .collect();
+        let gone: Vec<String> = self
+            .datapath
+            .attached()
+            .filter(|name| !now.values().any(|l| &l.name == name))
+            .map(str::to_string)
+            .collect();
+        for name in gone {
+            self.datapath.detach(&name);
+            let _ = self.tx.send(TracerMessage::Detached(name));
+        }
+        let wanted: Vec<Link> = now.values().filter(|l| self.wanted(l)).cloned().collect();
+        for link in &wanted {
+            if self.datapath.attached().any(|a| a == link.name) {
+                continue;
+            }
+            match self.datapath.attach(&link.name) {
+                Ok(()) => {
+                    let _ = self.tx.send(TracerMessage::Attached(link.name.clone()));
+                }
+                // A link that vanished between the dump and the attach is not an error.
+                Err(e) => tracing::warn!(iface = %link.name, error = %e, "not attached"),
+            }
+        }
+        self.links = now;
+        Ok(())
+    }
+
+    fn ifname(&self, ifindex: u32) -> String {
+        self.links.get(&ifindex).map_or_else(|| format!("if{ifindex}"), |l| l.name.clone())
+    }
+}
+
+fn run(
+    opts: TracerOptions,
+    tx: mpsc::UnboundedSender<TracerMessage>,
+    ready: std_mpsc::Sender<Ready>,
+    stop: Arc<AtomicBool>,
+) -> SummaryRecord {
+    let mut session = match start_session(&opts, tx.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return SummaryRecord::default();
+        }
+    };
+    let _ = ready.send(Ok(session.datapath.attached().map(str::to_string).collect()));
+    let mut watcher = LinkWatcher::new().ok();
+    let clock = Clock::now();
+    let mut table = FlowTable::new(opts.report_interval);
+    let mut dropped = std::collections::BTreeSet::new();
+    let mut restored = 0u64;
+
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(opts.poll_interval);
+        if watcher.as_mut().is_some_and(LinkWatcher::changed)
+            && let Err(e) = session.sync_links()
+        {
+            let _ = tx.send(TracerMessage::Failed(e.to_string()));
+            break;
+        }
+        for ev in session.datapath.drain_events() {
+            let len = (ev.header_len as usize).min(ev.header.len());
+            let _ = tx.send(TracerMessage::Packet(CapturedPacket {
+                time: clock.wall(ev.ts_ns),
+                observation: Observation::from_raw(ev.key.observation),
+                ifname: session.ifname(ev.key.ifindex),
+                header: ev.header[..len].to_vec(),
+            }));
+        }
+        let snapshot = session.datapath.flows();
+        let events = table.update(&snapshot, monotonic_ns(), &clock, |i| session.ifname(i));
+        for mut ev in events {
+            match &mut ev {
+                TraceEvent::Drop(d) => {
+                    d.reason = session.datapath.reason_name(d.reason_raw);
+                    dropped.insert((d.src.ip, d.dst.ip, d.dst.port));
+                }
+                TraceEvent::Restored(_) => restored += 1,
+                TraceEvent::Summary(_) => {}
+            }
+            let _ = tx.send(TracerMessage::Event(ev));
+        }
+    }
+    let counters = session.datapath.counters();
+    let interfaces = session.datapath.attached().map(str::to_string).collect();
+    session.datapath.detach_all();
+    SummaryRecord {
+        matched: counters.matched,
+        events_lost: counters.events_lost,
+        flows_full: counters.flows_full,
+        dropped_flows: dropped.len() as u64,
+        restored_flows: restored,
+        interfaces,
+    }
+}
+
+fn start_session(
+    opts: &TracerOptions,
+    tx: mpsc::UnboundedSender<TracerMessage>,
+) -> Result<Session, TracerError> {
+    if let Some(path) = &opts.netns {
+        netns::enter(path)?;
+    }
+    let netns_inum = netns::current_inode()?;
+    let datapath = Datapath::load(&DatapathOptions {
+        ports: opts.ports.clone(),
+        all_ports: opts.all_ports,
+        netns_inum,
+    })?;
+    let mut session =
+        Session { datapath, links: BTreeMap::new(), glob: opts.iface_glob.clone(), tx };
+    session.sync_links()?;
+    Ok(session)
+}
