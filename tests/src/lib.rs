@@ -1,1 +1,239 @@
-//! Privileged integration test helpers.
+//! Helpers for the privileged integration tests: a throwaway node network namespace with no
+//! uplink, pod namespaces wired to it Calico-style (veth, /32 routes, proxy ARP behind a
+//! link-local gateway), listeners and connection attempts from inside pods. Everything is
+//! named with a per-run prefix and removed when the [`Topology`] is dropped, also on panic.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+pub mod tc_drop;
+
+/// The link-local gateway pods route through (as Calico does).
+pub const GATEWAY: &str = "169.254.1.1";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique, short prefix for this process and call (interface names must fit 15 bytes).
+pub fn unique_prefix() -> String {
+    format!("np{:05}{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Runs a command, failing with its stderr.
+pub fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command inside a network namespace.
+pub fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full)
+}
+
+/// Fails unless running as root (the privileged tests need it; CI runs them as root).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "privileged integration tests need root: run them with `cargo xtask test` as root"
+    );
+}
+
+/// A pod: its namespace, address and host-side interface in the node namespace.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Network namespace name.
+    pub netns: String,
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Host-side veth name (in the node namespace).
+    pub host_if: String,
+}
+
+/// A node namespace and its pods. Dropping it removes every namespace it created (their
+/// links, routes and firewall rules go with them) and stops its listeners.
+pub struct Topology {
+    /// Prefix of every name.
+    pub prefix: String,
+    /// The node namespace.
+    pub node: String,
+    /// Pods, in creation order.
+    pub pods: Vec<Pod>,
+    listeners: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Topology {
+    /// A node namespace with `n` pods at 10.(200+k).0.(i+1)/32 (k from the prefix).
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        let prefix = unique_prefix();
+        let node = format!("{prefix}-node");
+        let mut topo =
+            Self { prefix: prefix.clone(), node: node.clone(), pods: vec![], listeners: vec![] };
+        sh(&["ip", "netns", "add", &node])?;
+        in_ns(&node, &["ip", "link", "set", "lo", "up"])?;
+        // Proxy ARP answers only for routable addresses; with no default route, the gateway
+        // address must be local to the node namespace.
+        in_ns(&node, &["ip", "addr", "add", &format!("{GATEWAY}/32"), "dev", "lo"])?;
+        let subnet = 200 + (SEQ.load(Ordering::SeqCst) % 50) as u8;
+        for i in 0..n {
+            let netns = format!("{prefix}-p{i}");
+            let ip = Ipv4Addr::new(10, subnet, 0, i as u8 + 1);
+            let host_if = format!("{prefix}h{i}");
+            sh(&["ip", "netns", "add", &netns])?;
+            topo.pods.push(Pod { netns: netns.clone(), ip, host_if: host_if.clone() });
+            sh(&[
+                "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
+                "eth0", "netns", &netns,
+            ])?;
+            in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
+            in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+            in_ns(&netns, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+            in_ns(&netns, &["ip", "route", "add", GATEWAY, "dev", "eth0"])?;
+            in_ns(
+                &netns,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    &format!("10.{subnet}.0.0/16"),
+                    "via",
+                    GATEWAY,
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            in_ns(&node, &["ip", "link", "set", &host_if, "up"])?;
+            in_ns(
+                &node,
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
+                    &format!("net.ipv4.conf.{host_if}.forwarding=1"),
+                ],
+            )?;
+            in_ns(&node, &["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if])?;
+        }
+        Ok(topo)
+    }
+
+    /// Path of the node namespace.
+    pub fn node_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.node)
+    }
+
+    /// Listens on `port` inside pod `i` (accepting and closing connections) until dropped.
+    pub fn listen(&mut self, i: usize, port: u16) -> anyhow::Result<()> {
+        let pod = self.pods[i].clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stop_thread = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let bound = enter_netns(&pod.netns).and_then(|()| {
+                let l = TcpListener::bind(SocketAddr::from((pod.ip, port)))?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            });
+            let listener = match bound {
+                Ok(l) => {
+                    let _ = ready_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            while !stop_thread.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        ready_rx.recv()?.map_err(anyhow::Error::msg)?;
+        self.listeners.push((stop, handle));
+        Ok(())
+    }
+
+    /// A TCP connect from pod `from` to `ip:port`; true when the handshake completed.
+    pub fn connect(&self, from: usize, ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+        let netns = self.pods[from].netns.clone();
+        std::thread::spawn(move || {
+            enter_netns(&netns).is_ok()
+                && TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout).is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
+    /// Runs a command in the node namespace.
+    pub fn node_exec(&self, args: &[&str]) -> anyhow::Result<String> {
+        in_ns(&self.node, args)
+    }
+
+    /// Namespaces with this topology's prefix that still exist.
+    pub fn leftovers(prefix: &str) -> Vec<String> {
+        sh(&["ip", "netns", "list"])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (stop, _) in &self.listeners {
+            stop.store(true, Ordering::SeqCst);
+        }
+        for (_, handle) in self.listeners.drain(..) {
+            let _ = handle.join();
+        }
+        for pod in &self.pods {
+            let _ = sh(&["ip", "netns", "del", &pod.netns]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.node]);
+    }
+}
+
+/// Moves the calling thread into a named network namespace.
+pub fn enter_netns(name: &str) -> std::io::Result<()> {
+    netpol_trace::datapath::netns::enter(&PathBuf::from("/run/netns").join(name))
+        .map_err(std::io::Error::other)
+}
+
+/// The `netpol-trace` binary under test: `$NETPOL_TRACE_BIN`, else the workspace's
+/// `target/debug/netpol-trace` (built by `cargo xtask test` before the tests run).
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NETPOL_TRACE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("netpol-trace");
+    assert!(bin.exists(), "{} not built: run `cargo build -p netpol-trace` first", bin.display());
+    bin
+}

@@ -325,3 +325,17 @@ where
     })?;
     prog.try_into().map_err(|source| DatapathError::Program { program: name, source })
 }
+
+/// Names of the tcx programs attached to `iface` (calling thread's namespace), ingress then
+/// egress; `tcx/ingress:NAME` form. Kernels without tcx answer an error.
+pub fn tcx_programs(iface: &str) -> Result<Vec<String>, DatapathError> {
+    let mut out = Vec::new();
+    for (side, ty) in [("ingress", TcAttachType::Ingress), ("egress", TcAttachType::Egress)] {
+        let (_, infos) = SchedClassifier::query_tcx(iface, ty)
+            .map_err(|source| DatapathError::Program { program: "tcx query", source })?;
+        for info in infos {
+            out.push(format!("tcx/{side}:{}", info.name_as_str().unwrap_or("?")));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,338 @@
+//! `trace` against real kernel drops: setup → traffic → expectation, in throwaway network
+//! namespaces. Each test builds its own topology, so they may run in parallel; the drop
+//! program only counts drops of its own node namespace.
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use netpol_trace::{
+    datapath::{Datapath, DatapathOptions, netns, programs::tcx_programs},
+    trace::{TraceEvent, Tracer, TracerMessage, TracerOptions},
+};
+use netpol_trace_integration::{Topology, require_root, tc_drop::TcxDropper};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const PORT: u16 = 3306;
+const SHORT: Duration = Duration::from_millis(700);
+
+fn tracer(topo: &Topology) -> (Tracer, UnboundedReceiver<TracerMessage>) {
+    let opts = TracerOptions {
+        netns: Some(topo.node_path()),
+        poll_interval: Duration::from_millis(50),
+        ..TracerOptions::default()
+    };
+    Tracer::start(opts).expect("tracer starts")
+}
+
+/// Collects trace events until `done` says so or `timeout` passes.
+fn collect(
+    rx: &mut UnboundedReceiver<TracerMessage>,
+    timeout: Duration,
+    done: impl Fn(&[TraceEvent]) -> bool,
+) -> Vec<TraceEvent> {
+    let deadline = Instant::now() + timeout;
+    let mut events = vec![];
+    while Instant::now() < deadline && !done(&events) {
+        match rx.try_recv() {
+            Ok(TracerMessage::Event(ev)) => events.push(ev),
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    events
+}
+
+fn drops(events: &[TraceEvent]) -> Vec<&netpol_trace::trace::DropRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TraceEvent::Drop(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_restored(events: &[TraceEvent]) -> bool {
+    events.iter().any(|e| matches!(e, TraceEvent::Restored(_)))
+}
+
+fn two_pods() -> (Topology, Ipv4Addr) {
+    require_root();
+    let mut topo = Topology::new(2).expect("topology");
+    topo.listen(1, PORT).expect("listener");
+    let dst = topo.pods[1].ip;
+    assert!(topo.connect(0, dst, PORT, SHORT), "the lab must connect before any rule");
+    (topo, dst)
+}
+
+/// Drives a blocked connection, checks the drop line, lifts the block, checks `restored`.
+fn drop_then_restore(
+    topo: &Topology,
+    dst: Ipv4Addr,
+    expect_reason: impl Fn(&str) -> bool,
+    expect_ifname: &str,
+    unblock: impl FnOnce(),
+) {
+    let (tracer, mut rx) = tracer(topo);
+    assert!(tracer.interfaces.contains(&topo.pods[0].host_if), "{:?}", tracer.interfaces);
+    assert!(!topo.connect(0, dst, PORT, Duration::from_millis(1500)), "the rule must block");
+    let events = collect(&mut rx, Duration::from_secs(5), |ev| !drops(ev).is_empty());
+    let d = drops(&events);
+    assert!(!d.is_empty(), "no drop reported: {events:?}");
+    let d = d[0];
+    assert!(expect_reason(&d.reason), "reason {}", d.reason);
+    assert_eq!(d.ifname, expect_ifname);
+    assert_eq!(d.src.ip.to_string(), topo.pods[0].ip.to_string());
+    assert_eq!(d.dst.ip.to_string(), dst.to_string());
+    assert_eq!(d.dst.port, PORT);
+    assert_eq!(d.protocol, "TCP");
+    assert!(d.count >= 1 && d.src.port > 1024);
+    assert!(d.evidence.syn_left_source >= 1, "{:?}", d.evidence);
+
+    unblock();
+    assert!(topo.connect(0, dst, PORT, SHORT), "must connect once unblocked");
+    let events = collect(&mut rx, Duration::from_secs(5), has_restored);
+    assert!(has_restored(&events), "no restored line: {events:?}");
+    let summary = tracer.stop();
+    assert_eq!(summary.dropped_flows, 1);
+    assert_eq!(summary.restored_flows, 1);
+    assert_eq!(summary.events_lost, 0);
+}
+
+#[test]
+fn smoke_embedded_object_attaches_and_detaches() {
+    require_root();
+    let topo = Topology::new(1).expect("topology");
+    let node = topo.node_path();
+    let iface = topo.pods[0].host_if.clone();
+    std::thread::spawn(move || {
+        netns::enter(&node).unwrap();
+        let inum = netns::current_inode().unwrap();
+        let mut dp = Datapath::load(&DatapathOptions {
+            ports: vec![PORT],
+            all_ports: false,
+            netns_inum: inum,
+        })
+        .expect("the embedded object loads on this kernel");
+        dp.attach(&iface).expect("attach");
+        let shown = tcx_programs(&iface).unwrap();
+        assert_eq!(shown, ["tcx/ingress:tc_from_pod", "tcx/egress:tc_to_pod"]);
+        dp.detach(&iface);
+        assert!(tcx_programs(&iface).unwrap().is_empty(), "still attached");
+        dp.attach(&iface).unwrap();
+        drop(dp);
+        assert!(tcx_programs(&iface).unwrap().is_empty(), "dropping the datapath must detach");
+    })
+    .join()
+    .expect("no panic in the netns thread");
+    let prefix = topo.prefix.clone();
+    drop(topo);
+    assert!(Topology::leftovers(&prefix).is_empty());
+}
+
+#[test]
+fn nftables_forward_drop_is_reported_then_restored() {
+    let (topo, dst) = two_pods();
+    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "nptest",
+        "forward_filter",
+        "{ type filter hook forward priority 0; }",
+    ])
+    .unwrap();
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "nptest",
+        "forward_filter",
+        "tcp",
+        "dport",
+        "3306",
+        "drop",
+    ])
+    .unwrap();
+    let src_if = topo.pods[0].host_if.clone();
+    drop_then_restore(
+        &topo,
+        dst,
+        |r| r == "NETFILTER_DROP",
+        &src_if,
+        || {
+            topo.node_exec(&["nft", "delete", "table", "inet", "nptest"]).unwrap();
+        },
+    );
+    let prefix = topo.prefix.clone();
+    drop(topo);
+    assert!(Topology::leftovers(&prefix).is_empty());
+}
+
+#[test]
+fn iptables_forward_drop_is_reported_then_restored() {
+    let (topo, dst) = two_pods();
+    let rule = ["-p", "tcp", "--dport", "3306", "-j", "DROP"];
+    let mut add = vec!["iptables", "-A", "FORWARD"];
+    add.extend_from_slice(&rule);
+    topo.node_exec(&add).unwrap();
+    let src_if = topo.pods[0].host_if.clone();
+    drop_then_restore(
+        &topo,
+        dst,
+        |r| r == "NETFILTER_DROP",
+        &src_if,
+        || {
+            let mut del = vec!["iptables", "-D", "FORWARD"];
+            del.extend_from_slice(&rule);
+            topo.node_exec(&del).unwrap();
+        },
+    );
+}
+
+#[test]
+fn tc_drop_on_the_destination_veth_is_reported_then_restored() {
+    let (topo, dst) = two_pods();
+    let dst_if = topo.pods[1].host_if.clone();
+    let node = topo.node_path();
+    let iface = dst_if.clone();
+    // As an eBPF dataplane drops: a tcx program returning TC_ACT_SHOT on the pod's veth.
+    let dropper = std::thread::spawn(move || {
+        netns::enter(&node).unwrap();
+        let ifindex = netpol_trace::datapath::links::list()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == iface)
+            .unwrap()
+            .ifindex;
+        TcxDropper::attach_egress(ifindex).expect("tcx dropper")
+    })
+    .join()
+    .unwrap();
+    let dropper = std::sync::Mutex::new(Some(dropper));
+    drop_then_restore(
+        &topo,
+        dst,
+        |r| r.starts_with("TC_"),
+        &dst_if,
+        || {
+            dropper.lock().unwrap().take();
+        },
+    );
+}
+
+#[test]
+fn allowed_traffic_produces_no_drop_lines() {
+    let (topo, dst) = two_pods();
+    let (tracer, mut rx) = tracer(&topo);
+    for _ in 0..5 {
+        assert!(topo.connect(0, dst, PORT, SHORT));
+    }
+    let events = collect(&mut rx, Duration::from_millis(800), |_| false);
+    assert!(drops(&events).is_empty(), "{events:?}");
+    let summary = tracer.stop();
+    // 5 handshakes: SYN out of the client, into the server, SYN-ACK out and back.
+    assert!(summary.matched >= 20, "{summary:?}");
+    assert_eq!(summary.dropped_flows, 0);
+}
+
+#[test]
+fn unwatched_ports_are_ignored() {
+    require_root();
+    let mut topo = Topology::new(2).unwrap();
+    topo.listen(1, 8080).unwrap();
+    let (tracer, _rx) = tracer(&topo);
+    assert!(topo.connect(0, topo.pods[1].ip, 8080, SHORT));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(tracer.stop().matched, 0);
+}
+
+#[test]
+fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
+    let (topo, dst) = two_pods();
+    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "nptest",
+        "forward_filter",
+        "{ type filter hook forward priority 0; }",
+    ])
+    .unwrap();
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "nptest",
+        "forward_filter",
+        "tcp",
+        "dport",
+        "3306",
+        "drop",
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let pcap = dir.path().join("drops.pcap");
+    let mut child = Command::new(netpol_trace_integration::binary())
+        .args(["trace", "--netns", &topo.node, "-o", "json", "--duration", "4s", "--ready-file"])
+        .arg(&ready)
+        .arg("--pcap")
+        .arg(&pcap)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "no ready file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!topo.connect(0, dst, PORT, Duration::from_millis(1200)));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let drop = lines.iter().find(|l| l["type"] == "drop").expect("a drop line");
+    assert_eq!(drop["reason"], "NETFILTER_DROP");
+    assert_eq!(drop["dst"]["port"], 3306);
+    assert_eq!(drop["src"]["ip"], topo.pods[0].ip.to_string());
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    let iface = topo.pods[0].host_if.clone();
+    let node = topo.node_path();
+    let left = std::thread::spawn(move || {
+        netns::enter(&node).unwrap();
+        tcx_programs(&iface).unwrap()
+    });
+    assert!(left.join().unwrap().is_empty(), "left attached after exit");
+    let tshark = Command::new("tshark").arg("-r").arg(&pcap).output();
+    if let Ok(out) = tshark {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("3306") && text.contains("SYN"), "pcap: {text}");
+    } else {
+        let bytes = std::fs::read(&pcap).unwrap();
+        assert!(bytes.len() > 24 + 16 + 40, "pcap has no packet");
+    }
+}
+
+#[test]
+fn a_missing_namespace_is_refused_clearly() {
+    let out = Command::new(netpol_trace_integration::binary())
+        .args(["trace", "--netns", "np-no-such-netns", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("np-no-such-netns") && err.contains("not found"), "{err}");
+}
