@@ -96,7 +96,7 @@ fn bump(counter: u32) {
 #[inline(always)]
 fn port_watched(cfg: &Config, port: u16) -> bool {
     // SAFETY: read-only lookup of a plain value.
-    cfg.all_ports != 0 || unsafe { PORTS.get(&port) }.is_some()
+    cfg.all_ports != 0 || unsafe { PORTS.get(port) }.is_some()
 }
 
 /// Folds a segment onto its client → server flow and records it, or ignores it.
@@ -156,7 +156,7 @@ fn record(
         return;
     }
     let stats = FlowStats { first_ns: now, last_ns: now, count: 1, reason, sport, _pad: 0 };
-    match FLOWS.insert(key, &stats, BPF_NOEXIST as u64) {
+    match FLOWS.insert(key, stats, BPF_NOEXIST as u64) {
         Ok(()) => match EVENTS.reserve::<FlowEvent>(0) {
             Some(mut entry) => {
                 let event = entry.as_mut_ptr();

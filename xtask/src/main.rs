@@ -1,2 +1,184 @@
-//! Chores: set-up, tests (privileged too), lints.
-fn main() {}
+//! Chores for netpol-trace: `cargo xtask test` runs everything CI runs (formatting, clippy
+//! for the host crates and for the bpf target, unit tests, privileged integration tests) and
+//! ends with one summary line.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "netpol-trace chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Formatting, clippy (host and bpf), unit tests, then the privileged integration tests.
+    Test {
+        /// Skip the privileged integration tests (they need root).
+        #[arg(long)]
+        unprivileged: bool,
+    },
+    /// Clippy with -D warnings for the host crates and for the bpf target.
+    Clippy,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    match cli.command {
+        Cmd::Clippy => clippy(&root),
+        Cmd::Test { unprivileged } => test(&root, unprivileged),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {step}");
+    let status = cmd.status().with_context(|| format!("{step}: cannot start"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn clippy(root: &Path) -> anyhow::Result<()> {
+    run(
+        "clippy (host crates)",
+        cargo().current_dir(root).args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "netpol-trace-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let mut bpf = bpf_cargo()?;
+    bpf.current_dir(root)
+        .args(["clippy", "-p", "netpol-trace-ebpf", "--release", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(root.join("target/bpf-clippy"))
+        .args(["--", "-D", "warnings"]);
+    run("clippy (bpf target)", &mut bpf)
+}
+
+/// Cargo for the bpf target: rustup's nightly with rust-src when present (the standard aya
+/// set-up), else the system toolchain with its library source (Debian's rustc-web).
+fn bpf_cargo() -> anyhow::Result<Command> {
+    let nightly_src = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|s| s.join("lib/rustlib/src/rust/library/core").exists());
+    let mut cmd;
+    if nightly_src {
+        cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo"]);
+    } else if Path::new("/usr/lib/rustlib/src/rust/library/core").exists()
+        && Path::new("/usr/bin/cargo-clippy").exists()
+    {
+        cmd = Command::new("/usr/bin/cargo");
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("/usr/bin:{path}"))
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("RUSTC_BOOTSTRAP", "1");
+    } else {
+        bail!(
+            "no toolchain for the bpf target: install nightly with rust-src, or run scripts/setup.sh (rustc-web, rust-web-src, rust-web-clippy)"
+        );
+    }
+    for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC_WRAPPER", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(var);
+    }
+    Ok(cmd)
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test`, echoing its output and adding up its "test result:" lines.
+fn cargo_test(step: &str, cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<bool> {
+    eprintln!("xtask: {step}");
+    let mut child =
+        cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("{step}: cannot start"))?;
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim().strip_suffix(word).map(|n| {
+                            n.trim().rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0)
+                        })
+                    })
+                    .unwrap_or(0)
+            };
+            tally.passed += num("passed");
+            tally.failed += num("failed");
+            tally.ignored += num("ignored");
+        }
+    }
+    Ok(child.wait()?.success())
+}
+
+fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
+    run("format check", cargo().current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
+    clippy(root)?;
+    let mut tally = Tally::default();
+    let mut ok = cargo_test(
+        "unit and unprivileged tests",
+        cargo().current_dir(root).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "netpol-trace-ebpf",
+            "--exclude",
+            "netpol-trace-integration",
+        ]),
+        &mut tally,
+    )?;
+    if !unprivileged {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "the privileged integration tests need root (namespaces, nftables, eBPF): run `sudo -E env PATH=\"$PATH\" cargo xtask test`, or pass --unprivileged"
+            );
+        }
+        run(
+            "build the binary under test",
+            cargo().current_dir(root).args(["build", "-p", "netpol-trace"]),
+        )?;
+        ok &= cargo_test(
+            "privileged integration tests",
+            cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
+            &mut tally,
+        )?;
+    }
+    println!("xtask: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
+    if !ok || tally.failed > 0 {
+        bail!("tests failed");
+    }
+    Ok(())
+}
