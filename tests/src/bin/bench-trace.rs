@@ -1,0 +1,151 @@
+//! Benchmark of the kernel programs (not a test; prints numbers). Needs root, iperf3 and
+//! hping3; runs only between namespaces it creates. Run with `scripts/bench-trace.sh`.
+//!
+//! 1. Per-packet cost of the tc programs: kernel BPF run-time statistics (run_time_ns /
+//!    run_cnt, enabled through a BPF_ENABLE_STATS descriptor for the run only).
+//! 2. TCP throughput between two pods with and without `trace` attached, A/B interleaved,
+//!    medians and their ratio.
+//! 3. A SYN storm to a port dropped by nftables: packets per second, the tracer's CPU and
+//!    memory, and drops lost (kernel nft counter vs. the tracer's count).
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use netpol_trace::trace::{TraceEvent, Tracer, TracerMessage, TracerOptions};
+use netpol_trace_integration::{Topology, in_ns, require_root};
+
+const ROUNDS: usize = 5;
+const IPERF_SECS: u32 = 3;
+const STORM_SECS: u64 = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn tracer(topo: &Topology) -> anyhow::Result<Tracer> {
+    let opts = TracerOptions { netns: Some(topo.node_path()), ..TracerOptions::default() };
+    Ok(Tracer::start(opts)?.0)
+}
+
+fn iperf(topo: &Topology) -> anyhow::Result<f64> {
+    let out = in_ns(&topo.pods[0].netns, &[
+        "iperf3", "-c", &topo.pods[1].ip.to_string(), "-t", &IPERF_SECS.to_string(), "-J",
+    ])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 JSON")
+}
+
+/// (user+system CPU seconds, RSS bytes) of this process.
+fn self_usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = 100.0;
+    let cpu = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let rss_pages: u64 = fields.get(21).and_then(|r| r.parse().ok()).unwrap_or(0);
+    (cpu / ticks, rss_pages * 4096)
+}
+
+fn prog_stats() -> Vec<(String, u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            name.starts_with("tc_").then(|| (name, p.run_time().as_nanos() as u64, p.run_count()))
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    require_root();
+    for tool in ["iperf3", "hping3"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            bail!("{tool} is not installed (scripts/bench-trace.sh installs it)");
+        }
+    }
+    let topo = Topology::new(2)?;
+    let server = Command::new("ip")
+        .args(["netns", "exec", &topo.pods[1].netns, "iperf3", "-s", "-B", &topo.pods[1].ip.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1 + 2: throughput A/B interleaved, per-packet cost while attached.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let (mut base, mut traced) = (vec![], vec![]);
+    let mut per_packet = vec![];
+    for _ in 0..ROUNDS {
+        base.push(iperf(&topo)?);
+        let t = tracer(&topo)?;
+        let before = prog_stats();
+        traced.push(iperf(&topo)?);
+        let after = prog_stats();
+        let (ns, cnt) = after.iter().fold((0, 0), |(ns, cnt), (name, t1, c1)| {
+            let (t0, c0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
+            (ns + t1 - t0, cnt + c1 - c0)
+        });
+        if cnt > 0 {
+            per_packet.push(ns as f64 / cnt as f64);
+        }
+        drop(t);
+    }
+    let (b, t) = (median(base), median(traced));
+    println!("throughput without trace: median {:.2} Gbit/s over {ROUNDS} runs of {IPERF_SECS}s", b / 1e9);
+    println!("throughput with trace:    median {:.2} Gbit/s", t / 1e9);
+    println!("throughput ratio (with/without): {:.4} ({:+.2}%)", t / b, (t / b - 1.0) * 100.0);
+    println!("tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt)", median(per_packet));
+
+    // 3: SYN storm to a dropped port.
+    topo.node_exec(&["nft", "add", "table", "inet", "npbench"])?;
+    topo.node_exec(&["nft", "add", "chain", "inet", "npbench", "forward_filter", "{ type filter hook forward priority 0; }"])?;
+    topo.node_exec(&["nft", "add", "rule", "inet", "npbench", "forward_filter", "tcp", "dport", "3306", "counter", "drop"])?;
+    let (t, mut rx) = Tracer::start(TracerOptions { netns: Some(topo.node_path()), ..TracerOptions::default() })?;
+    let (cpu0, _) = self_usage();
+    let start = Instant::now();
+    let storm = Command::new("ip")
+        .args(["netns", "exec", &topo.pods[0].netns, "timeout", &STORM_SECS.to_string()])
+        .args(["hping3", "--syn", "--flood", "-q", "-p", "3306", &topo.pods[1].ip.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu1, rss) = self_usage();
+    let summary = t.stop();
+    let mut traced_drops = 0;
+    while let Ok(msg) = rx.try_recv() {
+        if let TracerMessage::Event(TraceEvent::Drop(d)) = msg {
+            traced_drops = traced_drops.max(d.count);
+        }
+    }
+    let counter = topo.node_exec(&["nft", "-j", "list", "table", "inet", "npbench"])?;
+    let v: serde_json::Value = serde_json::from_str(&counter)?;
+    let nft_drops = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .unwrap_or(0);
+    println!("SYN storm (hping3 --flood, {STORM_SECS}s, exit {storm}): {nft_drops} SYNs dropped by nftables = {:.0} per second", nft_drops as f64 / elapsed);
+    println!("tracer counted {traced_drops} dropped SYNs (flow-aggregated in the kernel); lost vs nft counter: {}", nft_drops.saturating_sub(traced_drops));
+    println!("tracer: ring-buffer events lost {}, flows full {}, matched {}", summary.events_lost, summary.flows_full, summary.matched);
+    println!("tracer process CPU during the storm: {:.1}% of one core; RSS {:.1} MiB", (cpu1 - cpu0) / elapsed * 100.0, rss as f64 / 1048576.0);
+    Ok(())
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
