@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod completion;
+pub mod lab;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -22,11 +23,14 @@ pub struct Cli {
 pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
+    Lab(lab::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Completion(args) => completion::run(args),
+        Command::Lab(args) => lab::run(args),
     }
 }
