@@ -95,6 +95,7 @@ pub fn up(
 }
 
 fn build(ctx: &LabContext, names: &LabNames, run_dir: &RunDir, state: &mut LabState) -> Result<()> {
+    let started = Instant::now();
     let state_file = run_dir.state_file();
     state.save(&state_file)?;
     let node = state.topology.node_netns.clone();
@@ -111,13 +112,16 @@ fn build(ctx: &LabContext, names: &LabNames, run_dir: &RunDir, state: &mut LabSt
     apply_plan(run_dir, &state.topology, &plan)?;
     state.plan = Some(plan);
     state.save(&state_file)?;
+    tracing::info!(lab = %state.name, elapsed = ?started.elapsed(), "namespaces wired, ruleset loaded");
     start_listeners(ctx, run_dir, state)?;
+    tracing::info!(lab = %state.name, elapsed = ?started.elapsed(), "listeners ready");
     for pod in state.topology.pods.clone() {
         if pod.workload == Workload::Mariadb {
             mariadb::start(run_dir, &pod, |record| {
                 state.daemons.push(record.clone());
                 state.save(&state_file)
             })?;
+            tracing::info!(pod = %pod.key(), elapsed = ?started.elapsed(), "MariaDB ready");
         }
     }
     Ok(())

@@ -90,7 +90,9 @@ pub fn start(
             .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
     }
     write(&files.init_file(), &init_sql())?;
+    let started = Instant::now();
     install_db(&files)?;
+    tracing::info!(pod = %pod.key(), elapsed = ?started.elapsed(), "MariaDB data directory initialised");
     let args = server_args(&files, pod);
     let name = process_name(MARIADB_ROLE, &pod.namespace, &pod.name);
     let record =
