@@ -405,3 +405,19 @@ fn exec_passes_the_exit_code_through_and_up_refuses_an_existing_lab() {
     assert_eq!(labs[0]["name"], lab.name.as_str());
     assert_eq!((labs[0]["pods"].as_u64(), labs[0]["running"].as_bool()), (Some(2), Some(true)));
 }
+
+#[test]
+fn a_failing_up_removes_what_it_created() {
+    require_root!();
+    use netpol_trace::lab::{LabContext, input::load_dir, lifecycle};
+    let lab = LabGuard::new(SMALL_MANIFESTS);
+    let input = load_dir(lab.manifests.path()).unwrap();
+    // Wiring succeeds, then the listener cannot start: `up` must roll everything back.
+    let ctx = LabContext {
+        labs_dir: lab.labs_dir.path().to_owned(),
+        exe: lab.manifests.path().join("no-such-binary"),
+    };
+    let err = lifecycle::up(&ctx, &lab.name, &input, None).unwrap_err().to_string();
+    assert!(err.contains("no-such-binary"), "{err}");
+    lab.assert_gone(&[]);
+}

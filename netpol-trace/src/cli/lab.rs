@@ -19,6 +19,11 @@ use crate::lab::state::LabState;
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
+#[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
+    sudo netpol-trace lab probe shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
+    sudo netpol-trace lab exec shop app/web-1 -- mariadb -h 10.244.2.7 -u lab -pnetpol-trace-lab -e 'SELECT 1'\n  \
+    sudo netpol-trace lab down shop\n\n\
+    Labs live in /run/netpol-trace/labs/<name>/ (override with NETPOL_TRACE_LAB_DIR).")]
 pub struct Args {
     /// The lab subcommand.
     #[command(subcommand)]
@@ -117,7 +122,7 @@ pub struct ProbeArgs {
     /// Source pod: NAMESPACE/NAME, or NAME when unique.
     #[arg(long)]
     pub from: String,
-    /// Destination pod (NAMESPACE/NAME or NAME) or IP address.
+    /// Destination pod: NAMESPACE/NAME, NAME when unique, or its IP address.
     #[arg(long)]
     pub to: String,
     /// Destination port: a number, or the name of one of the destination pod's ports.
@@ -160,6 +165,10 @@ pub struct ServeArgs {
 
 /// Runs a `lab` subcommand.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    let needs_root = !matches!(args.command, LabCommand::Ls(_) | LabCommand::Serve(_));
+    if needs_root {
+        crate::lab::system::ensure_root()?;
+    }
     match args.command {
         LabCommand::Up(args) => up(args),
         LabCommand::Down(args) => down(args),
@@ -287,24 +296,26 @@ fn exec(args: ExecArgs) -> anyhow::Result<i32> {
 }
 
 fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
-    crate::lab::system::ensure_root()?;
     let ctx = LabContext::from_env()?;
     let state = lifecycle::load(&ctx, &args.name)?;
     let from = find_pod(&state, &args.from)?;
     let (to_label, dst_ip, dst_pod) = match args.to.parse::<IpAddr>() {
         Ok(ip) => {
-            let pod = state.topology.pods.iter().find(|p| p.ip == ip);
-            (pod.map_or_else(|| ip.to_string(), |p| p.key()), ip, pod)
+            // Probes stay inside the lab: only its own pods are destinations.
+            let pod = state.topology.pods.iter().find(|p| p.ip == ip).ok_or_else(|| {
+                exit::ExitError::bad_input(format!(
+                    "--to {ip}: not the IP of a pod of lab {}",
+                    state.name
+                ))
+            })?;
+            (pod.key(), ip, pod)
         }
         Err(_) => {
             let pod = find_pod(&state, &args.to)?;
-            (pod.key(), pod.ip, Some(pod))
+            (pod.key(), pod.ip, pod)
         }
     };
-    let resolved = match dst_pod {
-        Some(pod) => pod.resolve_port(&args.port),
-        None => args.port.parse().ok().map(|p| (p, None)),
-    };
+    let resolved = dst_pod.resolve_port(&args.port);
     let (port, named_protocol) = resolved.ok_or_else(|| {
         exit::ExitError::bad_input(format!(
             "--port {:?}: not a number nor a port name of {to_label}",
