@@ -3,9 +3,11 @@
 //!
 //! Modules, one concern each:
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
+//! * [`lab`]: a local node replica from manifests, with policies enforced by nftables.
 //! * [`cli`]: the `netpol-trace` command line.
 
 pub mod cli;
 pub mod datapath;
 pub mod exit;
+pub mod lab;
 pub mod trace;

@@ -223,17 +223,3 @@ pub fn enter_netns(name: &str) -> std::io::Result<()> {
     netpol_trace::datapath::netns::enter(&PathBuf::from("/run/netns").join(name))
         .map_err(std::io::Error::other)
 }
-
-/// The `netpol-trace` binary under test: `$NETPOL_TRACE_BIN`, else the workspace's
-/// `target/debug/netpol-trace` (built by `cargo xtask test` before the tests run).
-pub fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NETPOL_TRACE_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("netpol-trace");
-    assert!(bin.exists(), "{} not built: run `cargo build -p netpol-trace` first", bin.display());
-    bin
-}

@@ -283,7 +283,7 @@ fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let pcap = dir.path().join("drops.pcap");
-    let mut child = Command::new(netpol_trace_integration::binary())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
         .args(["trace", "--netns", &topo.node, "-o", "json", "--duration", "4s", "--ready-file"])
         .arg(&ready)
         .arg("--pcap")
@@ -328,7 +328,7 @@ fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
 
 #[test]
 fn a_missing_namespace_is_refused_clearly() {
-    let out = Command::new(netpol_trace_integration::binary())
+    let out = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
         .args(["trace", "--netns", "np-no-such-netns", "--duration", "1s"])
         .output()
         .unwrap();

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod completion;
+pub mod lab;
 pub mod trace;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
+    /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
+    Lab(lab::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
 }
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Lab(args) => lab::run(args),
     }
 }

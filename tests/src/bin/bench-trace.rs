@@ -32,9 +32,10 @@ fn tracer(topo: &Topology) -> anyhow::Result<Tracer> {
 }
 
 fn iperf(topo: &Topology) -> anyhow::Result<f64> {
-    let out = in_ns(&topo.pods[0].netns, &[
-        "iperf3", "-c", &topo.pods[1].ip.to_string(), "-t", &IPERF_SECS.to_string(), "-J",
-    ])?;
+    let out = in_ns(
+        &topo.pods[0].netns,
+        &["iperf3", "-c", &topo.pods[1].ip.to_string(), "-t", &IPERF_SECS.to_string(), "-J"],
+    )?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 JSON")
 }
@@ -69,7 +70,15 @@ fn main() -> anyhow::Result<()> {
     }
     let topo = Topology::new(2)?;
     let server = Command::new("ip")
-        .args(["netns", "exec", &topo.pods[1].netns, "iperf3", "-s", "-B", &topo.pods[1].ip.to_string()])
+        .args([
+            "netns",
+            "exec",
+            &topo.pods[1].netns,
+            "iperf3",
+            "-s",
+            "-B",
+            &topo.pods[1].ip.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -96,16 +105,43 @@ fn main() -> anyhow::Result<()> {
         drop(t);
     }
     let (b, t) = (median(base), median(traced));
-    println!("throughput without trace: median {:.2} Gbit/s over {ROUNDS} runs of {IPERF_SECS}s", b / 1e9);
+    println!(
+        "throughput without trace: median {:.2} Gbit/s over {ROUNDS} runs of {IPERF_SECS}s",
+        b / 1e9
+    );
     println!("throughput with trace:    median {:.2} Gbit/s", t / 1e9);
     println!("throughput ratio (with/without): {:.4} ({:+.2}%)", t / b, (t / b - 1.0) * 100.0);
-    println!("tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt)", median(per_packet));
+    println!(
+        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt)",
+        median(per_packet)
+    );
 
     // 3: SYN storm to a dropped port.
     topo.node_exec(&["nft", "add", "table", "inet", "npbench"])?;
-    topo.node_exec(&["nft", "add", "chain", "inet", "npbench", "forward_filter", "{ type filter hook forward priority 0; }"])?;
-    topo.node_exec(&["nft", "add", "rule", "inet", "npbench", "forward_filter", "tcp", "dport", "3306", "counter", "drop"])?;
-    let (t, mut rx) = Tracer::start(TracerOptions { netns: Some(topo.node_path()), ..TracerOptions::default() })?;
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "npbench",
+        "forward_filter",
+        "{ type filter hook forward priority 0; }",
+    ])?;
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "npbench",
+        "forward_filter",
+        "tcp",
+        "dport",
+        "3306",
+        "counter",
+        "drop",
+    ])?;
+    let (t, mut rx) =
+        Tracer::start(TracerOptions { netns: Some(topo.node_path()), ..TracerOptions::default() })?;
     let (cpu0, _) = self_usage();
     let start = Instant::now();
     let storm = Command::new("ip")
@@ -134,10 +170,23 @@ fn main() -> anyhow::Result<()> {
         .flatten()
         .find_map(|e| e["counter"]["packets"].as_u64())
         .unwrap_or(0);
-    println!("SYN storm (hping3 --flood, {STORM_SECS}s, exit {storm}): {nft_drops} SYNs dropped by nftables = {:.0} per second", nft_drops as f64 / elapsed);
-    println!("tracer counted {traced_drops} dropped SYNs (flow-aggregated in the kernel); lost vs nft counter: {}", nft_drops.saturating_sub(traced_drops));
-    println!("tracer: ring-buffer events lost {}, flows full {}, matched {}", summary.events_lost, summary.flows_full, summary.matched);
-    println!("tracer process CPU during the storm: {:.1}% of one core; RSS {:.1} MiB", (cpu1 - cpu0) / elapsed * 100.0, rss as f64 / 1048576.0);
+    println!(
+        "SYN storm (hping3 --flood, {STORM_SECS}s, exit {storm}): {nft_drops} SYNs dropped by nftables = {:.0} per second",
+        nft_drops as f64 / elapsed
+    );
+    println!(
+        "tracer counted {traced_drops} dropped SYNs (flow-aggregated in the kernel); lost vs nft counter: {}",
+        nft_drops.saturating_sub(traced_drops)
+    );
+    println!(
+        "tracer: ring-buffer events lost {}, flows full {}, matched {}",
+        summary.events_lost, summary.flows_full, summary.matched
+    );
+    println!(
+        "tracer process CPU during the storm: {:.1}% of one core; RSS {:.1} MiB",
+        (cpu1 - cpu0) / elapsed * 100.0,
+        rss as f64 / 1048576.0
+    );
     Ok(())
 }
 

@@ -1,0 +1,419 @@
+//! `netpol-trace lab ...`: build a local node from manifests, probe it, swap its enforcement,
+//! tear it down.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+
+use crate::exit;
+use crate::lab::input::{LabInput, load_dir};
+use crate::lab::lifecycle::{self, LabContext, find_pod};
+use crate::lab::listener;
+use crate::lab::plan::{EnforcementPlan, Protocol};
+use crate::lab::probe::{ProbeOutcome, probe};
+use crate::lab::render::render_ruleset;
+use crate::lab::state::LabState;
+
+/// Arguments of `lab`.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
+    sudo netpol-trace lab probe shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
+    sudo netpol-trace lab exec shop app/web-1 -- mariadb -h 10.244.2.7 -u lab -pnetpol-trace-lab -e 'SELECT 1'\n  \
+    sudo netpol-trace lab down shop\n\n\
+    Labs live in /run/netpol-trace/labs/<name>/ (override with NETPOL_TRACE_LAB_DIR).")]
+pub struct Args {
+    /// The lab subcommand.
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// Output formats of the lab commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// `lab` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build a lab from manifests: a node namespace, one namespace per Pod, listeners, MariaDB.
+    #[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
+        NAMESPACE  POD      IP          INTERFACE        WORKLOAD  PORTS\n  \
+        app        web-1    10.244.1.5  cali3f6c0b1e2d4  listener  8080/TCP\n  \
+        db         mysql-0  10.244.2.7  cali9a0d77c1b3e  mariadb   3306/TCP")]
+    Up(UpArgs),
+    /// Remove a lab: its processes, network namespaces, veths, nft table and run directory.
+    #[command(after_help = "Example:\n  sudo netpol-trace lab down shop")]
+    Down(DownArgs),
+    /// List labs.
+    #[command(after_help = "Example:\n  sudo netpol-trace lab ls")]
+    Ls(LsArgs),
+    /// Run a command inside a pod's network namespace; its exit code is passed through.
+    #[command(after_help = "Example:\n  sudo netpol-trace lab exec shop app/web-1 -- \\\n    \
+        mariadb -h 10.244.2.7 -u lab -pnetpol-trace-lab --connect-timeout=2 -e 'SELECT 1'")]
+    Exec(ExecArgs),
+    /// Connect from one pod to another for real; exit 0 allowed, 1 denied or refused.
+    #[command(
+        after_help = "Example:\n  sudo netpol-trace lab probe shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
+        denied: app/web-1 -> db/mysql-0 10.244.2.7:3306/TCP (no answer within 1s)"
+    )]
+    Probe(ProbeArgs),
+    /// Re-render the lab's nftables ruleset and swap it atomically.
+    #[command(after_help = "Example:\n  sudo netpol-trace lab apply shop --plan plan.json")]
+    Apply(ApplyArgs),
+    /// Listen on ports inside a pod (started by `lab up`).
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+/// Arguments of `lab up`.
+#[derive(Debug, ClapArgs)]
+pub struct UpArgs {
+    /// Manifest file or directory (recursive; repeatable): Namespaces, Pods, NetworkPolicies.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub filename: Vec<PathBuf>,
+    /// Lab name: 1-24 of a-z, 0-9 and '-', starting with a letter.
+    #[arg(long)]
+    pub name: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Arguments of `lab down`.
+#[derive(Debug, ClapArgs)]
+pub struct DownArgs {
+    /// The lab to remove (nothing to do is not an error).
+    pub name: String,
+}
+
+/// Arguments of `lab ls`.
+#[derive(Debug, ClapArgs)]
+pub struct LsArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Arguments of `lab exec`.
+#[derive(Debug, ClapArgs)]
+pub struct ExecArgs {
+    /// The lab.
+    pub name: String,
+    /// The pod: NAMESPACE/NAME, or NAME when unique.
+    pub pod: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `lab probe`.
+#[derive(Debug, ClapArgs)]
+pub struct ProbeArgs {
+    /// The lab.
+    pub name: String,
+    /// Source pod: NAMESPACE/NAME, or NAME when unique.
+    #[arg(long)]
+    pub from: String,
+    /// Destination pod: NAMESPACE/NAME, NAME when unique, or its IP address.
+    #[arg(long)]
+    pub to: String,
+    /// Destination port: a number, or the name of one of the destination pod's ports.
+    #[arg(long)]
+    pub port: String,
+    /// Protocol: TCP or UDP (default TCP, or the named port's protocol).
+    #[arg(long)]
+    pub protocol: Option<Protocol>,
+    /// How long to wait for an answer: 500ms, 1s, 2.5s.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Arguments of `lab apply`.
+#[derive(Debug, ClapArgs)]
+pub struct ApplyArgs {
+    /// The lab.
+    pub name: String,
+    /// An enforcement plan (JSON) to render.
+    #[arg(long, hide = true, required = true)]
+    pub plan: PathBuf,
+    /// Print the ruleset instead of loading it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `lab serve`.
+#[derive(Debug, ClapArgs)]
+pub struct ServeArgs {
+    /// PORT/PROTOCOL to listen on (repeatable): 80/TCP, 53/UDP.
+    #[arg(long = "port", required = true, value_parser = parse_port_protocol)]
+    pub ports: Vec<(u16, Protocol)>,
+    /// File written once every port is bound.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs a `lab` subcommand.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let needs_root = !matches!(args.command, LabCommand::Ls(_) | LabCommand::Serve(_));
+    if needs_root {
+        crate::lab::system::ensure_root()?;
+    }
+    match args.command {
+        LabCommand::Up(args) => up(args),
+        LabCommand::Down(args) => down(args),
+        LabCommand::Ls(args) => ls(args),
+        LabCommand::Exec(args) => exec(args),
+        LabCommand::Probe(args) => run_probe(args),
+        LabCommand::Apply(args) => apply(args),
+        LabCommand::Serve(args) => {
+            listener::serve(&args.ports, args.ready_file.as_deref())?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn up(args: UpArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let mut input = LabInput::default();
+    for path in &args.filename {
+        let more = load_dir(path)?;
+        input.namespaces.extend(more.namespaces);
+        input.pods.extend(more.pods);
+        input.network_policies.extend(more.network_policies);
+    }
+    if input.pods.is_empty() {
+        return Err(exit::ExitError::bad_input(format!(
+            "no Pod in {}: a lab needs at least one",
+            args.filename.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    }
+    let state =
+        lifecycle::up(&ctx, &args.name, &input, args.filename.first().map(PathBuf::as_path))?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&state)?),
+        Output::Table => print_pods(&state),
+    }
+    Ok(exit::OK)
+}
+
+fn print_pods(state: &LabState) {
+    let mut rows = vec![
+        ["NAMESPACE", "POD", "IP", "INTERFACE", "WORKLOAD", "PORTS"].map(String::from).to_vec(),
+    ];
+    for pod in &state.topology.pods {
+        let ports: Vec<String> =
+            pod.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect();
+        let workload =
+            serde_json::to_value(pod.workload).ok().and_then(|v| v.as_str().map(String::from));
+        rows.push(vec![
+            pod.namespace.clone(),
+            pod.name.clone(),
+            pod.ip.to_string(),
+            pod.host_iface.clone(),
+            workload.unwrap_or_default(),
+            if ports.is_empty() { "-".into() } else { ports.join(",") },
+        ]);
+    }
+    print_table(&rows);
+    println!(
+        "lab {}: node namespace {}, nft table inet {}, run directory {}",
+        state.name,
+        state.topology.node_netns,
+        state.topology.nft_table,
+        state.run_dir.display()
+    );
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn down(args: DownArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let report = lifecycle::down(&ctx, &args.name)?;
+    if !report.removed_anything() {
+        println!("lab {}: nothing to remove", args.name);
+        return Ok(exit::OK);
+    }
+    for process in &report.processes {
+        println!("stopped process {process}");
+    }
+    for netns in &report.netns {
+        println!("deleted network namespace {netns}");
+    }
+    if let Some(dir) = &report.run_dir {
+        println!("removed run directory {}", dir.display());
+    }
+    println!("lab {} removed", args.name);
+    Ok(exit::OK)
+}
+
+fn ls(args: LsArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let labs = lifecycle::list(&ctx)?;
+    if args.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&labs)?);
+        return Ok(exit::OK);
+    }
+    let mut rows = vec![["NAME", "PODS", "STATUS", "CREATED"].map(String::from).to_vec()];
+    for lab in &labs {
+        rows.push(vec![
+            lab.name.clone(),
+            lab.pods.to_string(),
+            if lab.running { "running" } else { "stale (run `lab down`)" }.to_owned(),
+            lab.created_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print_table(&rows);
+    Ok(exit::OK)
+}
+
+fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let state = lifecycle::load(&ctx, &args.name)?;
+    let pod = find_pod(&state, &args.pod)?;
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    Ok(lifecycle::exec_in_pod(pod, program, rest)?)
+}
+
+fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let state = lifecycle::load(&ctx, &args.name)?;
+    let from = find_pod(&state, &args.from)?;
+    let (to_label, dst_ip, dst_pod) = match args.to.parse::<IpAddr>() {
+        Ok(ip) => {
+            // Probes stay inside the lab: only its own pods are destinations.
+            let pod = state.topology.pods.iter().find(|p| p.ip == ip).ok_or_else(|| {
+                exit::ExitError::bad_input(format!(
+                    "--to {ip}: not the IP of a pod of lab {}",
+                    state.name
+                ))
+            })?;
+            (pod.key(), ip, pod)
+        }
+        Err(_) => {
+            let pod = find_pod(&state, &args.to)?;
+            (pod.key(), pod.ip, pod)
+        }
+    };
+    let resolved = dst_pod.resolve_port(&args.port);
+    let (port, named_protocol) = resolved.ok_or_else(|| {
+        exit::ExitError::bad_input(format!(
+            "--port {:?}: not a number nor a port name of {to_label}",
+            args.port
+        ))
+    })?;
+    let protocol = args.protocol.or(named_protocol).unwrap_or(Protocol::Tcp);
+    let result = probe(&from.netns, dst_ip, port, protocol, args.timeout)?;
+    let flow = format!("{} -> {to_label} {dst_ip}:{port}/{protocol}", from.key());
+    if args.output == Output::Json {
+        let value = serde_json::json!({
+            "from": from.key(), "to": to_label, "ip": dst_ip, "port": port, "protocol": protocol,
+            "outcome": result.outcome, "elapsed_ms": result.elapsed.as_millis() as u64,
+        });
+        println!("{value}");
+    } else {
+        match result.outcome {
+            ProbeOutcome::Allowed => {
+                println!("allowed: {flow} ({} ms)", result.elapsed.as_millis())
+            }
+            ProbeOutcome::Denied => {
+                println!("denied: {flow} (no answer within {})", format_duration(args.timeout))
+            }
+            ProbeOutcome::Refused => {
+                println!("refused: {flow} (reachable, nothing listens on that port)")
+            }
+        }
+    }
+    Ok(if result.outcome == ProbeOutcome::Allowed { exit::OK } else { exit::NO })
+}
+
+fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("reading {}", args.plan.display()))?;
+    let plan: EnforcementPlan = serde_json::from_str(&text).map_err(|e| {
+        exit::ExitError::bad_input(format!("{}: not an EnforcementPlan: {e}", args.plan.display()))
+    })?;
+    let ctx = LabContext::from_env()?;
+    if args.dry_run {
+        let state = lifecycle::load(&ctx, &args.name)?;
+        crate::lab::enforce::check_plan_against(&plan, &state.topology)?;
+        print!("{}", render_ruleset(&state.topology.nft_table, &plan));
+        return Ok(exit::OK);
+    }
+    lifecycle::apply(&ctx, &args.name, &plan)?;
+    let isolated = plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count();
+    println!("lab {}: ruleset replaced ({isolated} pod(s) isolated)", args.name);
+    Ok(exit::OK)
+}
+
+/// Parses `500ms`, `1s`, `2.5s` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration (500ms, 1s, 2.5s)"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("{text:?}: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// Parses `PORT/PROTOCOL` (`80/TCP`); the protocol defaults to TCP.
+fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
+    let (port, protocol) = text.split_once('/').unwrap_or((text, "TCP"));
+    let port: u16 =
+        port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("{text:?}: bad port"))?;
+    Ok((port, protocol.parse()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ports_parse() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_port_protocol("53/UDP").unwrap(), (53, Protocol::Udp));
+        assert_eq!(parse_port_protocol("80").unwrap(), (80, Protocol::Tcp));
+        assert!(parse_port_protocol("0/TCP").is_err());
+        assert!(parse_port_protocol("80/ICMP").is_err());
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}
