@@ -214,41 +214,52 @@ pub fn tc_to_pod(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_tc(ctx: &TcContext, side: Side) -> Result<(), i64> {
-    let proto = u16::from_be(ctx.load::<u16>(12)?);
-    let mut seg =
-        Segment { family: 0, saddr: [0; 16], daddr: [0; 16], sport: 0, dport: 0, flags: 0 };
-    let l4 = match proto {
+    // Direct packet access at constant offsets: every packet of the pod passes here, so the
+    // common case (not a SYN) costs a few loads and one bounds check, no helper call. IPv4
+    // headers with options (rare) take the slower bpf_skb_load_bytes path.
+    let proto = u16::from_be(load::<u16>(ctx, 12)?);
+    let (family, l4) = match proto {
         ETH_P_IP => {
-            let ver_ihl: u8 = ctx.load(ETH_HLEN)?;
-            let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6)?);
-            if ctx.load::<u8>(ETH_HLEN + 9)? != IPPROTO_TCP || frag & 0x1fff != 0 {
+            let ip = load::<[u8; 20]>(ctx, ETH_HLEN)?;
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if ip[9] != IPPROTO_TCP || frag & 0x1fff != 0 {
                 return Ok(());
             }
-            let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-            if ihl < 20 {
-                return Ok(());
-            }
-            seg.family = FAMILY_IPV4;
-            let s: [u8; 4] = ctx.load(ETH_HLEN + 12)?;
-            let d: [u8; 4] = ctx.load(ETH_HLEN + 16)?;
-            seg.saddr[..4].copy_from_slice(&s);
-            seg.daddr[..4].copy_from_slice(&d);
-            ETH_HLEN + ihl
+            (FAMILY_IPV4, ((ip[0] & 0x0f) as usize) * 4 + ETH_HLEN)
         }
         ETH_P_IPV6 => {
-            if ctx.load::<u8>(ETH_HLEN + 6)? != IPPROTO_TCP {
+            if load::<u8>(ctx, ETH_HLEN + 6)? != IPPROTO_TCP {
                 return Ok(());
             }
-            seg.family = FAMILY_IPV6;
-            seg.saddr = ctx.load(ETH_HLEN + 8)?;
-            seg.daddr = ctx.load(ETH_HLEN + 24)?;
-            ETH_HLEN + 40
+            (FAMILY_IPV6, ETH_HLEN + 40)
         }
         _ => return Ok(()),
     };
-    seg.sport = u16::from_be(ctx.load::<u16>(l4)?);
-    seg.dport = u16::from_be(ctx.load::<u16>(l4 + 2)?);
-    seg.flags = ctx.load::<u8>(l4 + 13)?;
+    let tcp: [u8; 14] = match (family, l4) {
+        (FAMILY_IPV4, 34) => load(ctx, 34)?,
+        (FAMILY_IPV4, off) if off > 34 => ctx.load(off)?,
+        (FAMILY_IPV6, _) => load(ctx, ETH_HLEN + 40)?,
+        _ => return Ok(()),
+    };
+    let flags = tcp[13];
+    if flags & TCP_FLAG_SYN == 0 {
+        return Ok(());
+    }
+    let mut seg = Segment {
+        family,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dport: u16::from_be_bytes([tcp[2], tcp[3]]),
+        flags,
+    };
+    if family == FAMILY_IPV4 {
+        seg.saddr[..4].copy_from_slice(&load::<[u8; 4]>(ctx, ETH_HLEN + 12)?);
+        seg.daddr[..4].copy_from_slice(&load::<[u8; 4]>(ctx, ETH_HLEN + 16)?);
+    } else {
+        seg.saddr = load::<[u8; 16]>(ctx, ETH_HLEN + 8)?;
+        seg.daddr = load::<[u8; 16]>(ctx, ETH_HLEN + 24)?;
+    }
     // SAFETY: reading the context's ifindex field.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let (syn, synack) = match side {
@@ -257,6 +268,18 @@ fn try_tc(ctx: &TcContext, side: Side) -> Result<(), i64> {
     };
     observe(&seg, syn, synack, ifindex, 0, |buf| copy_header(ctx, buf));
     Ok(())
+}
+
+/// Reads a `T` at a constant `offset` of the packet's linear data, bounds-checked for the
+/// verifier. Data beyond the linear part reads as an error and the packet is skipped.
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+    let ptr = ctx.data() + offset;
+    if ptr + core::mem::size_of::<T>() > ctx.data_end() {
+        return Err(-1);
+    }
+    // SAFETY: the range was checked against data_end just above.
+    Ok(unsafe { core::ptr::read_unaligned(ptr as *const T) })
 }
 
 /// Copies the packet from its IP header on. Fixed lengths only (the verifier rejects a

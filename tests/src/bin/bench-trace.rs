@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use netpol_trace::trace::{TraceEvent, Tracer, TracerMessage, TracerOptions};
 use netpol_trace_integration::{Topology, in_ns, require_root};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
 const IPERF_SECS: u32 = 3;
 const STORM_SECS: u64 = 5;
 
@@ -85,24 +85,19 @@ fn main() -> anyhow::Result<()> {
     let _server = KillOnDrop(server);
     std::thread::sleep(Duration::from_millis(300));
 
-    // 1 + 2: throughput A/B interleaved, per-packet cost while attached.
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    // 2: throughput A/B interleaved (ABBA order, so drifts of a noisy machine cancel out);
+    // BPF run-time statistics stay off here, they cost time of their own.
     let (mut base, mut traced) = (vec![], vec![]);
-    let mut per_packet = vec![];
-    for _ in 0..ROUNDS {
-        base.push(iperf(&topo)?);
-        let t = tracer(&topo)?;
-        let before = prog_stats();
-        traced.push(iperf(&topo)?);
-        let after = prog_stats();
-        let (ns, cnt) = after.iter().fold((0, 0), |(ns, cnt), (name, t1, c1)| {
-            let (t0, c0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
-            (ns + t1 - t0, cnt + c1 - c0)
-        });
-        if cnt > 0 {
-            per_packet.push(ns as f64 / cnt as f64);
+    for round in 0..ROUNDS {
+        for with_trace in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            if with_trace {
+                let t = tracer(&topo)?;
+                traced.push(iperf(&topo)?);
+                drop(t);
+            } else {
+                base.push(iperf(&topo)?);
+            }
         }
-        drop(t);
     }
     let (b, t) = (median(base), median(traced));
     println!(
@@ -111,8 +106,27 @@ fn main() -> anyhow::Result<()> {
     );
     println!("throughput with trace:    median {:.2} Gbit/s", t / 1e9);
     println!("throughput ratio (with/without): {:.4} ({:+.2}%)", t / b, (t / b - 1.0) * 100.0);
+
+    // 1: per-packet cost while attached, from the kernel's run-time statistics.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut per_packet = vec![];
+    for _ in 0..3 {
+        let t = tracer(&topo)?;
+        let before = prog_stats();
+        iperf(&topo)?;
+        let after = prog_stats();
+        drop(t);
+        let (ns, cnt) = after.iter().fold((0, 0), |(ns, cnt), (name, t1, c1)| {
+            let (t0, c0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
+            (ns + t1 - t0, cnt + c1 - c0)
+        });
+        if cnt > 0 {
+            per_packet.push(ns as f64 / cnt as f64);
+        }
+    }
+    drop(stats);
     println!(
-        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt)",
+        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt, 3 runs)",
         median(per_packet)
     );
 
