@@ -4,10 +4,23 @@
 //! Modules, one concern each:
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
 //! * [`lab`]: a local node replica from manifests, with policies enforced by nftables.
+//! * [`trace`]: dropped SYNs and restored handshakes as events, NDJSON and pcap.
 //! * [`cli`]: the `netpol-trace` command line.
+//! * [`policy`]: pure NetworkPolicy semantics (validation, compilation, matching).
+//! * [`manifest`]: loading objects from manifest files or the live cluster.
+//! * [`inventory`]: the indexed snapshot of pods, namespaces, policies and services.
+//! * [`flow`]: a connection attempt resolved to pods or outside addresses.
+//! * [`explain`]: which policies and rules allow or deny a flow, with near-misses.
+//! * [`output`]: table/JSON/YAML output helpers.
 
 pub mod cli;
 pub mod datapath;
 pub mod exit;
+pub mod explain;
+pub mod flow;
+pub mod inventory;
 pub mod lab;
+pub mod manifest;
+pub mod output;
+pub mod policy;
 pub mod trace;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod completion;
+pub mod explain;
 pub mod lab;
 pub mod trace;
 
@@ -22,6 +23,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Explain whether NetworkPolicies allow a connection, and which rule blocks it.
+    Explain(explain::Args),
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
@@ -33,8 +36,9 @@ pub enum Command {
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Explain(args) => explain::run(args),
         Command::Trace(args) => trace::run(args),
-        Command::Completion(args) => completion::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Completion(args) => completion::run(args),
     }
 }
