@@ -423,10 +423,10 @@ fn semantics_table() {
             "egress present without policyTypes isolates egress",
             egress_from_web("{to: [{podSelector: {}}]}"),
             "app/web-1",
-            "app/api-1",
+            "203.0.113.1",
             80,
             Tcp,
-            true,
+            false,
         ),
         (
             "egress: [] without policyTypes leaves egress open",
