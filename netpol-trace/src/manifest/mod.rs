@@ -10,7 +10,7 @@ mod error;
 
 use std::path::{Path, PathBuf};
 
-pub use cluster::{ClusterError, load_cluster};
+pub use cluster::{ClusterError, load_cluster, load_cluster_with};
 pub use document::{Syntax, parse_manifest};
 pub use error::ManifestError;
 
