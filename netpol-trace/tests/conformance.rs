@@ -24,7 +24,9 @@ fn endpoint(inventory: &Inventory, probe: &Value, pod_key: &str, ip_key: &str) -
     }
     let name = probe[pod_key].as_str().expect("probe endpoint");
     let (ns, pod) = name.split_once('/').expect("NS/POD");
-    EndpointSpec::Pod(inventory.pod_id(ns, pod).unwrap_or_else(|| panic!("pod {name} not in manifests")))
+    EndpointSpec::Pod(
+        inventory.pod_id(ns, pod).unwrap_or_else(|| panic!("pod {name} not in manifests")),
+    )
 }
 
 fn verdict(text: &str) -> Verdict {
@@ -72,9 +74,15 @@ fn run_probe(tally: &mut Tally, case: &str, inventory: &Inventory, probe: &Value
             continue;
         }
         for direction in [Direction::Egress, Direction::Ingress] {
-            let Some(reference) = probe["ref_explain"].get(direction.spec_field()) else { continue };
-            let mut want: Vec<&str> =
-                reference["policies"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+            let Some(reference) = probe["ref_explain"].get(direction.spec_field()) else {
+                continue;
+            };
+            let mut want: Vec<&str> = reference["policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
             want.sort_unstable();
             let got: Vec<String> = explanation
                 .direction(direction)
@@ -83,8 +91,13 @@ fn run_probe(tally: &mut Tally, case: &str, inventory: &Inventory, probe: &Value
                 .map(|p| format!("{}/{}", p.namespace, p.name))
                 .collect();
             tally.isolation_checked += 1;
-            if got != want || explanation.direction(direction).isolated != reference["isolated"].as_bool().unwrap() {
-                tally.isolation_disagreements.push(format!("{case} {direction}: {probe}\n  got {got:?}"));
+            if got != want
+                || explanation.direction(direction).isolated
+                    != reference["isolated"].as_bool().unwrap()
+            {
+                tally
+                    .isolation_disagreements
+                    .push(format!("{case} {direction}: {probe}\n  got {got:?}"));
             }
         }
     }
@@ -103,9 +116,10 @@ fn conformance_corpus() {
     let mut probe_lines = 0;
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let objects = load_paths(&[case.join("manifests.yaml")]).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let inventory =
-            Inventory::from_objects(objects, InventoryOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let objects =
+            load_paths(&[case.join("manifests.yaml")]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let inventory = Inventory::from_objects(objects, InventoryOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         for file in PROBE_FILES {
             let Ok(text) = fs::read_to_string(case.join(file)) else { continue };
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -126,7 +140,12 @@ fn conformance_corpus() {
         tally.isolation_checked,
         tally.isolation_disagreements.len()
     );
-    assert!(tally.failures.is_empty(), "{} disagreements:\n{}", tally.failures.len(), tally.failures.join("\n"));
+    assert!(
+        tally.failures.is_empty(),
+        "{} disagreements:\n{}",
+        tally.failures.len(),
+        tally.failures.join("\n")
+    );
     assert!(
         tally.isolation_disagreements.is_empty(),
         "isolating policies differ from the reference:\n{}",

@@ -16,7 +16,11 @@ const SEEDS: [&str; 4] = [
 
 /// Edge inputs pinned as fixed cases: empty documents, a List whose items is no list, List items
 /// that are not objects.
-const EDGE_CASES: [&str; 3] = ["---\n---\n", "kind: List\nitems: 3\n", "apiVersion: v1\nkind: List\nitems: [null, 1, {kind: Pod}]\n"];
+const EDGE_CASES: [&str; 3] = [
+    "---\n---\n",
+    "kind: List\nitems: 3\n",
+    "apiVersion: v1\nkind: List\nitems: [null, 1, {kind: Pod}]\n",
+];
 
 fn load(text: &str) {
     for syntax in [Syntax::Yaml, Syntax::Json] {
@@ -30,13 +34,26 @@ fn load(text: &str) {
 /// A random edit of `seed`: delete, duplicate or replace a span with YAML-ish noise.
 fn mutated() -> impl Strategy<Value = String> {
     let noise = prop_oneof![
-        Just("{".to_owned()), Just("]".to_owned()), Just(": ".to_owned()), Just("\n- ".to_owned()),
-        Just("---\n".to_owned()), Just("0".to_owned()), Just("-1".to_owned()), Just("65536".to_owned()),
-        Just("null".to_owned()), Just("~".to_owned()), Just("'::/0'".to_owned()), Just("&a *a".to_owned()),
-        Just("!!binary".to_owned()), "[ -~]{0,8}".prop_map(|s| s),
+        Just("{".to_owned()),
+        Just("]".to_owned()),
+        Just(": ".to_owned()),
+        Just("\n- ".to_owned()),
+        Just("---\n".to_owned()),
+        Just("0".to_owned()),
+        Just("-1".to_owned()),
+        Just("65536".to_owned()),
+        Just("null".to_owned()),
+        Just("~".to_owned()),
+        Just("'::/0'".to_owned()),
+        Just("&a *a".to_owned()),
+        Just("!!binary".to_owned()),
+        "[ -~]{0,8}".prop_map(|s| s),
     ];
-    (0..SEEDS.len(), proptest::collection::vec((any::<prop::sample::Index>(), 0usize..12, noise), 1..6)).prop_map(
-        |(seed, edits)| {
+    (
+        0..SEEDS.len(),
+        proptest::collection::vec((any::<prop::sample::Index>(), 0usize..12, noise), 1..6),
+    )
+        .prop_map(|(seed, edits)| {
             let mut text = SEEDS[seed].to_owned();
             for (at, len, insert) in edits {
                 let mut start = at.index(text.len() + 1);
@@ -50,8 +67,7 @@ fn mutated() -> impl Strategy<Value = String> {
                 text.replace_range(start..end, &insert);
             }
             text
-        },
-    )
+        })
 }
 
 #[test]

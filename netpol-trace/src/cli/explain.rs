@@ -44,7 +44,8 @@ pub struct FlowArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub from: EndpointArg,
 
-    /// Destination: NAMESPACE/POD, POD (with -n), an IP address, or svc/NAMESPACE/NAME.
+    /// Destination: NAMESPACE/POD, POD (with -n), an IP address, or svc/NAMESPACE/NAME (a
+    /// Service, also reached by its ClusterIP: one flow per backing pod on its target port).
     #[arg(long, value_name = "ENDPOINT")]
     pub to: EndpointArg,
 
@@ -76,8 +77,11 @@ impl FlowArgs {
 
     /// Evaluation options from the flags.
     pub fn explain_options(&self) -> ExplainOptions {
-        let ip_block_pod_mode =
-            if self.ipblock_matches_pods { IpBlockPodMode::MatchesPods } else { IpBlockPodMode::NeverMatchesPods };
+        let ip_block_pod_mode = if self.ipblock_matches_pods {
+            IpBlockPodMode::MatchesPods
+        } else {
+            IpBlockPodMode::NeverMatchesPods
+        };
         ExplainOptions { ip_block_pod_mode }
     }
 
@@ -85,7 +89,8 @@ impl FlowArgs {
     /// failure is bad input (exit 2).
     pub fn load(&self) -> anyhow::Result<(Inventory, Vec<ResolvedFlow>)> {
         let inventory = load_inventory(&self.filenames)?;
-        let flows = resolve_flows(&inventory, &self.request()).map_err(|e| ExitError::bad_input(e.to_string()))?;
+        let flows = resolve_flows(&inventory, &self.request())
+            .map_err(|e| ExitError::bad_input(e.to_string()))?;
         Ok((inventory, flows))
     }
 }
@@ -98,7 +103,8 @@ pub struct Args {
     #[command(flatten)]
     pub flow: FlowArgs,
 
-    /// Output format.
+    /// Output format. json/yaml print one object; for a Service with several backing pods, a
+    /// list with one object per pod.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
@@ -111,7 +117,8 @@ pub fn load_inventory(paths: &[PathBuf]) -> anyhow::Result<Inventory> {
     } else {
         manifest::load_paths(paths).map_err(|e| ExitError::bad_input(e.to_string()))?
     };
-    Inventory::from_objects(objects, InventoryOptions::default()).map_err(|e| ExitError::bad_input(e.to_string()).into())
+    Inventory::from_objects(objects, InventoryOptions::default())
+        .map_err(|e| ExitError::bad_input(e.to_string()).into())
 }
 
 fn read_cluster() -> anyhow::Result<ClusterObjects> {
@@ -128,7 +135,8 @@ fn read_cluster() -> anyhow::Result<ClusterObjects> {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let (inventory, flows) = args.flow.load()?;
     let options = args.flow.explain_options();
-    let explanations: Vec<Explanation> = flows.iter().map(|f| explain(&inventory, &f.flow, &options)).collect();
+    let explanations: Vec<Explanation> =
+        flows.iter().map(|f| explain(&inventory, &f.flow, &options)).collect();
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Table => {

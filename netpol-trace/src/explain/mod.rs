@@ -156,11 +156,15 @@ impl Explanation {
 /// Explains `flow` against the policies of `inventory`.
 pub fn explain(inventory: &Inventory, flow: &Flow, options: &ExplainOptions) -> Explanation {
     let egress = match flow.src {
-        FlowEndpoint::Pod { id, .. } => explain_direction(inventory, flow, id, Direction::Egress, options),
+        FlowEndpoint::Pod { id, .. } => {
+            explain_direction(inventory, flow, id, Direction::Egress, options)
+        }
         FlowEndpoint::External { .. } => DirectionExplanation::not_isolated(),
     };
     let ingress = match flow.dst {
-        FlowEndpoint::Pod { id, .. } => explain_direction(inventory, flow, id, Direction::Ingress, options),
+        FlowEndpoint::Pod { id, .. } => {
+            explain_direction(inventory, flow, id, Direction::Ingress, options)
+        }
         FlowEndpoint::External { .. } => DirectionExplanation::not_isolated(),
     };
     let verdict = if egress.allowed && ingress.allowed { Verdict::Allow } else { Verdict::Deny };
@@ -188,8 +192,11 @@ fn explain_direction(
     options: &ExplainOptions,
 ) -> DirectionExplanation {
     let context = RuleContext::new(inventory, flow, direction, options);
-    let policies: Vec<PolicyExplanation> =
-        inventory.isolating_policies(endpoint, direction).iter().map(|&id| context.explain_policy(id)).collect();
+    let policies: Vec<PolicyExplanation> = inventory
+        .isolating_policies(endpoint, direction)
+        .iter()
+        .map(|&id| context.explain_policy(id))
+        .collect();
     DirectionExplanation {
         isolated: !policies.is_empty(),
         allowed: policies.is_empty() || policies.iter().any(|p| p.allowed),
@@ -208,7 +215,12 @@ pub(crate) struct RuleContext<'a> {
 }
 
 impl<'a> RuleContext<'a> {
-    fn new(inventory: &'a Inventory, flow: &'a Flow, direction: Direction, options: &ExplainOptions) -> Self {
+    fn new(
+        inventory: &'a Inventory,
+        flow: &'a Flow,
+        direction: Direction,
+        options: &ExplainOptions,
+    ) -> Self {
         let peer_end = match direction {
             Direction::Ingress => flow.src,
             Direction::Egress => flow.dst,
@@ -242,7 +254,11 @@ impl<'a> RuleContext<'a> {
 
     fn policy_allows(&self, id: PolicyId) -> bool {
         let compiled = &self.inventory.policy(id).compiled;
-        compiled.rules(self.direction).unwrap_or_default().iter().any(|rule| self.rule_allows(&compiled.namespace, rule))
+        compiled
+            .rules(self.direction)
+            .unwrap_or_default()
+            .iter()
+            .any(|rule| self.rule_allows(&compiled.namespace, rule))
     }
 
     fn explain_policy(&self, id: PolicyId) -> PolicyExplanation {
@@ -254,7 +270,8 @@ impl<'a> RuleContext<'a> {
             .enumerate()
             .map(|(index, rule)| {
                 let matched = self.rule_allows(&compiled.namespace, rule);
-                let mismatches = if matched { Vec::new() } else { self.mismatches(&compiled.namespace, rule) };
+                let mismatches =
+                    if matched { Vec::new() } else { self.mismatches(&compiled.namespace, rule) };
                 RuleExplanation { index, matched, mismatches }
             })
             .collect();

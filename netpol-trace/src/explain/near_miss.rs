@@ -4,8 +4,8 @@
 use super::{Mismatch, RuleContext};
 use crate::flow::FlowEndpoint;
 use crate::policy::{
-    CompiledRule, IpBlock, IpBlockPodMode, Labels, Operator, Peer, PeerIdentity, PortMatch, PortRule, Requirement,
-    RequirementOrigin, Selector,
+    CompiledRule, IpBlock, IpBlockPodMode, Labels, Operator, Peer, PeerIdentity, PortMatch,
+    PortRule, Requirement, RequirementOrigin, Selector,
 };
 
 impl RuleContext<'_> {
@@ -23,8 +23,12 @@ impl RuleContext<'_> {
         }
         let ports = self.destination().map(|pod| pod.ports.as_slice());
         if !rule.ports_match(self.flow.protocol, self.flow.port, ports) {
-            let closest =
-                rule.ports.iter().enumerate().map(|(index, entry)| self.port_mismatches(index, entry)).min_by_key(Vec::len);
+            let closest = rule
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| self.port_mismatches(index, entry))
+                .min_by_key(Vec::len);
             out.extend(closest.unwrap_or_default());
         }
         out
@@ -32,7 +36,9 @@ impl RuleContext<'_> {
 
     fn peer_description(&self) -> String {
         match self.peer_end {
-            FlowEndpoint::Pod { id, ip: Some(ip) } => format!("pod {} ({ip})", self.inventory.pod(id).pod),
+            FlowEndpoint::Pod { id, ip: Some(ip) } => {
+                format!("pod {} ({ip})", self.inventory.pod(id).pod)
+            }
             FlowEndpoint::Pod { id, ip: None } => format!("pod {}", self.inventory.pod(id).pod),
             FlowEndpoint::External { ip } => format!("{ip} (not a known pod)"),
         }
@@ -41,7 +47,10 @@ impl RuleContext<'_> {
     fn peer_mismatches(&self, policy_namespace: &str, index: usize, peer: &Peer) -> Vec<Mismatch> {
         let prefix = format!("{}[{index}]", self.direction.peers_field());
         match (peer, self.peer()) {
-            (Peer::Pods { namespace_selector, pod_selector }, PeerIdentity::Pod { namespace, namespace_labels, labels, .. }) => {
+            (
+                Peer::Pods { namespace_selector, pod_selector },
+                PeerIdentity::Pod { namespace, namespace_labels, labels, .. },
+            ) => {
                 let mut out = Vec::new();
                 match namespace_selector {
                     None if namespace != policy_namespace => out.push(Mismatch {
@@ -55,26 +64,38 @@ impl RuleContext<'_> {
                     Some(selector) => out.extend(selector_mismatches(&format!("{prefix}.namespaceSelector"), selector, namespace_labels)),
                 }
                 if let Some(selector) = pod_selector {
-                    out.extend(selector_mismatches(&format!("{prefix}.podSelector"), selector, labels));
+                    out.extend(selector_mismatches(
+                        &format!("{prefix}.podSelector"),
+                        selector,
+                        labels,
+                    ));
                 }
                 out
             }
             (Peer::Pods { namespace_selector, pod_selector }, PeerIdentity::External(_)) => {
-                let describe = |s: &Option<Selector>| s.as_ref().map_or("any".to_owned(), ToString::to_string);
+                let describe =
+                    |s: &Option<Selector>| s.as_ref().map_or("any".to_owned(), ToString::to_string);
                 vec![Mismatch {
                     field: prefix,
                     want: format!(
                         "a pod (podSelector {}, namespaceSelector {})",
                         describe(pod_selector),
-                        namespace_selector.as_ref().map_or(format!("none: namespace {policy_namespace}"), ToString::to_string)
+                        namespace_selector.as_ref().map_or(
+                            format!("none: namespace {policy_namespace}"),
+                            ToString::to_string
+                        )
                     ),
                     got: self.peer_description(),
                 }]
             }
-            (Peer::IpBlock(block), PeerIdentity::Pod { .. }) if self.mode == IpBlockPodMode::NeverMatchesPods => {
+            (Peer::IpBlock(block), PeerIdentity::Pod { .. })
+                if self.mode == IpBlockPodMode::NeverMatchesPods =>
+            {
                 vec![Mismatch {
                     field: format!("{prefix}.ipBlock"),
-                    want: format!("an address in {block} that is not a pod's (ipBlock does not match pod IPs in this mode)"),
+                    want: format!(
+                        "an address in {block} that is not a pod's (ipBlock does not match pod IPs in this mode)"
+                    ),
                     got: self.peer_description(),
                 }]
             }
@@ -83,9 +104,10 @@ impl RuleContext<'_> {
                 want: block.cidr.to_string(),
                 got: format!("{} (no IP)", self.peer_description()),
             }],
-            (Peer::IpBlock(block), PeerIdentity::Pod { ip: Some(ip), .. } | PeerIdentity::External(ip)) => {
-                ip_block_mismatches(&prefix, block, ip)
-            }
+            (
+                Peer::IpBlock(block),
+                PeerIdentity::Pod { ip: Some(ip), .. } | PeerIdentity::External(ip),
+            ) => ip_block_mismatches(&prefix, block, ip),
         }
     }
 
@@ -105,20 +127,35 @@ impl RuleContext<'_> {
             PortMatch::Any => {}
             PortMatch::Range { start, end } if (*start..=*end).contains(&port) => {}
             PortMatch::Range { start, end } => out.push(Mismatch {
-                field: format!("{prefix}.{}", if port > *end && start != end { "endPort" } else { "port" }),
+                field: format!(
+                    "{prefix}.{}",
+                    if port > *end && start != end { "endPort" } else { "port" }
+                ),
                 want: entry.port.to_string(),
                 got: port.to_string(),
             }),
             PortMatch::Named(name) => {
-                let resolved = entry.resolve_name(name, destination.map(|pod| pod.ports.as_slice()));
+                let resolved =
+                    entry.resolve_name(name, destination.map(|pod| pod.ports.as_slice()));
                 let want = match (resolved, destination) {
                     (Some(number), _) if number == port => None,
-                    (Some(number), Some(pod)) => Some(format!("{name} (= {number} on {})", pod.pod)),
-                    (_, Some(pod)) => Some(format!("{name} (no {} container port of that name on {})", entry.protocol, pod.pod)),
-                    (_, None) => Some(format!("{name} (a named port only matches pods that declare it)")),
+                    (Some(number), Some(pod)) => {
+                        Some(format!("{name} (= {number} on {})", pod.pod))
+                    }
+                    (_, Some(pod)) => Some(format!(
+                        "{name} (no {} container port of that name on {})",
+                        entry.protocol, pod.pod
+                    )),
+                    (_, None) => {
+                        Some(format!("{name} (a named port only matches pods that declare it)"))
+                    }
                 };
                 if let Some(want) = want {
-                    out.push(Mismatch { field: format!("{prefix}.port"), want, got: port.to_string() });
+                    out.push(Mismatch {
+                        field: format!("{prefix}.port"),
+                        want,
+                        got: port.to_string(),
+                    });
                 }
             }
         }
@@ -150,7 +187,11 @@ fn got_label(requirement: &Requirement, labels: &Labels) -> String {
 
 fn ip_block_mismatches(prefix: &str, block: &IpBlock, ip: std::net::IpAddr) -> Vec<Mismatch> {
     if !block.cidr.contains(&ip) {
-        return vec![Mismatch { field: format!("{prefix}.ipBlock.cidr"), want: block.cidr.to_string(), got: ip.to_string() }];
+        return vec![Mismatch {
+            field: format!("{prefix}.ipBlock.cidr"),
+            want: block.cidr.to_string(),
+            got: ip.to_string(),
+        }];
     }
     match block.excepted_by(ip) {
         Some((index, except)) => vec![Mismatch {

@@ -34,7 +34,12 @@ fn endpoint(end: &EndpointSummary) -> String {
     }
 }
 
-fn direction(out: &mut String, label: &str, end: &EndpointSummary, direction: &DirectionExplanation) {
+fn direction(
+    out: &mut String,
+    label: &str,
+    end: &EndpointSummary,
+    direction: &DirectionExplanation,
+) {
     let whose = match &end.pod {
         Some(pod) => pod.as_str(),
         None => "external endpoint",

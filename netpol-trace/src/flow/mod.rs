@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use crate::inventory::{Inventory, PodId};
 use crate::policy::Protocol;
 
-pub use resolve::{EndpointArg, FlowRequest, ResolveError, ResolvedFlow, ServiceTarget, resolve_flows};
+pub use resolve::{
+    EndpointArg, FlowRequest, ResolveError, ResolvedFlow, ServiceTarget, resolve_flows,
+};
 
 /// One end of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +75,13 @@ pub struct Flow {
 impl Flow {
     /// Resolves both ends through `inventory`. An address owned by a pod becomes that pod. A pod
     /// given without an address uses its address in the family of the other end (or its first).
-    pub fn new(inventory: &Inventory, src: EndpointSpec, dst: EndpointSpec, port: u16, protocol: Protocol) -> Self {
+    pub fn new(
+        inventory: &Inventory,
+        src: EndpointSpec,
+        dst: EndpointSpec,
+        port: u16,
+        protocol: Protocol,
+    ) -> Self {
         let src = resolve_end(inventory, src);
         let dst = resolve_end(inventory, dst);
         let fill = |end: FlowEndpoint, other: FlowEndpoint| match end {
@@ -87,7 +95,13 @@ impl Flow {
 
     /// A flow from an observed packet: source and destination addresses, destination port,
     /// protocol. Addresses owned by pods resolve to those pods.
-    pub fn from_packet(inventory: &Inventory, src: IpAddr, dst: IpAddr, port: u16, protocol: Protocol) -> Self {
+    pub fn from_packet(
+        inventory: &Inventory,
+        src: IpAddr,
+        dst: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Self {
         Self::new(inventory, EndpointSpec::Ip(src), EndpointSpec::Ip(dst), port, protocol)
     }
 }

@@ -116,32 +116,53 @@ pub enum ResolveError {
 
 /// Resolves `request` to flows: one for a pod or address destination, one per backing pod for a
 /// Service.
-pub fn resolve_flows(inventory: &Inventory, request: &FlowRequest) -> Result<Vec<ResolvedFlow>, ResolveError> {
+pub fn resolve_flows(
+    inventory: &Inventory,
+    request: &FlowRequest,
+) -> Result<Vec<ResolvedFlow>, ResolveError> {
     let src = endpoint_spec(inventory, &request.from, &request.namespace)?;
     let service = match &request.to {
-        EndpointArg::Service { namespace, name } => Some(ServiceTarget { namespace: namespace.clone(), name: name.clone() }),
-        EndpointArg::Ip(ip) if inventory.pod_by_ip(*ip).is_none() => inventory
-            .service_by_cluster_ip(*ip)
-            .map(|(namespace, name)| ServiceTarget { namespace: namespace.to_owned(), name: name.to_owned() }),
+        EndpointArg::Service { namespace, name } => {
+            Some(ServiceTarget { namespace: namespace.clone(), name: name.clone() })
+        }
+        EndpointArg::Ip(ip) if inventory.pod_by_ip(*ip).is_none() => {
+            inventory.service_by_cluster_ip(*ip).map(|(namespace, name)| ServiceTarget {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
         _ => None,
     };
     if let Some(service) = service {
-        let backends =
-            inventory.service_backends(&service.namespace, &service.name, request.port.as_ref(), request.protocol)?;
+        let backends = inventory.service_backends(
+            &service.namespace,
+            &service.name,
+            request.port.as_ref(),
+            request.protocol,
+        )?;
         return Ok(backends
             .into_iter()
             .map(|backend| ResolvedFlow {
-                flow: Flow::new(inventory, src, EndpointSpec::Pod(backend.pod), backend.port, request.protocol),
+                flow: Flow::new(
+                    inventory,
+                    src,
+                    EndpointSpec::Pod(backend.pod),
+                    backend.port,
+                    request.protocol,
+                ),
                 service: Some(service.clone()),
             })
             .collect());
     }
     let dst = endpoint_spec(inventory, &request.to, &request.namespace)?;
-    let port = request.port.as_ref().ok_or_else(|| ResolveError::MissingPort(request.to.to_string()))?;
+    let port =
+        request.port.as_ref().ok_or_else(|| ResolveError::MissingPort(request.to.to_string()))?;
     let unresolved = Flow::new(inventory, src, dst, 0, request.protocol);
     let port = match (port, unresolved.dst) {
         (PortRef::Number(n), _) => *n,
-        (PortRef::Name(name), FlowEndpoint::Pod { id, .. }) => named_port(inventory, id, name, request.protocol)?,
+        (PortRef::Name(name), FlowEndpoint::Pod { id, .. }) => {
+            named_port(inventory, id, name, request.protocol)?
+        }
         (PortRef::Name(name), FlowEndpoint::External { ip }) => {
             return Err(LookupError::PortNameForAddress { port: name.clone(), ip }.into());
         }
@@ -149,13 +170,18 @@ pub fn resolve_flows(inventory: &Inventory, request: &FlowRequest) -> Result<Vec
     Ok(vec![ResolvedFlow { flow: Flow { port, ..unresolved }, service: None }])
 }
 
-fn endpoint_spec(inventory: &Inventory, arg: &EndpointArg, default_namespace: &str) -> Result<EndpointSpec, ResolveError> {
+fn endpoint_spec(
+    inventory: &Inventory,
+    arg: &EndpointArg,
+    default_namespace: &str,
+) -> Result<EndpointSpec, ResolveError> {
     match arg {
         EndpointArg::Ip(ip) => Ok(EndpointSpec::Ip(*ip)),
         EndpointArg::Pod { namespace, name } => {
             let namespace = namespace.as_deref().unwrap_or(default_namespace);
             inventory.pod_id(namespace, name).map(EndpointSpec::Pod).ok_or_else(|| {
-                LookupError::UnknownPod { namespace: namespace.to_owned(), name: name.clone() }.into()
+                LookupError::UnknownPod { namespace: namespace.to_owned(), name: name.clone() }
+                    .into()
             })
         }
         // `--to` Services are resolved before this; only `--from` gets here with one.
@@ -163,11 +189,20 @@ fn endpoint_spec(inventory: &Inventory, arg: &EndpointArg, default_namespace: &s
     }
 }
 
-fn named_port(inventory: &Inventory, pod: PodId, name: &str, protocol: Protocol) -> Result<u16, LookupError> {
+fn named_port(
+    inventory: &Inventory,
+    pod: PodId,
+    name: &str,
+    protocol: Protocol,
+) -> Result<u16, LookupError> {
     let info = inventory.pod(pod);
     info.ports
         .iter()
         .find(|c| c.name.as_deref() == Some(name) && c.protocol == protocol)
         .map(|c| c.port)
-        .ok_or_else(|| LookupError::UnknownPortName { pod: info.pod.to_string(), port: name.to_owned(), protocol })
+        .ok_or_else(|| LookupError::UnknownPortName {
+            pod: info.pod.to_string(),
+            port: name.to_owned(),
+            protocol,
+        })
 }

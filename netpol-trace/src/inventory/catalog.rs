@@ -51,7 +51,9 @@ impl Catalog {
             labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
             declared.insert(name.clone(), NamespaceInfo { name, labels, declared: true });
         }
-        let pod_namespaces = pods.iter().map(|p| p.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()));
+        let pod_namespaces = pods
+            .iter()
+            .map(|p| p.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()));
         for name in pod_namespaces.chain(extra_namespaces.into_iter().map(str::to_owned)) {
             declared.entry(name.clone()).or_insert_with(|| NamespaceInfo {
                 labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.clone())]),
@@ -60,8 +62,11 @@ impl Catalog {
             });
         }
         let namespaces: Vec<NamespaceInfo> = declared.into_values().collect();
-        let namespace_by_name: HashMap<String, NamespaceId> =
-            namespaces.iter().enumerate().map(|(i, ns)| (ns.name.clone(), NamespaceId(i as u32))).collect();
+        let namespace_by_name: HashMap<String, NamespaceId> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (ns.name.clone(), NamespaceId(i as u32)))
+            .collect();
 
         let mut unique: BTreeMap<(String, String), PodInfo> = BTreeMap::new();
         for pod in pods {
@@ -76,7 +81,8 @@ impl Catalog {
         }
         let pods: Vec<PodInfo> = unique.into_values().collect();
 
-        let mut namespace_pods: Vec<NamespacePods> = namespaces.iter().map(|_| NamespacePods::default()).collect();
+        let mut namespace_pods: Vec<NamespacePods> =
+            namespaces.iter().map(|_| NamespacePods::default()).collect();
         let mut pod_by_ip = HashMap::with_capacity(pods.len());
         for (index, pod) in pods.iter().enumerate() {
             let id = PodId(index as u32);
@@ -84,9 +90,15 @@ impl Catalog {
             entry.all.push(id);
             entry.by_name.insert(pod.pod.name.clone(), id);
             for (key, value) in &pod.labels {
-                entry.by_label.entry(key.clone()).or_default().entry(value.clone()).or_default().push(id);
+                entry
+                    .by_label
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(value.clone())
+                    .or_default()
+                    .push(id);
             }
-            if pod.host_network {
+            if pod.host_network || pod.finished {
                 continue;
             }
             for ip in &pod.ips {
@@ -149,8 +161,16 @@ impl Catalog {
         let entry = &self.namespace_pods[namespace.index()];
         let candidates = self.narrowest_candidates(entry, selector);
         let mut selected: Vec<PodId> = match candidates {
-            Some(candidates) => candidates.into_iter().filter(|&id| selector.matches(&self.pod(id).labels)).collect(),
-            None => entry.all.iter().copied().filter(|&id| selector.matches(&self.pod(id).labels)).collect(),
+            Some(candidates) => candidates
+                .into_iter()
+                .filter(|&id| selector.matches(&self.pod(id).labels))
+                .collect(),
+            None => entry
+                .all
+                .iter()
+                .copied()
+                .filter(|&id| selector.matches(&self.pod(id).labels))
+                .collect(),
         };
         selected.sort_unstable();
         selected.dedup();
@@ -166,7 +186,11 @@ impl Catalog {
     }
 
     /// The smallest candidate set an `In`/`Exists` requirement allows, if any requirement narrows.
-    fn narrowest_candidates(&self, entry: &NamespacePods, selector: &Selector) -> Option<Vec<PodId>> {
+    fn narrowest_candidates(
+        &self,
+        entry: &NamespacePods,
+        selector: &Selector,
+    ) -> Option<Vec<PodId>> {
         let mut best: Option<Vec<PodId>> = None;
         for requirement in selector.requirements() {
             let Some(by_value) = entry.by_label.get(&requirement.key) else {
@@ -176,7 +200,9 @@ impl Catalog {
                 continue;
             };
             let candidates: Vec<PodId> = match &requirement.operator {
-                Operator::In(values) => values.iter().filter_map(|v| by_value.get(v)).flatten().copied().collect(),
+                Operator::In(values) => {
+                    values.iter().filter_map(|v| by_value.get(v)).flatten().copied().collect()
+                }
                 Operator::Exists => by_value.values().flatten().copied().collect(),
                 Operator::NotIn(_) | Operator::DoesNotExist => continue,
             };

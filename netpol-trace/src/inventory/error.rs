@@ -10,8 +10,8 @@ use super::policies::PolicySource;
 pub struct InvalidPolicy {
     /// Where it came from (file and document, or cluster).
     pub source_location: PolicySource,
-    /// What is wrong, naming the policy and field.
-    pub error: PolicyError,
+    /// What is wrong, naming the policy and field (boxed: errors stay small on the happy path).
+    pub error: Box<PolicyError>,
 }
 
 /// Something named on a command line or in a packet that the inventory does not have.

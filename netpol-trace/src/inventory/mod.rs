@@ -95,25 +95,37 @@ impl Inventory {
     /// Validates every policy and builds the indexes. Namespaces get the
     /// `kubernetes.io/metadata.name` label; namespaces that objects live in but that are not
     /// declared are synthesised with just that label. Later duplicates replace earlier ones.
-    pub fn from_objects(objects: ClusterObjects, options: InventoryOptions) -> Result<Self, InvalidPolicy> {
+    pub fn from_objects(
+        objects: ClusterObjects,
+        options: InventoryOptions,
+    ) -> Result<Self, InvalidPolicy> {
         let default_namespace = options.default_namespace.as_str();
         let compiled = objects
             .network_policies
             .into_iter()
             .map(|sourced| match compile_policy(&sourced.policy, default_namespace) {
                 Ok(compiled) => Ok((compiled, sourced)),
-                Err(error) => Err(InvalidPolicy { source_location: sourced.source, error }),
+                Err(error) => {
+                    Err(InvalidPolicy { source_location: sourced.source, error: Box::new(error) })
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let service_namespaces = objects.services.iter().map(|s| s.metadata.namespace.as_deref());
-        let slice_namespaces = objects.endpoint_slices.iter().map(|s| s.metadata.namespace.as_deref());
+        let slice_namespaces =
+            objects.endpoint_slices.iter().map(|s| s.metadata.namespace.as_deref());
         let referenced: Vec<&str> = compiled
             .iter()
             .map(|(c, _)| c.namespace.as_str())
-            .chain(service_namespaces.chain(slice_namespaces).map(|ns| ns.unwrap_or(default_namespace)))
+            .chain(
+                service_namespaces
+                    .chain(slice_namespaces)
+                    .map(|ns| ns.unwrap_or(default_namespace)),
+            )
             .collect();
-        let catalog = Catalog::build(&objects.namespaces, &objects.pods, referenced, default_namespace);
-        let services = ServiceIndex::build(&objects.services, &objects.endpoint_slices, default_namespace);
+        let catalog =
+            Catalog::build(&objects.namespaces, &objects.pods, referenced, default_namespace);
+        let services =
+            ServiceIndex::build(&objects.services, &objects.endpoint_slices, default_namespace);
         let entries = compiled.into_iter().map(|(c, s)| Arc::new(PolicyEntry::new(c, s, &catalog)));
         let policies = PolicySet::index(entries, catalog.pods().len());
         Ok(Self { catalog: Arc::new(catalog), services: Arc::new(services), policies, options })
@@ -122,7 +134,10 @@ impl Inventory {
     /// A new inventory with `replacements` replacing the policies of the same namespace/name, or
     /// added when new. Pods, namespaces and services are shared; only the replaced policies are
     /// re-selected. Replaced policies keep their source; new ones are [`PolicySource::InMemory`].
-    pub fn with_policies_replaced(&self, replacements: Vec<NetworkPolicy>) -> Result<Self, InvalidPolicy> {
+    pub fn with_policies_replaced(
+        &self,
+        replacements: Vec<NetworkPolicy>,
+    ) -> Result<Self, InvalidPolicy> {
         let mut entries = self.policies.entries.clone();
         for policy in replacements {
             let previous = policy
@@ -130,13 +145,19 @@ impl Inventory {
                 .name
                 .as_deref()
                 .and_then(|name| {
-                    let ns = policy.metadata.namespace.as_deref().unwrap_or(&self.options.default_namespace);
+                    let ns = policy
+                        .metadata
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(&self.options.default_namespace);
                     self.policy_id(ns, name)
                 })
                 .map(|id| self.policy(id));
             let source = previous.map_or(PolicySource::InMemory, |p| p.sourced.source.clone());
-            let compiled = compile_policy(&policy, &self.options.default_namespace)
-                .map_err(|error| InvalidPolicy { source_location: source.clone(), error })?;
+            let compiled =
+                compile_policy(&policy, &self.options.default_namespace).map_err(|error| {
+                    InvalidPolicy { source_location: source.clone(), error: Box::new(error) }
+                })?;
             let raw = serde_json::to_value(&policy).unwrap_or(serde_json::Value::Null);
             let sourced = SourcedPolicy { policy, raw, source };
             entries.push(Arc::new(PolicyEntry::new(compiled, sourced, &self.catalog)));
@@ -174,8 +195,8 @@ impl Inventory {
         self.catalog.pod_id(namespace, name)
     }
 
-    /// The pod that owns `ip` (IPv4 or IPv6, from `status.podIP`/`podIPs`; host-network pods
-    /// excluded).
+    /// The pod that owns `ip` (IPv4 or IPv6, from `status.podIP`/`podIPs`; host-network and
+    /// finished pods excluded).
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<PodId> {
         self.catalog.pod_by_ip(ip)
     }

@@ -44,7 +44,12 @@ pub enum ResolvedPorts {
 impl Inventory {
     /// The peers of rule `rule_index` of `direction` of policy `policy`; `None` if the policy
     /// has no such rule or does not affect that direction.
-    pub fn rule_peers(&self, policy: PolicyId, direction: Direction, rule_index: usize) -> Option<ResolvedPeers> {
+    pub fn rule_peers(
+        &self,
+        policy: PolicyId,
+        direction: Direction,
+        rule_index: usize,
+    ) -> Option<ResolvedPeers> {
         let entry = self.policy(policy);
         let rule = entry.compiled.rules(direction)?.get(rule_index)?;
         if rule.peers.is_empty() {

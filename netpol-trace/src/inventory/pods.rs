@@ -59,25 +59,34 @@ pub struct PodInfo {
     pub ports: Vec<ContainerPort>,
     /// `spec.hostNetwork`: such pods share the node's address and are left out of the IP index.
     pub host_network: bool,
+    /// `status.phase` is Succeeded or Failed: its address may already belong to a new pod, so it
+    /// is left out of the IP index.
+    pub finished: bool,
 }
 
 impl PodInfo {
     /// Reads the fields policies need; `default_namespace` stands in for a missing namespace.
     /// Unparseable IPs and out-of-range container ports are skipped with a debug log.
     pub(crate) fn from_pod(pod: &Pod, namespace_id: NamespaceId, default_namespace: &str) -> Self {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let namespace =
+            pod.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
         let name = pod.metadata.name.clone().unwrap_or_default();
         let status = pod.status.as_ref();
         let mut ips: Vec<IpAddr> = Vec::new();
-        let texts = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .into_iter()
-            .chain(status.and_then(|s| s.pod_ips.as_deref()).unwrap_or_default().iter().map(|p| p.ip.as_str()));
+        let texts = status.and_then(|s| s.pod_ip.as_deref()).into_iter().chain(
+            status
+                .and_then(|s| s.pod_ips.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.ip.as_str()),
+        );
         for text in texts {
             match text.parse::<IpAddr>() {
                 Ok(ip) if !ips.contains(&ip) => ips.push(ip),
                 Ok(_) => {}
-                Err(_) => tracing::debug!(pod = %format!("{namespace}/{name}"), ip = text, "ignoring unparseable pod IP"),
+                Err(_) => {
+                    tracing::debug!(pod = %format!("{namespace}/{name}"), ip = text, "ignoring unparseable pod IP")
+                }
             }
         }
         let spec = pod.spec.as_ref();
@@ -99,6 +108,10 @@ impl PodInfo {
             ips,
             ports,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            finished: matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ),
         }
     }
 

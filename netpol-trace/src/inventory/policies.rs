@@ -87,7 +87,10 @@ pub(crate) struct PolicySet {
 
 impl PolicySet {
     /// Indexes `entries` (any order; duplicates by namespace/name: the last wins).
-    pub(crate) fn index(entries: impl IntoIterator<Item = Arc<PolicyEntry>>, pod_count: usize) -> Self {
+    pub(crate) fn index(
+        entries: impl IntoIterator<Item = Arc<PolicyEntry>>,
+        pod_count: usize,
+    ) -> Self {
         let mut unique: BTreeMap<(String, String), Arc<PolicyEntry>> = BTreeMap::new();
         for entry in entries {
             let key = (entry.compiled.namespace.clone(), entry.compiled.name.clone());

@@ -75,14 +75,18 @@ pub struct ServiceIndex {
 impl ServiceIndex {
     /// Indexes services and slices; objects without a namespace go to `default_namespace`.
     pub fn build(services: &[Service], slices: &[EndpointSlice], default_namespace: &str) -> Self {
-        let namespace_of = |ns: &Option<String>| ns.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let namespace_of =
+            |ns: &Option<String>| ns.clone().unwrap_or_else(|| default_namespace.to_owned());
         let mut index = Self::default();
         for service in services {
             let Some(name) = service.metadata.name.clone() else { continue };
             let key = (namespace_of(&service.metadata.namespace), name);
             let spec = service.spec.as_ref();
             let cluster_ips = spec.and_then(|s| s.cluster_ip.as_deref()).into_iter().chain(
-                spec.and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default().iter().map(String::as_str),
+                spec.and_then(|s| s.cluster_ips.as_deref())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(String::as_str),
             );
             for ip in cluster_ips.filter_map(|ip| ip.parse::<IpAddr>().ok()) {
                 index.by_cluster_ip.insert(ip, key.clone());
@@ -90,7 +94,8 @@ impl ServiceIndex {
             index.services.insert(key, service.clone());
         }
         for slice in slices {
-            let service_name = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+            let service_name =
+                slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
             let Some(service_name) = service_name else { continue };
             let key = (namespace_of(&slice.metadata.namespace), service_name.clone());
             index.slices.entry(key).or_default().push(slice.clone());
@@ -124,15 +129,18 @@ impl ServiceIndex {
         protocol: Protocol,
     ) -> Result<Vec<ServiceBackend>, LookupError> {
         let key = format!("{namespace}/{name}");
-        let service = self
-            .service(namespace, name)
-            .ok_or_else(|| LookupError::UnknownService { namespace: namespace.into(), name: name.into() })?;
+        let service = self.service(namespace, name).ok_or_else(|| LookupError::UnknownService {
+            namespace: namespace.into(),
+            name: name.into(),
+        })?;
         let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let service_port = choose_service_port(ports, port, protocol).ok_or_else(|| LookupError::UnknownServicePort {
-            service: key.clone(),
-            port: port.map(ToString::to_string).unwrap_or_default(),
-            protocol,
-            available: describe_ports(ports),
+        let service_port = choose_service_port(ports, port, protocol).ok_or_else(|| {
+            LookupError::UnknownServicePort {
+                service: key.clone(),
+                port: port.map(ToString::to_string).unwrap_or_default(),
+                protocol,
+                available: describe_ports(ports),
+            }
         })?;
         let pods = self.backing_pods(catalog, namespace, name, service);
         if pods.is_empty() {
@@ -140,7 +148,10 @@ impl ServiceIndex {
         }
         let backends: Vec<ServiceBackend> = pods
             .into_iter()
-            .filter_map(|pod| target_port(catalog, pod, service_port, protocol).map(|port| ServiceBackend { pod, port }))
+            .filter_map(|pod| {
+                target_port(catalog, pod, service_port, protocol)
+                    .map(|port| ServiceBackend { pod, port })
+            })
             .collect();
         if backends.is_empty() {
             let target = service_port.target_port.as_ref().map(describe_target).unwrap_or_default();
@@ -152,8 +163,15 @@ impl ServiceIndex {
         Ok(backends)
     }
 
-    fn backing_pods(&self, catalog: &Catalog, namespace: &str, name: &str, service: &Service) -> Vec<PodId> {
-        let selector = service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
+    fn backing_pods(
+        &self,
+        catalog: &Catalog,
+        namespace: &str,
+        name: &str,
+        service: &Service,
+    ) -> Vec<PodId> {
+        let selector =
+            service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
         if let Some(selector) = selector {
             let Some(ns) = catalog.namespace_id(namespace) else { return Vec::new() };
             return catalog
@@ -177,8 +195,13 @@ impl ServiceIndex {
                     .target_ref
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| catalog.pod_id(r.namespace.as_deref().unwrap_or(namespace), r.name.as_deref()?));
-                by_ref.or_else(|| endpoint.addresses.iter().find_map(|a| catalog.pod_by_ip(a.parse().ok()?)))
+                    .and_then(|r| {
+                        catalog
+                            .pod_id(r.namespace.as_deref().unwrap_or(namespace), r.name.as_deref()?)
+                    });
+                by_ref.or_else(|| {
+                    endpoint.addresses.iter().find_map(|a| catalog.pod_by_ip(a.parse().ok()?))
+                })
             })
             .collect();
         pods.sort_unstable();
@@ -191,7 +214,11 @@ fn service_port_protocol(port: &ServicePort) -> Option<Protocol> {
     Protocol::from_api(port.protocol.as_deref()).ok()
 }
 
-fn choose_service_port<'a>(ports: &'a [ServicePort], wanted: Option<&PortRef>, protocol: Protocol) -> Option<&'a ServicePort> {
+fn choose_service_port<'a>(
+    ports: &'a [ServicePort],
+    wanted: Option<&PortRef>,
+    protocol: Protocol,
+) -> Option<&'a ServicePort> {
     let mut candidates = ports.iter().filter(|p| service_port_protocol(p) == Some(protocol));
     match wanted {
         Some(PortRef::Number(n)) => candidates.find(|p| p.port == i32::from(*n)),
@@ -203,7 +230,12 @@ fn choose_service_port<'a>(ports: &'a [ServicePort], wanted: Option<&PortRef>, p
     }
 }
 
-fn target_port(catalog: &Catalog, pod: PodId, service_port: &ServicePort, protocol: Protocol) -> Option<u16> {
+fn target_port(
+    catalog: &Catalog,
+    pod: PodId,
+    service_port: &ServicePort,
+    protocol: Protocol,
+) -> Option<u16> {
     match &service_port.target_port {
         None => u16::try_from(service_port.port).ok(),
         Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|&p| p != 0),

@@ -151,7 +151,10 @@ fn isolating_policies_per_direction() {
     assert_eq!(keys("app/api-1", Direction::Ingress), ["app/default-deny"]);
     assert_eq!(keys("db/mysql-0", Direction::Ingress), ["db/mysql-ingress"]);
     assert!(keys("db/mysql-0", Direction::Egress).is_empty());
-    assert!(keys("undeclared/lone", Direction::Ingress).is_empty(), "policies never reach into other namespaces");
+    assert!(
+        keys("undeclared/lone", Direction::Ingress).is_empty(),
+        "policies never reach into other namespaces"
+    );
     let selected = &inventory.policy(policy(&inventory, "app/default-deny")).selected;
     assert_eq!(names(&inventory, selected), ["app/api-1", "app/web-1"]);
 }
@@ -178,7 +181,10 @@ fn rule_peers_resolve_selectors_and_keep_ip_blocks() {
     assert_eq!(names(&inventory, &same_namespace.pods), ["app/api-1", "app/web-1"]);
     // namespaceSelector {} alone: every pod of every namespace.
     let everywhere = inventory.rule_peers(web_peers, Direction::Ingress, 1).unwrap();
-    assert_eq!(names(&inventory, &everywhere.pods), ["app/api-1", "app/web-1", "db/mysql-0", "undeclared/lone"]);
+    assert_eq!(
+        names(&inventory, &everywhere.pods),
+        ["app/api-1", "app/web-1", "db/mysql-0", "undeclared/lone"]
+    );
 }
 
 #[test]
@@ -198,10 +204,23 @@ fn resolved_ports_per_destination() {
         ])
     );
     // web-1 declares neither name: only the numeric range is left.
-    assert_eq!(resolved_ports(&rules[0], Some(web_pod)), ResolvedPorts::Ranges(vec![range(Protocol::Tcp, 5000, 5010)]));
-    assert_eq!(resolved_ports(&rules[0], None), ResolvedPorts::Ranges(vec![range(Protocol::Tcp, 5000, 5010)]));
-    assert_eq!(resolved_ports(&rules[1], None), ResolvedPorts::Ranges(vec![range(Protocol::Sctp, 1, 65535)]));
-    let web_rules = inventory.policy(policy(&inventory, "app/web-peers")).compiled.rules(Direction::Ingress).unwrap();
+    assert_eq!(
+        resolved_ports(&rules[0], Some(web_pod)),
+        ResolvedPorts::Ranges(vec![range(Protocol::Tcp, 5000, 5010)])
+    );
+    assert_eq!(
+        resolved_ports(&rules[0], None),
+        ResolvedPorts::Ranges(vec![range(Protocol::Tcp, 5000, 5010)])
+    );
+    assert_eq!(
+        resolved_ports(&rules[1], None),
+        ResolvedPorts::Ranges(vec![range(Protocol::Sctp, 1, 65535)])
+    );
+    let web_rules = inventory
+        .policy(policy(&inventory, "app/web-peers"))
+        .compiled
+        .rules(Direction::Ingress)
+        .unwrap();
     assert_eq!(resolved_ports(&web_rules[0], Some(web_pod)), ResolvedPorts::Any);
 }
 
@@ -213,15 +232,22 @@ fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
     )
     .unwrap();
     let added: k8s_openapi::api::networking::v1::NetworkPolicy =
-        serde_yaml::from_str("{metadata: {name: extra, namespace: db}, spec: {podSelector: {}}}").unwrap();
+        serde_yaml::from_str("{metadata: {name: extra, namespace: db}, spec: {podSelector: {}}}")
+            .unwrap();
     let next = inventory.with_policies_replaced(vec![patched, added]).unwrap();
     let mysql = pod(&next, "db/mysql-0");
     assert_eq!(next.policies().len(), inventory.policies().len() + 1);
-    let keys: Vec<String> =
-        next.isolating_policies(mysql, Direction::Ingress).iter().map(|&id| next.policy(id).compiled.key()).collect();
+    let keys: Vec<String> = next
+        .isolating_policies(mysql, Direction::Ingress)
+        .iter()
+        .map(|&id| next.policy(id).compiled.key())
+        .collect();
     assert_eq!(keys, ["db/extra"]);
     let replaced = next.policy(policy(&next, "db/mysql-ingress"));
-    assert_eq!(replaced.sourced.source, PolicySource::File { path: "world.yaml".into(), document: 7 });
+    assert_eq!(
+        replaced.sourced.source,
+        PolicySource::File { path: "world.yaml".into(), document: 7 }
+    );
     assert_eq!(replaced.sourced.raw["spec"]["podSelector"]["matchLabels"]["app"], "nothing");
     assert_eq!(next.policy(policy(&next, "db/extra")).sourced.source, PolicySource::InMemory);
     // The original is untouched.
@@ -240,17 +266,32 @@ fn service_backends() {
     let mysql = pod(&inventory, "db/mysql-0");
     let tcp = Protocol::Tcp;
     let backend = |port| vec![ServiceBackend { pod: mysql, port }];
-    assert_eq!(inventory.service_backends("db", "mysql", Some(&PortRef::Number(3306)), tcp).unwrap(), backend(3306));
-    assert_eq!(inventory.service_backends("db", "mysql", Some(&PortRef::Name("sql".into())), tcp).unwrap(), backend(3306));
+    assert_eq!(
+        inventory.service_backends("db", "mysql", Some(&PortRef::Number(3306)), tcp).unwrap(),
+        backend(3306)
+    );
+    assert_eq!(
+        inventory.service_backends("db", "mysql", Some(&PortRef::Name("sql".into())), tcp).unwrap(),
+        backend(3306)
+    );
     assert_eq!(inventory.service_backends("db", "mysql", None, tcp).unwrap(), backend(3306));
-    assert_eq!(inventory.service_backends("db", "mysql", None, Protocol::Udp).unwrap(), backend(9104));
+    assert_eq!(
+        inventory.service_backends("db", "mysql", None, Protocol::Udp).unwrap(),
+        backend(9104)
+    );
     assert_eq!(inventory.service_backends("db", "external-db", None, tcp).unwrap(), backend(3306));
     assert!(matches!(
         inventory.service_backends("db", "mysql", Some(&PortRef::Number(80)), tcp),
         Err(LookupError::UnknownServicePort { .. })
     ));
-    assert!(matches!(inventory.service_backends("db", "nope", None, tcp), Err(LookupError::UnknownService { .. })));
-    assert_eq!(inventory.service_by_cluster_ip("10.96.0.20".parse().unwrap()), Some(("db", "mysql")));
+    assert!(matches!(
+        inventory.service_backends("db", "nope", None, tcp),
+        Err(LookupError::UnknownService { .. })
+    ));
+    assert_eq!(
+        inventory.service_by_cluster_ip("10.96.0.20".parse().unwrap()),
+        Some(("db", "mysql"))
+    );
 }
 
 #[test]
@@ -291,7 +332,11 @@ fn requirement_strategy() -> impl Strategy<Value = crate::policy::Requirement> {
         Just(Operator::Exists),
         Just(Operator::DoesNotExist),
     ];
-    ("[abc]", operator).prop_map(|(key, operator)| Requirement { key, operator, origin: RequirementOrigin::MatchExpression(0) })
+    ("[abc]", operator).prop_map(|(key, operator)| Requirement {
+        key,
+        operator,
+        origin: RequirementOrigin::MatchExpression(0),
+    })
 }
 
 proptest! {

@@ -36,11 +36,17 @@ pub async fn load_cluster() -> Result<ClusterObjects, ClusterError> {
 pub async fn load_cluster_with(client: kube::Client) -> Result<ClusterObjects, ClusterError> {
     let params = ListParams::default();
     let list = |kind: &'static str| move |source| ClusterError::List { kind, source };
-    let namespaces = Api::<Namespace>::all(client.clone()).list(&params).await.map_err(list("namespaces"))?;
+    let namespaces =
+        Api::<Namespace>::all(client.clone()).list(&params).await.map_err(list("namespaces"))?;
     let pods = Api::<Pod>::all(client.clone()).list(&params).await.map_err(list("pods"))?;
-    let policies = Api::<NetworkPolicy>::all(client.clone()).list(&params).await.map_err(list("networkpolicies"))?;
-    let services = Api::<Service>::all(client.clone()).list(&params).await.map_err(list("services"))?;
-    let slices = Api::<EndpointSlice>::all(client).list(&params).await.map_err(list("endpointslices"))?;
+    let policies = Api::<NetworkPolicy>::all(client.clone())
+        .list(&params)
+        .await
+        .map_err(list("networkpolicies"))?;
+    let services =
+        Api::<Service>::all(client.clone()).list(&params).await.map_err(list("services"))?;
+    let slices =
+        Api::<EndpointSlice>::all(client).list(&params).await.map_err(list("endpointslices"))?;
     let network_policies = policies
         .items
         .into_iter()

@@ -34,17 +34,29 @@ impl Syntax {
 }
 
 /// Parses `text` (read from `path`) and appends its objects to `objects`.
-pub fn parse_manifest(text: &str, path: &Path, syntax: Syntax, objects: &mut ClusterObjects) -> Result<(), ManifestError> {
-    let syntax_error = |document: usize, message: String| ManifestError::Syntax { path: path.to_owned(), document, message };
+pub fn parse_manifest(
+    text: &str,
+    path: &Path,
+    syntax: Syntax,
+    objects: &mut ClusterObjects,
+) -> Result<(), ManifestError> {
+    let syntax_error = |document: usize, message: String| ManifestError::Syntax {
+        path: path.to_owned(),
+        document,
+        message,
+    };
     match syntax {
         Syntax::Yaml => {
             for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-                let value = Value::deserialize(document).map_err(|e| syntax_error(index + 1, e.to_string()))?;
+                let value = Value::deserialize(document)
+                    .map_err(|e| syntax_error(index + 1, e.to_string()))?;
                 add_document(value, path, index + 1, objects)?;
             }
         }
         Syntax::Json => {
-            for (index, value) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            for (index, value) in
+                serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate()
+            {
                 let value = value.map_err(|e| syntax_error(index + 1, e.to_string()))?;
                 add_document(value, path, index + 1, objects)?;
             }
@@ -53,7 +65,12 @@ pub fn parse_manifest(text: &str, path: &Path, syntax: Syntax, objects: &mut Clu
     Ok(())
 }
 
-fn add_document(value: Value, path: &Path, document: usize, objects: &mut ClusterObjects) -> Result<(), ManifestError> {
+fn add_document(
+    value: Value,
+    path: &Path,
+    document: usize,
+    objects: &mut ClusterObjects,
+) -> Result<(), ManifestError> {
     let ctx = Context { path, document };
     match value {
         Value::Null => Ok(()),
@@ -61,7 +78,14 @@ fn add_document(value: Value, path: &Path, document: usize, objects: &mut Cluste
             let items = match value.get("items") {
                 None | Some(Value::Null) => return Ok(()),
                 Some(Value::Array(items)) => items,
-                Some(_) => return Err(ctx.object_error(&value, "items", "", "a List's items must be an array")),
+                Some(_) => {
+                    return Err(ctx.object_error(
+                        &value,
+                        "items",
+                        "",
+                        "a List's items must be an array",
+                    ));
+                }
             };
             for (index, item) in items.iter().enumerate() {
                 ctx.add_object(item.clone(), &format!("items[{index}]."), objects)?;
@@ -79,32 +103,65 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn add_object(&self, value: Value, prefix: &str, objects: &mut ClusterObjects) -> Result<(), ManifestError> {
+    fn add_object(
+        &self,
+        value: Value,
+        prefix: &str,
+        objects: &mut ClusterObjects,
+    ) -> Result<(), ManifestError> {
         let Value::Object(map) = &value else {
-            return Err(self.object_error(&value, prefix.trim_end_matches('.'), "", "expected a Kubernetes object (a mapping)"));
+            return Err(self.object_error(
+                &value,
+                prefix.trim_end_matches('.'),
+                "",
+                "expected a Kubernetes object (a mapping)",
+            ));
         };
         let kind = match map.get("kind") {
             Some(Value::String(kind)) => kind.as_str(),
-            _ => return Err(self.object_error(&value, prefix, "kind", "must be a string naming the object's kind")),
+            _ => {
+                return Err(self.object_error(
+                    &value,
+                    prefix,
+                    "kind",
+                    "must be a string naming the object's kind",
+                ));
+            }
         };
         let api_version = map.get("apiVersion").and_then(Value::as_str);
         match kind {
-            "Namespace" => objects.namespaces.push(self.typed::<Namespace>(&value, prefix, api_version)?),
+            "Namespace" => {
+                objects.namespaces.push(self.typed::<Namespace>(&value, prefix, api_version)?)
+            }
             "Pod" => objects.pods.push(self.typed::<Pod>(&value, prefix, api_version)?),
-            "Service" => objects.services.push(self.typed::<Service>(&value, prefix, api_version)?),
-            "EndpointSlice" => objects.endpoint_slices.push(self.typed::<EndpointSlice>(&value, prefix, api_version)?),
+            "Service" => {
+                objects.services.push(self.typed::<Service>(&value, prefix, api_version)?)
+            }
+            "EndpointSlice" => objects.endpoint_slices.push(self.typed::<EndpointSlice>(
+                &value,
+                prefix,
+                api_version,
+            )?),
             "NetworkPolicy" => {
                 let policy = self.typed::<NetworkPolicy>(&value, prefix, api_version)?;
-                let source = PolicySource::File { path: self.path.to_owned(), document: self.document };
+                let source =
+                    PolicySource::File { path: self.path.to_owned(), document: self.document };
                 objects.network_policies.push(SourcedPolicy { policy, raw: value, source });
             }
-            other => tracing::debug!(path = %self.path.display(), document = self.document, kind = other, "ignoring object of unused kind"),
+            other => {
+                tracing::debug!(path = %self.path.display(), document = self.document, kind = other, "ignoring object of unused kind")
+            }
         }
         Ok(())
     }
 
     /// Deserialises `value` as `T`, with the failing field's path in the error.
-    fn typed<T: DeserializeOwned + Resource>(&self, value: &Value, prefix: &str, api_version: Option<&str>) -> Result<T, ManifestError> {
+    fn typed<T: DeserializeOwned + Resource>(
+        &self,
+        value: &Value,
+        prefix: &str,
+        api_version: Option<&str>,
+    ) -> Result<T, ManifestError> {
         if let Some(version) = api_version.filter(|v| *v != T::API_VERSION) {
             return Err(self.object_error(
                 value,
@@ -120,7 +177,13 @@ impl Context<'_> {
         })
     }
 
-    fn object_error(&self, value: &Value, prefix: &str, field: &str, message: &str) -> ManifestError {
+    fn object_error(
+        &self,
+        value: &Value,
+        prefix: &str,
+        field: &str,
+        message: &str,
+    ) -> ManifestError {
         ManifestError::Object {
             path: self.path.to_owned(),
             document: self.document,

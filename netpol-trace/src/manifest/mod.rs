@@ -10,7 +10,7 @@ mod error;
 
 use std::path::{Path, PathBuf};
 
-pub use cluster::{ClusterError, load_cluster};
+pub use cluster::{ClusterError, load_cluster, load_cluster_with};
 pub use document::{Syntax, parse_manifest};
 pub use error::ManifestError;
 
@@ -49,7 +49,8 @@ pub fn load_path(path: &Path, objects: &mut ClusterObjects) -> Result<(), Manife
         return Err(ManifestError::Empty { path: path.to_owned() });
     }
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| ManifestError::Io { path: file.clone(), source })?;
         parse_manifest(&text, &file, Syntax::of_path(&file), objects)?;
     }
     Ok(())
@@ -59,15 +60,20 @@ pub fn load_path(path: &Path, objects: &mut ClusterObjects) -> Result<(), Manife
 /// not followed (no cycles).
 fn collect_manifest_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
     let io = |source| ManifestError::Io { path: dir.to_owned(), source };
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
     entries.sort_by_key(|e| e.path());
     for entry in entries {
         let path = entry.path();
-        let file_type = entry.file_type().map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let file_type =
+            entry.file_type().map_err(|source| ManifestError::Io { path: path.clone(), source })?;
         if file_type.is_dir() {
             collect_manifest_files(&path, files)?;
         } else if path.is_file()
-            && path.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+            && path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
         {
             files.push(path);
         }

@@ -23,11 +23,17 @@ fn multi_document_yaml_with_lists_and_ignored_kinds() {
     assert_eq!(objects.pods.len(), 1);
     assert_eq!(objects.namespaces.len(), 1);
     let policy = &objects.network_policies[0];
-    assert_eq!(policy.source, crate::inventory::PolicySource::File { path: "m.yaml".into(), document: 2 });
-    assert_eq!(policy.raw, serde_json::json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "p", "namespace": "db"}, "spec": {"podSelector": {}}
-    }));
+    assert_eq!(
+        policy.source,
+        crate::inventory::PolicySource::File { path: "m.yaml".into(), document: 2 }
+    );
+    assert_eq!(
+        policy.raw,
+        serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "db"}, "spec": {"podSelector": {}}
+        })
+    );
 }
 
 #[test]
@@ -45,22 +51,35 @@ fn errors_name_file_document_and_field() {
     );
     match parse(&bad_port, Syntax::Yaml).unwrap_err() {
         ManifestError::Object { document, field, object, .. } => {
-            assert_eq!((document, field.as_str(), object.as_str()), (2, "spec.containers[0].ports[0].containerPort", "Pod a"));
+            assert_eq!(
+                (document, field.as_str(), object.as_str()),
+                (2, "spec.containers[0].ports[0].containerPort", "Pod a")
+            );
         }
         other => panic!("{other}"),
     }
     let in_list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: ok}}\n- {apiVersion: v1, kind: Pod, metadata: {name: b, labels: [x]}}\n";
     let err = parse(in_list, Syntax::Yaml).unwrap_err();
-    assert!(matches!(&err, ManifestError::Object { field, .. } if field == "items[1].metadata.labels"), "{err}");
+    assert!(
+        matches!(&err, ManifestError::Object { field, .. } if field == "items[1].metadata.labels"),
+        "{err}"
+    );
     let err = parse("kind: Pod\napiVersion: v1\n---\nkind: [\n", Syntax::Yaml).unwrap_err();
     assert!(matches!(err, ManifestError::Syntax { document: 2, .. }), "{err}");
     let err = parse("- just\n- a list\n", Syntax::Yaml).unwrap_err();
     assert!(matches!(err, ManifestError::Object { document: 1, .. }), "{err}");
     let err = parse("metadata: {name: x}\n", Syntax::Yaml).unwrap_err();
     assert!(matches!(&err, ManifestError::Object { field, .. } if field == "kind"), "{err}");
-    let err = parse("apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x}\n", Syntax::Yaml).unwrap_err();
+    let err = parse(
+        "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x}\n",
+        Syntax::Yaml,
+    )
+    .unwrap_err();
     assert!(matches!(&err, ManifestError::Object { field, .. } if field == "apiVersion"), "{err}");
-    assert!(err.to_string().starts_with("m.yaml: document 1: NetworkPolicy x: apiVersion: "), "{err}");
+    assert!(
+        err.to_string().starts_with("m.yaml: document 1: NetworkPolicy x: apiVersion: "),
+        "{err}"
+    );
     let err = parse("{\"kind\": \"Pod\",}", Syntax::Json).unwrap_err();
     assert!(matches!(err, ManifestError::Syntax { document: 1, .. }), "{err}");
 }
@@ -70,14 +89,28 @@ fn directories_are_searched_recursively_for_manifest_extensions() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("nested/deeper")).unwrap();
     fs::write(dir.path().join("a.yaml"), POLICY).unwrap();
-    fs::write(dir.path().join("nested/b.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n").unwrap();
-    fs::write(dir.path().join("nested/deeper/c.json"), r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"}}"#).unwrap();
+    fs::write(
+        dir.path().join("nested/b.yml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("nested/deeper/c.json"),
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"}}"#,
+    )
+    .unwrap();
     fs::write(dir.path().join("nested/notes.txt"), "not: [a manifest").unwrap();
     let objects = load_paths(&[dir.path().to_owned()]).unwrap();
-    assert_eq!((objects.network_policies.len(), objects.namespaces.len(), objects.pods.len()), (1, 1, 1));
+    assert_eq!(
+        (objects.network_policies.len(), objects.namespaces.len(), objects.pods.len()),
+        (1, 1, 1)
+    );
     let twice = load_paths(&[dir.path().join("a.yaml"), dir.path().join("nested/b.yml")]).unwrap();
     assert_eq!((twice.network_policies.len(), twice.namespaces.len()), (1, 1));
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(load_paths(&[empty.path().to_owned()]), Err(ManifestError::Empty { .. })));
-    assert!(matches!(load_paths(&[dir.path().join("missing.yaml")]), Err(ManifestError::Io { .. })));
+    assert!(matches!(
+        load_paths(&[dir.path().join("missing.yaml")]),
+        Err(ManifestError::Io { .. })
+    ));
 }

@@ -11,10 +11,15 @@ use super::selector::Selector;
 
 /// Validates `policy` and compiles it. A policy without `metadata.namespace` is taken to live in
 /// `default_namespace`.
-pub fn compile_policy(policy: &NetworkPolicy, default_namespace: &str) -> Result<CompiledPolicy, PolicyError> {
-    let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+pub fn compile_policy(
+    policy: &NetworkPolicy,
+    default_namespace: &str,
+) -> Result<CompiledPolicy, PolicyError> {
+    let namespace =
+        policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
     let name = policy.metadata.name.clone().unwrap_or_default();
-    let wrap = |error: FieldError| PolicyError { namespace: namespace.clone(), name: name.clone(), error };
+    let wrap =
+        |error: FieldError| PolicyError { namespace: namespace.clone(), name: name.clone(), error };
     if name.is_empty() {
         return Err(wrap(FieldError::new("metadata.name", "is required")));
     }
@@ -28,7 +33,9 @@ pub fn compile_policy(policy: &NetworkPolicy, default_namespace: &str) -> Result
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, rule)| compile_rule(rule.from.as_deref(), rule.ports.as_deref(), Direction::Ingress, i))
+        .map(|(i, rule)| {
+            compile_rule(rule.from.as_deref(), rule.ports.as_deref(), Direction::Ingress, i)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(wrap)?;
     let egress = spec
@@ -36,7 +43,9 @@ pub fn compile_policy(policy: &NetworkPolicy, default_namespace: &str) -> Result
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, rule)| compile_rule(rule.to.as_deref(), rule.ports.as_deref(), Direction::Egress, i))
+        .map(|(i, rule)| {
+            compile_rule(rule.to.as_deref(), rule.ports.as_deref(), Direction::Egress, i)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(wrap)?;
     let (has_ingress, has_egress) = match spec.policy_types.as_deref() {
@@ -78,7 +87,9 @@ fn compile_rule(
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, peer)| compile_peer(peer, &format!("{rule_path}.{}[{i}]", direction.peers_field())))
+        .map(|(i, peer)| {
+            compile_peer(peer, &format!("{rule_path}.{}[{i}]", direction.peers_field()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let ports = ports
         .unwrap_or_default()
@@ -95,7 +106,9 @@ fn compile_peer(peer: &NetworkPolicyPeer, path: &str) -> Result<Peer, FieldError
             path,
             "must specify a peer: podSelector, namespaceSelector or ipBlock",
         )),
-        (Some(block), None, None) => Ok(Peer::IpBlock(IpBlock::compile(block, &format!("{path}.ipBlock"))?)),
+        (Some(block), None, None) => {
+            Ok(Peer::IpBlock(IpBlock::compile(block, &format!("{path}.ipBlock"))?))
+        }
         (Some(_), _, _) => Err(FieldError::new(
             path,
             "may not specify both ipBlock and another peer (podSelector or namespaceSelector)",
@@ -141,7 +154,11 @@ mod tests {
         ];
         for (spec, ingress, egress) in cases {
             let p = compile(&format!("{{metadata: {{name: p}}, spec: {spec}}}")).unwrap();
-            assert_eq!((p.affects(Direction::Ingress), p.affects(Direction::Egress)), (ingress, egress), "{spec}");
+            assert_eq!(
+                (p.affects(Direction::Ingress), p.affects(Direction::Egress)),
+                (ingress, egress),
+                "{spec}"
+            );
         }
         let no_spec = compile("{metadata: {name: p, namespace: x}}").unwrap();
         assert!(no_spec.affects(Direction::Ingress) && !no_spec.affects(Direction::Egress));
@@ -152,20 +169,45 @@ mod tests {
     #[test]
     fn errors_name_policy_and_field() {
         let cases = [
-            ("{podSelector: {}, ingress: [{}, {ports: [{port: 80}, {port: 90, endPort: 80}]}]}", "spec.ingress[1].ports[1].endPort"),
+            (
+                "{podSelector: {}, ingress: [{}, {ports: [{port: 80}, {port: 90, endPort: 80}]}]}",
+                "spec.ingress[1].ports[1].endPort",
+            ),
             ("{podSelector: {}, egress: [{to: [{}]}]}", "spec.egress[0].to[0]"),
-            ("{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]}", "spec.ingress[0].from[0]"),
-            ("{podSelector: {}, ingress: [{from: [{podSelector: {}}, {ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]}", "spec.ingress[0].from[1].ipBlock.except[0]"),
-            ("{podSelector: {}, egress: [{to: [{namespaceSelector: {matchExpressions: [{key: a, operator: in, values: [b]}]}}]}]}", "spec.egress[0].to[0].namespaceSelector.matchExpressions[0].operator"),
-            ("{podSelector: {matchLabels: {app: 'no spaces'}}}", "spec.podSelector.matchLabels.app"),
+            (
+                "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]}",
+                "spec.ingress[0].from[0]",
+            ),
+            (
+                "{podSelector: {}, ingress: [{from: [{podSelector: {}}, {ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]}",
+                "spec.ingress[0].from[1].ipBlock.except[0]",
+            ),
+            (
+                "{podSelector: {}, egress: [{to: [{namespaceSelector: {matchExpressions: [{key: a, operator: in, values: [b]}]}}]}]}",
+                "spec.egress[0].to[0].namespaceSelector.matchExpressions[0].operator",
+            ),
+            (
+                "{podSelector: {matchLabels: {app: 'no spaces'}}}",
+                "spec.podSelector.matchLabels.app",
+            ),
             ("{podSelector: {}, policyTypes: [ingress]}", "spec.policyTypes[0]"),
-            ("{podSelector: {}, ingress: [{ports: [{protocol: ICMP}]}]}", "spec.ingress[0].ports[0].protocol"),
-            ("{podSelector: {}, ingress: [{ports: [{port: named, endPort: 90}]}]}", "spec.ingress[0].ports[0].endPort"),
+            (
+                "{podSelector: {}, ingress: [{ports: [{protocol: ICMP}]}]}",
+                "spec.ingress[0].ports[0].protocol",
+            ),
+            (
+                "{podSelector: {}, ingress: [{ports: [{port: named, endPort: 90}]}]}",
+                "spec.ingress[0].ports[0].endPort",
+            ),
         ];
         for (spec, field) in cases {
-            let err = compile(&format!("{{metadata: {{name: p, namespace: db}}, spec: {spec}}}")).unwrap_err();
+            let err = compile(&format!("{{metadata: {{name: p, namespace: db}}, spec: {spec}}}"))
+                .unwrap_err();
             assert_eq!(err.error.field, field, "{spec}");
-            assert!(err.to_string().starts_with(&format!("networkpolicy db/p: {field}: ")), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("networkpolicy db/p: {field}: ")),
+                "{err}"
+            );
         }
         let err = compile("{metadata: {namespace: db}}").unwrap_err();
         assert_eq!(err.error.field, "metadata.name");
@@ -182,9 +224,16 @@ mod tests {
         )
         .unwrap();
         let peers = &p.rules(Direction::Ingress).unwrap()[0].peers;
-        assert!(matches!(&peers[0], Peer::Pods { namespace_selector: None, pod_selector: Some(_) }));
-        assert!(matches!(&peers[1], Peer::Pods { namespace_selector: Some(s), pod_selector: None } if s.is_empty()));
-        assert!(matches!(&peers[2], Peer::Pods { namespace_selector: Some(_), pod_selector: Some(s) } if s.is_empty()));
+        assert!(matches!(
+            &peers[0],
+            Peer::Pods { namespace_selector: None, pod_selector: Some(_) }
+        ));
+        assert!(
+            matches!(&peers[1], Peer::Pods { namespace_selector: Some(s), pod_selector: None } if s.is_empty())
+        );
+        assert!(
+            matches!(&peers[2], Peer::Pods { namespace_selector: Some(_), pod_selector: Some(s) } if s.is_empty())
+        );
         assert!(matches!(&peers[3], Peer::IpBlock(_)));
     }
 }

@@ -91,9 +91,17 @@ pub enum Peer {
 
 impl Peer {
     /// Whether this peer matches `identity`, for a policy in `policy_namespace`.
-    pub fn matches(&self, policy_namespace: &str, identity: PeerIdentity<'_>, mode: IpBlockPodMode) -> bool {
+    pub fn matches(
+        &self,
+        policy_namespace: &str,
+        identity: PeerIdentity<'_>,
+        mode: IpBlockPodMode,
+    ) -> bool {
         match (self, identity) {
-            (Self::Pods { namespace_selector, pod_selector }, PeerIdentity::Pod { namespace, namespace_labels, labels, .. }) => {
+            (
+                Self::Pods { namespace_selector, pod_selector },
+                PeerIdentity::Pod { namespace, namespace_labels, labels, .. },
+            ) => {
                 let namespace_ok = match namespace_selector {
                     Some(selector) => selector.matches(namespace_labels),
                     None => namespace == policy_namespace,
@@ -120,14 +128,26 @@ pub struct CompiledRule {
 
 impl CompiledRule {
     /// Whether the peer side of the rule matches.
-    pub fn peers_match(&self, policy_namespace: &str, identity: PeerIdentity<'_>, mode: IpBlockPodMode) -> bool {
-        self.peers.is_empty() || self.peers.iter().any(|p| p.matches(policy_namespace, identity, mode))
+    pub fn peers_match(
+        &self,
+        policy_namespace: &str,
+        identity: PeerIdentity<'_>,
+        mode: IpBlockPodMode,
+    ) -> bool {
+        self.peers.is_empty()
+            || self.peers.iter().any(|p| p.matches(policy_namespace, identity, mode))
     }
 
     /// Whether the port side of the rule matches a flow to `port`/`protocol` whose destination
     /// declares `destination_ports` (`None` when it is not a known pod).
-    pub fn ports_match(&self, protocol: Protocol, port: u16, destination_ports: Option<&[ContainerPort]>) -> bool {
-        self.ports.is_empty() || self.ports.iter().any(|p| p.matches(protocol, port, destination_ports))
+    pub fn ports_match(
+        &self,
+        protocol: Protocol,
+        port: u16,
+        destination_ports: Option<&[ContainerPort]>,
+    ) -> bool {
+        self.ports.is_empty()
+            || self.ports.iter().any(|p| p.matches(protocol, port, destination_ports))
     }
 
     /// Whether the rule allows the flow.
@@ -140,7 +160,8 @@ impl CompiledRule {
         destination_ports: Option<&[ContainerPort]>,
         mode: IpBlockPodMode,
     ) -> bool {
-        self.peers_match(policy_namespace, peer, mode) && self.ports_match(protocol, port, destination_ports)
+        self.peers_match(policy_namespace, peer, mode)
+            && self.ports_match(protocol, port, destination_ports)
     }
 }
 

@@ -20,7 +20,8 @@ pub struct IpBlock {
 impl IpBlock {
     /// Validates `block`; `path` prefixes field paths in errors (e.g. `spec.ingress[0].from[1].ipBlock`).
     pub fn compile(block: &IPBlock, path: &str) -> Result<Self, FieldError> {
-        let cidr = parse_cidr(&block.cidr).map_err(|m| FieldError::new(format!("{path}.cidr"), m))?;
+        let cidr =
+            parse_cidr(&block.cidr).map_err(|m| FieldError::new(format!("{path}.cidr"), m))?;
         let mut except = Vec::new();
         for (index, text) in block.except.iter().flatten().enumerate() {
             let field = format!("{path}.except[{index}]");
@@ -66,7 +67,8 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 }
 
 fn is_strict_subset(inner: &IpNet, outer: &IpNet) -> bool {
-    outer.contains(&inner.network()) && inner.prefix_len() > outer.prefix_len()
+    outer.contains(&inner.network())
+        && inner.prefix_len() > outer.prefix_len()
         && matches!((inner, outer), (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_)))
 }
 
@@ -78,7 +80,8 @@ mod tests {
         IpBlock::compile(
             &IPBlock {
                 cidr: cidr.into(),
-                except: (!except.is_empty()).then(|| except.iter().map(|e| e.to_string()).collect()),
+                except: (!except.is_empty())
+                    .then(|| except.iter().map(|e| e.to_string()).collect()),
             },
             "ipBlock",
         )
@@ -111,6 +114,38 @@ mod tests {
         for (cidr, except, addr, want) in cases {
             let b = block(cidr, &except).unwrap();
             assert_eq!(b.contains(ip(addr)), want, "{b} contains {addr}");
+        }
+    }
+
+    proptest::proptest! {
+        /// `contains` is "same network bits as the cidr and not those of the except", checked
+        /// bit by bit on IPv4 and IPv6.
+        #[test]
+        fn contains_is_prefix_arithmetic(
+            v6 in proptest::bool::ANY,
+            base in proptest::num::u128::ANY,
+            probe in proptest::num::u128::ANY,
+            prefix in 0u8..=120,
+            extra in 1u8..=8,
+            share in 0u32..=128,
+        ) {
+            let bits: u32 = if v6 { 128 } else { 32 };
+            let prefix = u32::from(prefix).min(bits - 8);
+            let except_prefix = prefix + u32::from(extra);
+            let mask = |len: u32| if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let width = |x: u128| if v6 { x } else { x >> 96 << 96 };
+            let base = width(base);
+            // Probes often share a prefix with the base so both sides get exercised.
+            let probe = width((base & mask(share.min(128))) | (probe & !mask(share.min(128))));
+            let to_ip = |x: u128| -> IpAddr {
+                if v6 { std::net::Ipv6Addr::from(x).into() } else { std::net::Ipv4Addr::from((x >> 96) as u32).into() }
+            };
+            let cidr = format!("{}/{prefix}", to_ip(base));
+            let except = format!("{}/{except_prefix}", to_ip(base & mask(except_prefix)));
+            let b = block(&cidr, &[&except]).unwrap();
+            let in_cidr = (probe ^ base) & mask(prefix) == 0;
+            let in_except = (probe ^ base) & mask(except_prefix) == 0;
+            proptest::prop_assert_eq!(b.contains(to_ip(probe)), in_cidr && !in_except, "{} in {}", to_ip(probe), b);
         }
     }
 

@@ -11,12 +11,10 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if !is_dns_subdomain(prefix) {
-            return Err(format!(
-                "invalid label key {key:?}: prefix must be a lowercase DNS subdomain of at most {PREFIX_MAX} characters"
-            ));
-        }
+    if prefix.is_some_and(|prefix| !is_dns_subdomain(prefix)) {
+        return Err(format!(
+            "invalid label key {key:?}: prefix must be a lowercase DNS subdomain of at most {PREFIX_MAX} characters"
+        ));
     }
     if !is_label_name(name) {
         return Err(format!(
@@ -72,7 +70,9 @@ mod tests {
         for ok in ["app", "kubernetes.io/metadata.name", "a.b-c_d", "x/Y", "A1"] {
             assert_eq!(validate_key(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "-app", "app-", "Kubernetes.io/x", "a/", "/a", "a b", &"x".repeat(64), "a/b/c"] {
+        for bad in
+            ["", "-app", "app-", "Kubernetes.io/x", "a/", "/a", "a b", &"x".repeat(64), "a/b/c"]
+        {
             assert!(validate_key(bad).is_err(), "{bad}");
         }
     }

@@ -106,8 +106,8 @@ impl PortRule {
                 return Err(FieldError::new(end_field, "endPort requires port to be set"));
             }
             (Some(IntOrString::Int(number)), end) => {
-                let start = port_number(*number)
-                    .map_err(|m| FieldError::new(format!("{path}.port"), m))?;
+                let start =
+                    port_number(*number).map_err(|m| FieldError::new(format!("{path}.port"), m))?;
                 let end = match end {
                     None => start,
                     Some(end) => {
@@ -140,7 +140,12 @@ impl PortRule {
     /// Whether a flow to `port`/`protocol` matches. Named ports need the destination pod's
     /// container ports (`None` for a destination outside the known pods, which never matches a
     /// name).
-    pub fn matches(&self, protocol: Protocol, port: u16, destination: Option<&[ContainerPort]>) -> bool {
+    pub fn matches(
+        &self,
+        protocol: Protocol,
+        port: u16,
+        destination: Option<&[ContainerPort]>,
+    ) -> bool {
         protocol == self.protocol
             && match &self.port {
                 PortMatch::Any => true,
@@ -199,7 +204,11 @@ fn validate_port_name(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn entry(protocol: Option<&str>, port: Option<IntOrString>, end: Option<i32>) -> NetworkPolicyPort {
+    fn entry(
+        protocol: Option<&str>,
+        port: Option<IntOrString>,
+        end: Option<i32>,
+    ) -> NetworkPolicyPort {
         NetworkPolicyPort { protocol: protocol.map(String::from), port, end_port: end }
     }
 
@@ -230,7 +239,9 @@ mod tests {
     #[test]
     fn end_port_is_inclusive() {
         let r = rule(Some("TCP"), num(32000), Some(32768));
-        for (port, want) in [(31999, false), (32000, true), (32500, true), (32768, true), (32769, false)] {
+        for (port, want) in
+            [(31999, false), (32000, true), (32500, true), (32768, true), (32769, false)]
+        {
             assert_eq!(r.matches(Protocol::Tcp, port, None), want, "{port}");
         }
         let single = rule(None, num(80), Some(80));
@@ -261,7 +272,8 @@ mod tests {
 
     #[test]
     fn invalid_ports_name_the_field() {
-        let err = |e: NetworkPolicyPort| PortRule::compile(&e, "spec.ingress[0].ports[1]").unwrap_err();
+        let err =
+            |e: NetworkPolicyPort| PortRule::compile(&e, "spec.ingress[0].ports[1]").unwrap_err();
         let cases = [
             (entry(None, num(0), None), "spec.ingress[0].ports[1].port"),
             (entry(None, num(65536), None), "spec.ingress[0].ports[1].port"),

@@ -78,7 +78,8 @@ impl Requirement {
 
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(", ");
+        let list =
+            |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(", ");
         match &self.operator {
             Operator::In(values) if self.origin == RequirementOrigin::MatchLabels => {
                 write!(f, "{}={}", self.key, list(values))
@@ -146,7 +147,9 @@ impl Selector {
                 other => {
                     return Err(FieldError::new(
                         format!("{field}.operator"),
-                        format!("unknown operator {other:?} (want In, NotIn, Exists or DoesNotExist)"),
+                        format!(
+                            "unknown operator {other:?} (want In, NotIn, Exists or DoesNotExist)"
+                        ),
                     ));
                 }
             };
