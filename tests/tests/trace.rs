@@ -283,11 +283,44 @@ fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let pcap = dir.path().join("drops.pcap");
+    let manifests = dir.path().join("manifests.yaml");
+    std::fs::write(
+        &manifests,
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-1, namespace: app, labels: {{app: web}}}}
+spec: {{containers: [{{name: web, image: web}}]}}
+status: {{podIP: {src}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: mysql-0, namespace: db, labels: {{app: mysql}}}}
+spec: {{containers: [{{name: db, image: mariadb, ports: [{{containerPort: 3306, name: mysql}}]}}]}}
+status: {{podIP: {dst}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: mysql-ingress, namespace: db}}
+spec:
+  podSelector: {{matchLabels: {{app: mysql}}}}
+  ingress:
+  - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: web}}}}}}]
+    ports: [{{port: 3307}}]
+"#,
+            src = topo.pods[0].ip,
+            dst = dst
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
         .args(["trace", "--netns", &topo.node, "-o", "json", "--duration", "4s", "--ready-file"])
         .arg(&ready)
         .arg("--pcap")
         .arg(&pcap)
+        .arg("-f")
+        .arg(&manifests)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -308,6 +341,12 @@ fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
     assert_eq!(drop["reason"], "NETFILTER_DROP");
     assert_eq!(drop["dst"]["port"], 3306);
     assert_eq!(drop["src"]["ip"], topo.pods[0].ip.to_string());
+    assert_eq!(drop["src"]["namespace"], "app");
+    assert_eq!(drop["src"]["pod"], "web-1");
+    assert_eq!(drop["dst"]["pod"], "mysql-0");
+    assert_eq!(drop["policies"][0]["name"], "mysql-ingress");
+    assert_eq!(drop["policies"][0]["direction"], "ingress");
+    assert!(drop["hint"].as_str().unwrap().contains("3307"), "{drop}");
     assert_eq!(lines.last().unwrap()["type"], "summary");
     let iface = topo.pods[0].host_if.clone();
     let node = topo.node_path();

@@ -5,11 +5,13 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::explain::load_inventory;
 use crate::{
     datapath::netns,
     exit,
+    inventory::Inventory,
     trace::{
-        TraceEvent, Tracer, TracerMessage, TracerOptions,
+        TraceEvent, Tracer, TracerMessage, TracerOptions, attribution,
         pcap::{PcapWriter, ip_total_len},
         tracer::DEFAULT_PORT,
     },
@@ -31,9 +33,10 @@ Examples:
   # On a node: every pod veth, MySQL's port, until Ctrl-C
   sudo netpol-trace trace
 
-  # In a lab's node namespace, two ports, 30 seconds, NDJSON and a pcap for the postmortem
+  # In a lab's node namespace, two ports, 30 seconds, NDJSON and a pcap for the postmortem,
+  # each drop attributed to pods and NetworkPolicies from manifests
   sudo netpol-trace trace --netns lab-node --port 3306 --port 5432 --duration 30s \\
-      -o json --pcap drops.pcap
+      -f manifests/ -o json --pcap drops.pcap
 
   {\"type\":\"drop\",\"time\":\"2026-11-26T07:31:02.114Z\",\"reason\":\"NETFILTER_DROP\",\"ifname\":\"cali3f2a9c01d4e\",
    \"count\":3,\"protocol\":\"TCP\",\"src\":{\"ip\":\"10.244.1.5\",\"port\":51514},\"dst\":{\"ip\":\"10.244.2.7\",\"port\":3306},...}
@@ -67,6 +70,36 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TraceOutput::Table)]
     pub output: TraceOutput,
+    /// Manifests (file, directory, repeatable) to attribute drops to pods and policies;
+    /// without it, the cluster of the kubeconfig (or in-cluster) when one is configured.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub filenames: Vec<PathBuf>,
+}
+
+/// Whether a cluster is configured (kubeconfig or in-cluster), so `trace` may try it.
+fn cluster_configured() -> bool {
+    std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("HOME")
+            .is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists())
+}
+
+/// The objects that attribute drops: `-f` manifests (errors are bad input), else the
+/// configured cluster (unreachable: a warning, and drops stay unattributed).
+fn attribution_inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
+    if !args.filenames.is_empty() {
+        return load_inventory(&args.filenames).map(Some);
+    }
+    if !cluster_configured() {
+        return Ok(None);
+    }
+    match load_inventory(&[]) {
+        Ok(inv) => Ok(Some(inv)),
+        Err(e) => {
+            eprintln!("netpol-trace: drops will not be attributed: {e:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// Runs `trace`.
@@ -80,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if args.ports.contains(&0) {
         return Err(exit::ExitError::bad_input("--port: 0 is not a port").into());
     }
+    let inventory = attribution_inventory(&args)?;
     let opts = TracerOptions {
         netns,
         iface_glob: args.iface.clone(),
@@ -128,7 +162,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 _ = term.recv() => break,
                 () = &mut deadline => break,
                 msg = rx.recv() => match msg {
-                    Some(TracerMessage::Event(ev)) => printer.event(&ev)?,
+                    Some(TracerMessage::Event(mut ev)) => {
+                        if let Some(inv) = &inventory {
+                            match &mut ev {
+                                TraceEvent::Drop(d) => attribution::attribute_drop(inv, d),
+                                TraceEvent::Restored(r) => attribution::attribute_restored(inv, r),
+                                TraceEvent::Summary(_) => {}
+                            }
+                        }
+                        printer.event(&ev)?
+                    }
                     Some(TracerMessage::Packet(p)) => {
                         if let Some(w) = pcap.as_mut() {
                             let orig = ip_total_len(&p.header).unwrap_or(p.header.len());

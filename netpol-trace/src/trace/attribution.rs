@@ -169,7 +169,10 @@ spec:
             }]
         );
         let hint = d.hint.unwrap();
-        assert!(hint.contains("rule 0") && hint.contains("3307") && hint.contains("3306"), "{hint}");
+        assert!(
+            hint.contains("rule 0") && hint.contains("3307") && hint.contains("3306"),
+            "{hint}"
+        );
     }
 
     #[test]
