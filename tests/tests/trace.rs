@@ -375,3 +375,28 @@ fn a_missing_namespace_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("np-no-such-netns") && err.contains("not found"), "{err}");
 }
+
+#[test]
+fn a_missing_interface_and_missing_privileges_are_refused_clearly() {
+    require_root();
+    let topo = Topology::new(1).unwrap();
+    let bin = env!("CARGO_BIN_EXE_netpol-trace-under-test");
+    let out = Command::new(bin)
+        .args(["trace", "--netns", &topo.node, "--iface", "cali-gone", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interface cali-gone not found"), "{err}");
+
+    // An unprivileged user: one line naming the missing capabilities, exit 2.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(bin)
+        .args(["trace", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_BPF") && err.contains("root"), "{err}");
+}

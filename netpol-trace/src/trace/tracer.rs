@@ -73,6 +73,9 @@ pub enum TracerError {
     /// Interfaces could not be listed.
     #[error("listing interfaces: {0}")]
     Links(std::io::Error),
+    /// `--iface` names one interface (no glob) and it does not exist.
+    #[error("interface {0} not found in the traced network namespace")]
+    NoInterface(String),
     /// The tracer thread ended before it was ready.
     #[error("the tracer stopped before attaching: {0}")]
     Thread(String),
@@ -294,5 +297,11 @@ fn start_session(
     let mut session =
         Session { datapath, links: BTreeMap::new(), glob: opts.iface_glob.clone(), tx };
     session.sync_links()?;
+    if let Some(name) = &opts.iface_glob
+        && !name.contains(['*', '?'])
+        && !session.links.values().any(|l| &l.name == name)
+    {
+        return Err(TracerError::NoInterface(name.clone()));
+    }
     Ok(session)
 }
