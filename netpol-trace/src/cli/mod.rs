@@ -7,9 +7,29 @@ pub mod explain;
 pub mod lab;
 pub mod trace;
 
+const TOP_HELP: &str = "\
+The loop, each step also usable on its own:
+  netpol-trace trace                   # kernel evidence: dropped SYNs, drop reason, interface
+  netpol-trace explain --from app/web-1 --to db/mysql-0 --port 3306
+                                       # which NetworkPolicy and rule, and what would match
+  netpol-trace fix --from app/web-1 --to db/mysql-0 --port 3306 [--apply]
+                                       # the minimal patch, with backup; `restore` undoes it
+  netpol-trace lab demo                # the whole recovery on a local replica node
+
+Objects come from -f manifests (files, directories, multi-document YAML, List) or, without
+-f, from the cluster of your kubeconfig. Exit codes: 0 yes/done, 1 no (denied, no safe
+patch, not restored), 2 bad input or cannot run (privileges, BTF, unknown pod...).";
+
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
-#[command(name = "netpol-trace", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "netpol-trace",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = TOP_HELP
+)]
 pub struct Cli {
     /// Log verbosity (also RUST_LOG), e.g. info, debug, netpol_trace=trace.
     #[arg(long, global = true, default_value = "warn", env = "NETPOL_TRACE_LOG")]
