@@ -1,0 +1,34 @@
+{{/* Name of the chart, for labels. */}}
+{{- define "netpol-trace.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of every object of a release: the release name, unless it already says netpol-trace. */}}
+{{- define "netpol-trace.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels selecting the agent pods. */}}
+{{- define "netpol-trace.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "netpol-trace.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "netpol-trace.labels" -}}
+{{ include "netpol-trace.selectorLabels" . }}
+app.kubernetes.io/part-of: netpol-trace
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The agent image. */}}
+{{- define "netpol-trace.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
