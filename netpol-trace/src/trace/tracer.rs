@@ -96,6 +96,10 @@ pub struct CapturedPacket {
 
 /// What the tracer reports.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few messages a second through a channel; boxing would only add an allocation"
+)]
 pub enum TracerMessage {
     /// A drop or a restore, not yet attributed to pods and policies.
     Event(TraceEvent),
