@@ -118,11 +118,9 @@ fn parse_route(path: &str) -> Option<Route> {
     if let ["namespaces", ns, "pods", pod, "proxy", tail @ ..] = rest.as_slice()
         && group.is_empty()
     {
-        {
-            let (pod, port) = split_pod_port(pod);
-            let path = format!("/{}", tail.join("/"));
-            return Some(Route::PodProxy { ns: ns.to_string(), pod, port, path });
-        }
+        let (pod, port) = split_pod_port(pod);
+        let path = format!("/{}", tail.join("/"));
+        return Some(Route::PodProxy { ns: ns.to_string(), pod, port, path });
     }
     let mut rest = rest;
     if rest.last() == Some(&"") {
