@@ -7,7 +7,7 @@ pub mod apply;
 pub mod backup;
 pub mod client;
 pub mod error;
-// pub mod events;
+pub mod events;
 // pub mod files;
 pub mod rest;
 pub mod restore;
