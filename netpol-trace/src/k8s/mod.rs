@@ -8,7 +8,7 @@ pub mod backup;
 pub mod client;
 pub mod error;
 pub mod events;
-// pub mod files;
+pub mod files;
 pub mod rest;
 pub mod restore;
 pub mod snapshot;
