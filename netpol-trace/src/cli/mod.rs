@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod completion;
+pub mod restore;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -22,11 +23,14 @@ pub struct Cli {
 pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
+    Restore(restore::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Completion(args) => completion::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }
