@@ -148,8 +148,9 @@ pub async fn apply_json_patch(
             return Ok(report);
         }
         Ok(_) => {}
-        // A race during the dry run is handled like one during the write, below.
-        Err(e) if lost_race(&e) => {}
+        // A race during the dry run of a real apply is handled like one during the write,
+        // below; a dry-run-only call reports it.
+        Err(e) if lost_race(&e) && !opts.dry_run => {}
         Err(e) => return Err(e),
     }
     let written = match rest::patch_policy(client, namespace, name, &guarded(&before, &ops)?, false)
