@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod completion;
 pub mod explain;
 pub mod lab;
+pub mod restore;
 pub mod trace;
 
 const TOP_HELP: &str = "\
@@ -49,6 +50,8 @@ pub enum Command {
     Trace(trace::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
     Lab(lab::Args),
+    /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
+    Restore(restore::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
 }
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Explain(args) => explain::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Completion(args) => completion::run(args),
     }
 }
