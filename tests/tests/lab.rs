@@ -409,9 +409,9 @@ fn exec_passes_the_exit_code_through_and_up_refuses_an_existing_lab() {
 #[test]
 fn a_failing_up_removes_what_it_created() {
     require_root!();
-    use netpol_trace::lab::{LabContext, input::load_dir, lifecycle};
+    use netpol_trace::lab::{LabContext, lifecycle};
     let lab = LabGuard::new(SMALL_MANIFESTS);
-    let input = load_dir(lab.manifests.path()).unwrap();
+    let input = netpol_trace::manifest::load_paths(&[lab.manifests.path().to_owned()]).unwrap();
     // Wiring succeeds, then the listener cannot start: `up` must roll everything back.
     let ctx = LabContext {
         labs_dir: lab.labs_dir.path().to_owned(),

@@ -9,18 +9,19 @@ use anyhow::Context as _;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 
 use crate::exit;
-use crate::lab::input::{LabInput, load_dir};
-use crate::lab::lifecycle::{self, LabContext, find_pod};
+use crate::lab::lifecycle::{self, LabContext, PolicyChange, find_pod};
 use crate::lab::listener;
 use crate::lab::plan::{EnforcementPlan, Protocol};
 use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
 use crate::lab::state::LabState;
+use crate::manifest;
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
     sudo netpol-trace lab probe shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
+    sudo netpol-trace lab apply shop -f ./fixed-policy.yaml\n  \
     sudo netpol-trace lab exec shop app/web-1 -- mariadb -h 10.244.2.7 -u lab -pnetpol-trace-lab -e 'SELECT 1'\n  \
     sudo netpol-trace lab down shop\n\n\
     Labs live in /run/netpol-trace/labs/<name>/ (override with NETPOL_TRACE_LAB_DIR).")]
@@ -43,11 +44,14 @@ pub enum Output {
 /// `lab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// Build a lab from manifests: a node namespace, one namespace per Pod, listeners, MariaDB.
+    /// Build a lab from manifests: a node namespace, one namespace per Pod, the manifests'
+    /// NetworkPolicies enforced by nftables, listeners, MariaDB.
     #[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
         NAMESPACE  POD      IP          INTERFACE        WORKLOAD  PORTS\n  \
         app        web-1    10.244.1.5  cali3f6c0b1e2d4  listener  8080/TCP\n  \
-        db         mysql-0  10.244.2.7  cali9a0d77c1b3e  mariadb   3306/TCP")]
+        db         mysql-0  10.244.2.7  cali9a0d77c1b3e  mariadb   3306/TCP\n  \
+        lab shop: 1 NetworkPolicy enforced, 1 pod(s) isolated\n  \
+        lab shop: node namespace npt_shop_node, nft table inet npt_shop, run directory /run/netpol-trace/labs/shop")]
     Up(UpArgs),
     /// Remove a lab: its processes, network namespaces, veths, nft table and run directory.
     #[command(after_help = "Example:\n  sudo netpol-trace lab down shop")]
@@ -65,8 +69,13 @@ pub enum LabCommand {
         denied: app/web-1 -> db/mysql-0 10.244.2.7:3306/TCP (no answer within 1s)"
     )]
     Probe(ProbeArgs),
-    /// Re-render the lab's nftables ruleset and swap it atomically.
-    #[command(after_help = "Example:\n  sudo netpol-trace lab apply shop --plan plan.json")]
+    /// Replace the lab's NetworkPolicies with those of the given manifests and swap the
+    /// nftables ruleset atomically (pods stay as built).
+    #[command(
+        after_help = "Example:\n  sudo netpol-trace lab apply shop -f ./fixed-policy.yaml\n  \
+        lab shop: 1 NetworkPolicy enforced, ruleset replaced (1 pod(s) isolated)\n  \
+        sudo netpol-trace lab apply shop -f ./policies/ --dry-run   # print the ruleset only"
+    )]
     Apply(ApplyArgs),
     /// Listen on ports inside a pod (started by `lab up`).
     #[command(hide = true)]
@@ -76,7 +85,8 @@ pub enum LabCommand {
 /// Arguments of `lab up`.
 #[derive(Debug, ClapArgs)]
 pub struct UpArgs {
-    /// Manifest file or directory (recursive; repeatable): Namespaces, Pods, NetworkPolicies.
+    /// Manifest file or directory (recursive; repeatable; `-` for stdin): Namespaces, Pods,
+    /// NetworkPolicies (enforced from the start); other kinds are ignored.
     #[arg(short = 'f', long = "filename", required = true)]
     pub filename: Vec<PathBuf>,
     /// Lab name: 1-24 of a-z, 0-9 and '-', starting with a letter.
@@ -141,12 +151,17 @@ pub struct ProbeArgs {
 
 /// Arguments of `lab apply`.
 #[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["filename", "plan"]))]
 pub struct ApplyArgs {
     /// The lab.
     pub name: String,
-    /// An enforcement plan (JSON) to render.
-    #[arg(long, hide = true, required = true)]
-    pub plan: PathBuf,
+    /// Manifest file or directory (recursive; repeatable; `-` for stdin): its NetworkPolicies
+    /// replace all of the lab's policies; other kinds are ignored.
+    #[arg(short = 'f', long = "filename")]
+    pub filename: Vec<PathBuf>,
+    /// An enforcement plan (JSON) to render instead of policies.
+    #[arg(long, hide = true, conflicts_with = "filename")]
+    pub plan: Option<PathBuf>,
     /// Print the ruleset instead of loading it.
     #[arg(long)]
     pub dry_run: bool,
@@ -185,14 +200,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 
 fn up(args: UpArgs) -> anyhow::Result<i32> {
     let ctx = LabContext::from_env()?;
-    let mut input = LabInput::default();
-    for path in &args.filename {
-        let more = load_dir(path)?;
-        input.namespaces.extend(more.namespaces);
-        input.pods.extend(more.pods);
-        input.network_policies.extend(more.network_policies);
-    }
-    if input.pods.is_empty() {
+    let objects = manifest::load_paths(&args.filename)
+        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    if objects.pods.is_empty() {
         return Err(exit::ExitError::bad_input(format!(
             "no Pod in {}: a lab needs at least one",
             args.filename.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -200,7 +210,7 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
         .into());
     }
     let state =
-        lifecycle::up(&ctx, &args.name, &input, args.filename.first().map(PathBuf::as_path))?;
+        lifecycle::up(&ctx, &args.name, &objects, args.filename.first().map(PathBuf::as_path))?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&state)?),
         Output::Table => print_pods(&state),
@@ -227,6 +237,14 @@ fn print_pods(state: &LabState) {
         ]);
     }
     print_table(&rows);
+    let isolated = state.plan.as_ref().map_or(0, |plan| {
+        plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
+    });
+    println!(
+        "lab {}: {} enforced, {isolated} pod(s) isolated",
+        state.name,
+        policy_count(state.policies.len())
+    );
     println!(
         "lab {}: node namespace {}, nft table inet {}, run directory {}",
         state.name,
@@ -348,22 +366,60 @@ fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
 }
 
 fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.plan)
-        .with_context(|| format!("reading {}", args.plan.display()))?;
-    let plan: EnforcementPlan = serde_json::from_str(&text).map_err(|e| {
-        exit::ExitError::bad_input(format!("{}: not an EnforcementPlan: {e}", args.plan.display()))
-    })?;
     let ctx = LabContext::from_env()?;
-    if args.dry_run {
+    if let Some(path) = &args.plan {
+        return apply_plan_file(&ctx, &args.name, path, args.dry_run);
+    }
+    let objects = manifest::load_paths(&args.filename)
+        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    if !objects.pods.is_empty() || !objects.namespaces.is_empty() {
+        tracing::info!(
+            "lab apply takes only the NetworkPolicies: pods and namespaces stay as built"
+        );
+    }
+    let change: PolicyChange = if args.dry_run {
         let state = lifecycle::load(&ctx, &args.name)?;
+        let change = lifecycle::plan_policies(&state, objects.network_policies)?;
+        print!("{}", change.ruleset);
+        return Ok(exit::OK);
+    } else {
+        lifecycle::apply_policies(&ctx, &args.name, objects.network_policies)?
+    };
+    println!(
+        "lab {}: {} enforced, ruleset replaced ({} pod(s) isolated)",
+        args.name,
+        policy_count(change.policies),
+        change.isolated_pods()
+    );
+    Ok(exit::OK)
+}
+
+fn apply_plan_file(
+    ctx: &LabContext,
+    name: &str,
+    path: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<i32> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let plan: EnforcementPlan = serde_json::from_str(&text).map_err(|e| {
+        exit::ExitError::bad_input(format!("{}: not an EnforcementPlan: {e}", path.display()))
+    })?;
+    if dry_run {
+        let state = lifecycle::load(ctx, name)?;
         crate::lab::enforce::check_plan_against(&plan, &state.topology)?;
         print!("{}", render_ruleset(&state.topology.nft_table, &plan));
         return Ok(exit::OK);
     }
-    lifecycle::apply(&ctx, &args.name, &plan)?;
+    lifecycle::apply(ctx, name, &plan)?;
     let isolated = plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count();
-    println!("lab {}: ruleset replaced ({isolated} pod(s) isolated)", args.name);
+    println!("lab {name}: ruleset replaced from a plan ({isolated} pod(s) isolated)");
     Ok(exit::OK)
+}
+
+/// `1 NetworkPolicy`, `3 NetworkPolicies`.
+fn policy_count(count: usize) -> String {
+    if count == 1 { "1 NetworkPolicy".to_owned() } else { format!("{count} NetworkPolicies") }
 }
 
 /// Parses `500ms`, `1s`, `2.5s` or a bare number of seconds.

@@ -1,5 +1,6 @@
 //! Plays the CNI: checks a plan against the lab's pods, renders it and swaps the node
-//! namespace's nftables table in one `nft -f` transaction.
+//! namespace's nftables table in one `nft -f` transaction. The plan itself comes from the
+//! lab's NetworkPolicies ([`super::compile`]) or, for experiments, from a hand-written file.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -7,27 +8,10 @@ use std::process::Command;
 use super::error::{LabError, Result};
 use super::netns::{command_in_netns, command_in_private_netns};
 use super::paths::{NFT_BIN, RunDir};
-use super::plan::{EnforcementPlan, PodPlan};
+use super::plan::EnforcementPlan;
 use super::render::render_ruleset;
 use super::system::run_command;
 use super::topology::Topology;
-
-/// The plan of a freshly built lab: every pod listed, no direction isolated.
-pub fn open_plan(topology: &Topology) -> EnforcementPlan {
-    EnforcementPlan {
-        pods: topology
-            .pods
-            .iter()
-            .map(|pod| PodPlan {
-                pod: Some(pod.key()),
-                ip: pod.ip,
-                host_iface: pod.host_iface.clone(),
-                ingress: None,
-                egress: None,
-            })
-            .collect(),
-    }
-}
 
 /// Checks that the plan is well formed and that every pod it names is a pod of the lab, with
 /// that interface and IP.

@@ -8,14 +8,12 @@ pub type Result<T, E = LabError> = std::result::Result<T, E>;
 /// What can go wrong while building, running or tearing down a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    /// A manifest file cannot be read or parsed.
-    #[error("{path}: {message}")]
-    Manifest {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// Manifests cannot be read or parsed.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// A NetworkPolicy is invalid (the message names its source, the policy and the field).
+    #[error(transparent)]
+    Policy(#[from] crate::inventory::InvalidPolicy),
     /// An object is unusable: `object` is `Kind namespace/name`, `field` a JSON path.
     #[error("{object}: {field}: {message}")]
     InvalidObject {

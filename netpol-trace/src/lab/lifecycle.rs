@@ -1,6 +1,22 @@
-//! Building and tearing down labs: `up` wires the topology, installs an open ruleset and starts
-//! the workloads, recording each step in `state.json`; `down` stops the lab's processes by PID,
-//! deletes its network namespaces (with their veths and nft table) and its run directory.
+//! Building and tearing down labs: `up` wires the topology, loads the ruleset enforcing the
+//! manifests' NetworkPolicies and starts the workloads, recording each step in `state.json`;
+//! `apply_policies` replaces the enforced policies (one atomic ruleset swap); `down` stops the
+//! lab's processes by PID, deletes its network namespaces (with their veths and nft table) and
+//! its run directory.
+//!
+//! A policy change from code (what `lab apply -f` does):
+//! ```no_run
+//! # fn main() -> netpol_trace::lab::Result<()> {
+//! use netpol_trace::lab::{LabContext, lifecycle};
+//! let ctx = LabContext::from_env()?;
+//! let inventory = lifecycle::inventory(&ctx, "shop")?; // pods, namespaces, current policies
+//! // ... patch policies, e.g. `inventory.with_policies_replaced(patched)` ...
+//! let policies = inventory.policies().map(|(_, entry)| entry.sourced.clone()).collect();
+//! let change = lifecycle::apply_policies(&ctx, "shop", policies)?;
+//! println!("{} pod(s) isolated", change.isolated_pods());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,21 +26,24 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 
-use super::enforce::{apply_plan, open_plan};
+use super::compile::plan_from_inventory;
+use super::enforce::{apply_plan, check_plan_against};
 use super::error::{LabError, Result};
-use super::input::LabInput;
 use super::mariadb::{self, MARIADB_PORT};
 use super::naming::{LabNames, process_name};
 use super::netns::{command_in_netns, netns_inode, netns_with_prefix};
+use super::objects::{StoredPolicy, lab_inventory};
 use super::paths::{PID_DIR, RunDir, STATE_FILE, labs_dir, netns_path};
 use super::plan::{EnforcementPlan, Protocol};
 use super::process::{
     DaemonRecord, is_running, read_pid_file, spawn_daemon, stop_daemon, stop_pid,
 };
+use super::render::render_ruleset;
 use super::state::{LabState, STATE_VERSION};
 use super::system::ensure_root;
 use super::topology::{LabPod, Workload, build_topology};
 use super::wiring;
+use crate::inventory::{ClusterObjects, Inventory, SourcedPolicy};
 
 /// Role name of listener processes (see [`process_name`]).
 pub const LISTENER_ROLE: &str = "serve";
@@ -54,17 +73,22 @@ impl LabContext {
     }
 }
 
-/// Builds lab `name` from `input` and starts its workloads. On failure, whatever was created
-/// is removed again before the error is returned.
+/// Builds lab `name` from `objects` (its Pods, Namespaces and NetworkPolicies; other kinds are
+/// ignored) and starts its workloads, with the policies enforced from the start. Pods,
+/// addresses and policies are checked before anything is created; on a later failure,
+/// whatever was created is removed again before the error is returned.
 pub fn up(
     ctx: &LabContext,
     name: &str,
-    input: &LabInput,
+    objects: &ClusterObjects,
     source: Option<&Path>,
 ) -> Result<LabState> {
     ensure_root()?;
     let names = LabNames::new(name)?;
-    let topology = build_topology(&names, &input.pods)?;
+    let topology = build_topology(&names, &objects.pods)?;
+    let policies = objects.network_policies.clone();
+    let inventory = lab_inventory(&topology, &objects.namespaces, policies)?;
+    let plan = plan_from_inventory(&inventory, &topology)?;
     let run_dir = ctx.run_dir(name);
     if run_dir.root().exists() || !netns_with_prefix(&names.prefix()).is_empty() {
         return Err(LabError::LabExists(name.to_owned()));
@@ -81,9 +105,11 @@ pub fn up(
         topology,
         netns: Vec::new(),
         daemons: Vec::new(),
+        namespaces: objects.namespaces.clone(),
+        policies: objects.network_policies.iter().map(StoredPolicy::from_sourced).collect(),
         plan: None,
     };
-    match build(ctx, &names, &run_dir, &mut state) {
+    match build(ctx, &names, &run_dir, &mut state, plan) {
         Ok(()) => Ok(state),
         Err(err) => {
             if let Err(cleanup) = down(ctx, name) {
@@ -94,7 +120,13 @@ pub fn up(
     }
 }
 
-fn build(ctx: &LabContext, names: &LabNames, run_dir: &RunDir, state: &mut LabState) -> Result<()> {
+fn build(
+    ctx: &LabContext,
+    names: &LabNames,
+    run_dir: &RunDir,
+    state: &mut LabState,
+    plan: EnforcementPlan,
+) -> Result<()> {
     let started = Instant::now();
     let state_file = run_dir.state_file();
     state.save(&state_file)?;
@@ -108,7 +140,6 @@ fn build(ctx: &LabContext, names: &LabNames, run_dir: &RunDir, state: &mut LabSt
         wiring::create_pod_netns(&pod)?;
         wiring::wire_pod(&node, &pod, &names.host_iface_alias(&pod.namespace, &pod.name))?;
     }
-    let plan = open_plan(&state.topology);
     apply_plan(run_dir, &state.topology, &plan)?;
     state.plan = Some(plan);
     state.save(&state_file)?;
@@ -127,19 +158,22 @@ fn build(ctx: &LabContext, names: &LabNames, run_dir: &RunDir, state: &mut LabSt
     Ok(())
 }
 
-/// The ports a listener serves in `pod`: every declared TCP/UDP port except the one a real
-/// workload already serves.
+/// The ports a listener serves in `pod`: every declared TCP/UDP port (once) except the one a
+/// real workload already serves.
 pub fn listener_ports(pod: &LabPod) -> Vec<(u16, Protocol)> {
-    pod.ports
-        .iter()
-        .filter(|p| p.protocol != Protocol::Sctp)
-        .filter(|p| {
-            !(pod.workload == Workload::Mariadb
-                && p.protocol == Protocol::Tcp
-                && p.port == MARIADB_PORT)
-        })
-        .map(|p| (p.port, p.protocol))
-        .collect()
+    let mut ports: Vec<(u16, Protocol)> = Vec::new();
+    for p in &pod.ports {
+        let served_by_mariadb = pod.workload == Workload::Mariadb
+            && p.protocol == Protocol::Tcp
+            && p.port == MARIADB_PORT;
+        if p.protocol != Protocol::Sctp
+            && !served_by_mariadb
+            && !ports.contains(&(p.port, p.protocol))
+        {
+            ports.push((p.port, p.protocol));
+        }
+    }
+    ports
 }
 
 fn start_listeners(ctx: &LabContext, run_dir: &RunDir, state: &mut LabState) -> Result<()> {
@@ -323,7 +357,9 @@ pub fn list(ctx: &LabContext) -> Result<Vec<LabSummary>> {
     Ok(labs)
 }
 
-/// Renders `plan` and swaps the lab's ruleset; records the plan in the state.
+/// Renders `plan` and swaps the lab's ruleset; records the plan in the state. The recorded
+/// policies stay as they are: a hand-written plan overrides them until the next
+/// [`apply_policies`].
 pub fn apply(ctx: &LabContext, name: &str, plan: &EnforcementPlan) -> Result<String> {
     ensure_root()?;
     let mut state = load(ctx, name)?;
@@ -332,6 +368,61 @@ pub fn apply(ctx: &LabContext, name: &str, plan: &EnforcementPlan) -> Result<Str
     state.plan = Some(plan.clone());
     state.save(&run_dir.state_file())?;
     Ok(ruleset)
+}
+
+/// The result of a policy change: the plan and the ruleset rendered from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// How many NetworkPolicies the lab now enforces.
+    pub policies: usize,
+    /// The enforcement plan computed from them.
+    pub plan: EnforcementPlan,
+    /// The nftables ruleset rendered from the plan.
+    pub ruleset: String,
+}
+
+impl PolicyChange {
+    /// Pods isolated in at least one direction.
+    pub fn isolated_pods(&self) -> usize {
+        self.plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
+    }
+}
+
+/// The plan and ruleset that would enforce `policies` on the lab of `state`, without touching
+/// the lab (`lab apply --dry-run`).
+pub fn plan_policies(state: &LabState, policies: Vec<SourcedPolicy>) -> Result<PolicyChange> {
+    let count = policies.len();
+    let inventory = lab_inventory(&state.topology, &state.namespaces, policies)?;
+    let plan = plan_from_inventory(&inventory, &state.topology)?;
+    check_plan_against(&plan, &state.topology)?;
+    let ruleset = render_ruleset(&state.topology.nft_table, &plan);
+    Ok(PolicyChange { policies: count, plan, ruleset })
+}
+
+/// Makes lab `name` enforce exactly `policies` (they replace the current set; pods and
+/// namespaces stay as built): recomputes the plan, swaps the ruleset in one transaction and
+/// records the policies and the plan in the state. Invalid policies change nothing.
+pub fn apply_policies(
+    ctx: &LabContext,
+    name: &str,
+    policies: Vec<SourcedPolicy>,
+) -> Result<PolicyChange> {
+    ensure_root()?;
+    let mut state = load(ctx, name)?;
+    let stored: Vec<StoredPolicy> = policies.iter().map(StoredPolicy::from_sourced).collect();
+    let change = plan_policies(&state, policies)?;
+    let run_dir = ctx.run_dir(name);
+    apply_plan(&run_dir, &state.topology, &change.plan)?;
+    state.policies = stored;
+    state.plan = Some(change.plan.clone());
+    state.save(&run_dir.state_file())?;
+    Ok(change)
+}
+
+/// The policy engine's view of lab `name`: its pods as built (with their lab IPs), its
+/// Namespaces and the NetworkPolicies it currently enforces.
+pub fn inventory(ctx: &LabContext, name: &str) -> Result<Inventory> {
+    load(ctx, name)?.inventory()
 }
 
 /// Finds a pod by `NAMESPACE/NAME`, or by `NAME` when exactly one pod has it.

@@ -5,20 +5,28 @@
 //!
 //! Modules, one idea each:
 //! * [`paths`], [`naming`]: every path, prefix and derived name;
-//! * [`input`]: reading manifests; [`topology`]: pods, IPs, interfaces (pure);
-//! * [`plan`]: the enforcement IR; [`render`]: IR to nftables (pure); [`enforce`]: loading it;
+//! * [`topology`]: pods, IPs, interfaces (pure); [`objects`]: the lab's pods, namespaces and
+//!   policies as an [`Inventory`](crate::inventory::Inventory) for the policy engine;
+//! * [`plan`]: the enforcement IR; [`compile`]: policies to IR (pure); [`render`]: IR to
+//!   nftables (pure); [`enforce`]: loading it;
 //! * [`wiring`], [`netns`], [`system`]: namespaces, veths, routes, tools;
 //! * [`process`], [`listener`], [`mariadb`]: workloads; [`probe`]: real connection attempts;
 //! * [`state`], [`lifecycle`]: `state.json`, up/down/ls/apply/exec; [`scenarios`]: built-ins.
+//!
+//! Manifests are read with [`manifest::load_paths`](crate::manifest::load_paths). The
+//! NetworkPolicies a lab enforces can be replaced at any time with
+//! [`lifecycle::apply_policies`]; [`lifecycle::inventory`] gives the policy engine's view of
+//! the lab (pods as built, namespaces, current policies).
 
+pub mod compile;
 pub mod enforce;
 pub mod error;
-pub mod input;
 pub mod lifecycle;
 pub mod listener;
 pub mod mariadb;
 pub mod naming;
 pub mod netns;
+pub mod objects;
 pub mod paths;
 pub mod plan;
 pub mod probe;
@@ -30,8 +38,10 @@ pub mod system;
 pub mod topology;
 pub mod wiring;
 
+pub use compile::plan_from_inventory;
 pub use error::{LabError, Result};
-pub use lifecycle::{DownReport, LabContext, LabSummary};
+pub use lifecycle::{DownReport, LabContext, LabSummary, PolicyChange};
+pub use objects::StoredPolicy;
 pub use plan::{
     AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, Protocol,
 };

@@ -248,7 +248,26 @@ impl AllowRule {
     }
 }
 
-/// Whether `text` can go into an nft comment (quoted, at most 128 bytes).
+/// Longest text accepted in [`PodPlan::pod`] and [`AllowRule::origin`] (nft comments hold at
+/// most 128 bytes).
+pub const MAX_COMMENT_LEN: usize = 120;
+
+/// Whether `text` can go into an nft comment (quoted, at most [`MAX_COMMENT_LEN`] bytes).
 fn is_comment_safe(text: &str) -> bool {
-    text.len() <= 120 && !text.chars().any(|c| c == '"' || c.is_control())
+    text.len() <= MAX_COMMENT_LEN && !text.chars().any(|c| c == '"' || c.is_control())
+}
+
+/// `text` made fit for an nft comment: quotes and control characters become `_`, and it is
+/// cut to [`MAX_COMMENT_LEN`] bytes (ending with `~` when cut).
+pub fn comment_text(text: &str) -> String {
+    let clean: String =
+        text.chars().map(|c| if c == '"' || c.is_control() { '_' } else { c }).collect();
+    if clean.len() <= MAX_COMMENT_LEN {
+        return clean;
+    }
+    let mut cut = MAX_COMMENT_LEN - 1;
+    while !clean.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~", &clean[..cut])
 }

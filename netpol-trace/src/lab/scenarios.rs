@@ -118,19 +118,24 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::input::load_dir;
+    use crate::lab::compile::plan_from_inventory;
     use crate::lab::naming::LabNames;
+    use crate::lab::objects::lab_inventory;
     use crate::lab::topology::{Workload, build_topology};
+    use crate::manifest::load_paths;
 
     #[test]
     fn every_scenario_loads_and_describes_a_denied_flow_to_mariadb() {
         for scenario in all() {
             let dir = tempfile::tempdir().unwrap();
             scenario.write_to(dir.path()).unwrap();
-            let input = load_dir(dir.path()).unwrap();
+            let input = load_paths(&[dir.path().to_owned()]).unwrap();
             assert_eq!(input.namespaces.len(), 2, "{}", scenario.name);
             assert!(!input.network_policies.is_empty(), "{}", scenario.name);
             let topology = build_topology(&LabNames::new("s").unwrap(), &input.pods).unwrap();
+            let inventory =
+                lab_inventory(&topology, &input.namespaces, input.network_policies).unwrap();
+            let plan = plan_from_inventory(&inventory, &topology).unwrap();
             let info = scenario.info().unwrap();
             assert_eq!(info.expected.verdict, "deny");
             let db =
@@ -140,6 +145,15 @@ mod tests {
             let web = topology.pods.iter().find(|p| p.key() == info.flow.from).expect("source pod");
             assert_eq!(web.labels.get("app").map(String::as_str), Some("web"));
             assert!(web.labels.contains_key("pod-template-hash"));
+            // The manifests' policies isolate the destination (or the source, for egress).
+            let isolated = plan.pods.iter().find(|p| p.ip == db.ip).unwrap();
+            let source = plan.pods.iter().find(|p| p.ip == web.ip).unwrap();
+            let denied_by_egress = info.expected.denied_by.direction == "egress";
+            assert!(
+                if denied_by_egress { source.egress.is_some() } else { isolated.ingress.is_some() },
+                "{}",
+                scenario.name
+            );
         }
         assert!(find("port-typo").is_some());
         assert!(find("nope").is_none());

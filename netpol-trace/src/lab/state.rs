@@ -4,15 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Namespace;
 use serde::{Deserialize, Serialize};
 
 use super::error::{LabError, Result};
+use super::objects::{StoredPolicy, lab_inventory};
 use super::plan::EnforcementPlan;
 use super::process::DaemonRecord;
 use super::topology::Topology;
+use crate::inventory::{Inventory, SourcedPolicy};
 
-/// The format version of `state.json`.
-pub const STATE_VERSION: u32 = 1;
+/// The format version of `state.json` (2: Namespaces and NetworkPolicies are kept).
+pub const STATE_VERSION: u32 = 2;
 
 /// A lab as recorded in its run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,12 +39,29 @@ pub struct LabState {
     pub netns: Vec<String>,
     /// Daemons started so far.
     pub daemons: Vec<DaemonRecord>,
+    /// The Namespaces of the manifests (their labels matter to namespaceSelectors).
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+    /// The NetworkPolicies the lab enforces, each as read.
+    #[serde(default)]
+    pub policies: Vec<StoredPolicy>,
     /// The plan the node's ruleset was last rendered from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<EnforcementPlan>,
 }
 
 impl LabState {
+    /// The policies the lab enforces, typed again.
+    pub fn sourced_policies(&self) -> Result<Vec<SourcedPolicy>> {
+        self.policies.iter().map(StoredPolicy::to_sourced).collect()
+    }
+
+    /// The policy engine's view of the lab: its pods as built (lab IPs as `status.podIP`), its
+    /// Namespaces and the NetworkPolicies it enforces.
+    pub fn inventory(&self) -> Result<Inventory> {
+        lab_inventory(&self.topology, &self.namespaces, self.sourced_policies()?)
+    }
+
     /// Writes the state to `path` atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)

@@ -55,7 +55,7 @@ pub struct LabPod {
     pub netns: String,
     /// Its host-side veth in the node namespace.
     pub host_iface: String,
-    /// Declared container ports (deduplicated).
+    /// Declared container ports; a repeated number/protocol only when it adds a name.
     pub ports: Vec<PodPort>,
     /// What runs in it.
     pub workload: Workload,
@@ -202,7 +202,13 @@ fn pod_ports(object: &str, pod: &Pod) -> Result<Vec<PodPort>> {
                 })?,
             };
             let entry = PodPort { name: port.name.clone(), port: number, protocol };
-            if !ports.iter().any(|known| known.port == number && known.protocol == protocol) {
+            // A repeated number is kept only for a name not seen yet (named ports resolve by it).
+            let known = ports.iter().any(|known| {
+                known.port == number
+                    && known.protocol == protocol
+                    && (entry.name.is_none() || known.name == entry.name)
+            });
+            if !known {
                 ports.push(entry);
             }
         }
