@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every case of the conformance corpus (tests/conformance/cases) through a real lab: policies
+# rendered into nftables, real connections between pod network namespaces, the kernel's answers
+# compared with the expected verdicts. Prints `lab conformance: N probes, M agree` and the
+# disagreements; exits non-zero on any. Needs root (network namespaces, nftables). CI runs a
+# sample of the cases as part of `cargo xtask test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "lab-conformance: needs root (network namespaces, nftables): run it with sudo -E" >&2
+    exit 2
+fi
+NETPOL_TRACE_LAB_CONFORMANCE=all cargo test -q -p netpol-trace-integration \
+    --test lab_conformance -- --nocapture --test-threads=1
