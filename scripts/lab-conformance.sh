@@ -3,7 +3,8 @@
 # rendered into nftables, real connections between pod network namespaces, the kernel's answers
 # compared with the expected verdicts. Prints `lab conformance: N probes, M agree` and the
 # disagreements; exits non-zero on any. Needs root (network namespaces, nftables). CI runs a
-# sample of the cases as part of `cargo xtask test`.
+# sample of the cases as part of `cargo xtask test`. The lab needs no eBPF: without the eBPF
+# toolchain, run it with NETPOL_TRACE_SKIP_EBPF=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

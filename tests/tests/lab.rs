@@ -340,6 +340,94 @@ fn lab_enforces_plans_with_real_kernel_drops_and_leaves_nothing() {
     eprintln!("whole test: {:?}", started.elapsed());
 }
 
+/// `b/server` closed to everything by a default-deny policy.
+const DENY_SERVER: &str = "
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: b}
+spec: {podSelector: {}}
+";
+
+/// Opens `b/server` port `port` to namespace `a`.
+fn allow_from_a(port: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: allow-client, namespace: b}}
+spec:
+  podSelector: {{}}
+  ingress:
+  - from: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: a}}}}}}]
+    ports: [{{port: {port}}}]
+"
+    )
+}
+
+#[test]
+fn up_enforces_the_manifest_policies_and_apply_replaces_them() {
+    require_root!();
+    let lab = LabGuard::new(&format!("{SMALL_MANIFESTS}{DENY_SERVER}"));
+    let state = lab.up();
+    assert_eq!(state["policies"].as_array().map(Vec::len), Some(1), "{state}");
+    let (code, out) = lab.probe("a/client", "b/server", "80", &[]);
+    assert_eq!((code, out.starts_with("denied:")), (1, true), "enforced from the start: {out}");
+
+    // `apply -f` replaces the whole set: only the allow policy remains.
+    let file = |name: &str, text: &str| {
+        let path = lab.manifests.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let allow = file("allow.yaml", &allow_from_a("80"));
+    let out = lab.lab("apply", &["-f", &allow]);
+    assert_success(&out, "lab apply -f");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 NetworkPolicy enforced, ruleset replaced (1 pod(s) isolated)"),
+        "{text}"
+    );
+    assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0);
+
+    // --dry-run prints the ruleset and changes nothing.
+    let other_port = file("allow-81.yaml", &allow_from_a("81"));
+    let out = lab.lab("apply", &["-f", &other_port, "--dry-run"]);
+    assert_success(&out, "lab apply --dry-run");
+    let ruleset = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ruleset.contains("tcp dport 81 return comment \"b/allow-client ingress[0]\""),
+        "{ruleset}"
+    );
+    assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0, "dry run left the lab alone");
+
+    // An invalid policy is bad input and leaves the lab as it was.
+    let bad = file("bad.yaml", &allow_from_a("0"));
+    let out = lab.lab("apply", &["-f", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spec.ingress[0].ports[0].port"), "{stderr}");
+    assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0);
+
+    // The library view: the lab's inventory holds its pods and current policies.
+    use netpol_trace::lab::{LabContext, lifecycle};
+    let ctx = LabContext { labs_dir: lab.labs_dir.path().to_owned(), exe: BIN.into() };
+    let inventory = lifecycle::inventory(&ctx, &lab.name).unwrap();
+    let server = pod(&state, "b/server");
+    let id = inventory.pod_by_ip(server.ip).expect("server by its lab IP");
+    let (_, policy) = inventory.policies().next().unwrap();
+    assert_eq!((inventory.policies().len(), policy.compiled.name.as_str()), (1, "allow-client"));
+    assert_eq!(policy.selected, vec![id]);
+
+    // No policy at all: everything is open again.
+    let change = lifecycle::apply_policies(&ctx, &lab.name, Vec::new()).unwrap();
+    assert_eq!((change.policies, change.isolated_pods()), (0, 0));
+    assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.run_dir().join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["policies"].as_array().map(Vec::len), Some(0));
+}
+
 #[test]
 fn down_after_a_crash_finds_processes_and_namespaces_without_state() {
     require_root!();
