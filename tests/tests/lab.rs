@@ -372,6 +372,10 @@ fn up_enforces_the_manifest_policies_and_apply_replaces_them() {
     assert_eq!(state["policies"].as_array().map(Vec::len), Some(1), "{state}");
     let (code, out) = lab.probe("a/client", "b/server", "80", &[]);
     assert_eq!((code, out.starts_with("denied:")), (1, true), "enforced from the start: {out}");
+    let explained = lab.lab("explain", &["--from", "a/client", "--to", "b/server", "--port", "80"]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert_eq!(explained.status.code(), Some(1), "{text}");
+    assert!(text.starts_with("DENY") && text.contains("b/deny-all"), "{text}");
 
     // `apply -f` replaces the whole set: only the allow policy remains.
     let file = |name: &str, text: &str| {
@@ -388,6 +392,12 @@ fn up_enforces_the_manifest_policies_and_apply_replaces_them() {
         "{text}"
     );
     assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0);
+    let explained = lab.lab(
+        "explain",
+        &["--from", "client", "-n", "a", "--to", "b/server", "--port", "80", "-o", "json"],
+    );
+    let verdict: serde_json::Value = serde_json::from_slice(&explained.stdout).unwrap();
+    assert_eq!((explained.status.code(), verdict["verdict"].as_str()), (Some(0), Some("allow")));
 
     // --dry-run prints the ruleset and changes nothing.
     let other_port = file("allow-81.yaml", &allow_from_a("81"));

@@ -134,11 +134,21 @@ fn read_cluster() -> anyhow::Result<ClusterObjects> {
 /// Runs `explain`: prints the explanation(s) and returns 0 when every flow is allowed, else 1.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let (inventory, flows) = args.flow.load()?;
-    let options = args.flow.explain_options();
+    print_explanations(&inventory, &flows, &args.flow.explain_options(), args.output)
+}
+
+/// Explains `flows` against `inventory`, prints them in `output` format and returns the exit
+/// code: 0 when every flow is allowed, else 1.
+pub fn print_explanations(
+    inventory: &Inventory,
+    flows: &[ResolvedFlow],
+    options: &ExplainOptions,
+    output: OutputFormat,
+) -> anyhow::Result<i32> {
     let explanations: Vec<Explanation> =
-        flows.iter().map(|f| explain(&inventory, &f.flow, &options)).collect();
+        flows.iter().map(|f| explain(inventory, &f.flow, options)).collect();
     let mut stdout = std::io::stdout().lock();
-    match args.output {
+    match output {
         OutputFormat::Table => {
             for (index, (resolved, explanation)) in flows.iter().zip(&explanations).enumerate() {
                 if let Some(service) = &resolved.service {

@@ -9,6 +9,9 @@ use anyhow::Context as _;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 
 use crate::exit;
+use crate::explain::ExplainOptions;
+use crate::flow::{EndpointArg, FlowRequest, resolve_flows};
+use crate::inventory::{DEFAULT_NAMESPACE, PortRef};
 use crate::lab::lifecycle::{self, LabContext, PolicyChange, find_pod};
 use crate::lab::listener;
 use crate::lab::plan::{EnforcementPlan, Protocol};
@@ -16,6 +19,7 @@ use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
 use crate::lab::state::LabState;
 use crate::manifest;
+use crate::output::OutputFormat;
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
@@ -69,6 +73,17 @@ pub enum LabCommand {
         denied: app/web-1 -> db/mysql-0 10.244.2.7:3306/TCP (no answer within 1s)"
     )]
     Probe(ProbeArgs),
+    /// Explain a flow against the policies the lab enforces (like `netpol-trace explain`);
+    /// exit 0 allowed, 1 denied.
+    #[command(
+        after_help = "Example:\n  sudo netpol-trace lab explain shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
+        DENY  app/web-1 (10.244.1.5) -> db/mysql-0 (10.244.2.7)  TCP/3306\n  \
+        egress   allowed: no policy isolates web-1\n  \
+        ingress  DENIED: mysql-0 isolated by 1 policy\n    \
+        ✗ db/mysql-ingress\n        \
+        ✗ rule 0: ports[0].port: want 3307, got 3306"
+    )]
+    Explain(ExplainArgs),
     /// Replace the lab's NetworkPolicies with those of the given manifests and swap the
     /// nftables ruleset atomically (pods stay as built).
     #[command(
@@ -149,6 +164,31 @@ pub struct ProbeArgs {
     pub output: Output,
 }
 
+/// Arguments of `lab explain`.
+#[derive(Debug, ClapArgs)]
+pub struct ExplainArgs {
+    /// The lab.
+    pub name: String,
+    /// Source: NAMESPACE/POD, POD (with -n) or an IP address.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub from: EndpointArg,
+    /// Destination: NAMESPACE/POD, POD (with -n) or an IP address.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub to: EndpointArg,
+    /// Destination port: a number or a container port name of the destination.
+    #[arg(long, value_name = "PORT")]
+    pub port: PortRef,
+    /// Protocol: TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP", value_name = "PROTOCOL")]
+    pub protocol: crate::policy::Protocol,
+    /// Namespace of endpoints given as a bare POD name.
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
 /// Arguments of `lab apply`.
 #[derive(Debug, ClapArgs)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["filename", "plan"]))]
@@ -180,7 +220,8 @@ pub struct ServeArgs {
 
 /// Runs a `lab` subcommand.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let needs_root = !matches!(args.command, LabCommand::Ls(_) | LabCommand::Serve(_));
+    let needs_root =
+        !matches!(args.command, LabCommand::Ls(_) | LabCommand::Serve(_) | LabCommand::Explain(_));
     if needs_root {
         crate::lab::system::ensure_root()?;
     }
@@ -190,6 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LabCommand::Ls(args) => ls(args),
         LabCommand::Exec(args) => exec(args),
         LabCommand::Probe(args) => run_probe(args),
+        LabCommand::Explain(args) => explain(args),
         LabCommand::Apply(args) => apply(args),
         LabCommand::Serve(args) => {
             listener::serve(&args.ports, args.ready_file.as_deref())?;
@@ -363,6 +405,21 @@ fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if result.outcome == ProbeOutcome::Allowed { exit::OK } else { exit::NO })
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
+    let ctx = LabContext::from_env()?;
+    let inventory = lifecycle::inventory(&ctx, &args.name)?;
+    let request = FlowRequest {
+        from: args.from,
+        to: args.to,
+        port: Some(args.port),
+        protocol: args.protocol,
+        namespace: args.namespace,
+    };
+    let flows = resolve_flows(&inventory, &request)
+        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    super::explain::print_explanations(&inventory, &flows, &ExplainOptions::default(), args.output)
 }
 
 fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
