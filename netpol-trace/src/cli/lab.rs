@@ -191,13 +191,12 @@ pub struct ExplainArgs {
 
 /// Arguments of `lab apply`.
 #[derive(Debug, ClapArgs)]
-#[command(group = clap::ArgGroup::new("what").required(true).args(["filename", "plan"]))]
 pub struct ApplyArgs {
     /// The lab.
     pub name: String,
     /// Manifest file or directory (recursive; repeatable; `-` for stdin): its NetworkPolicies
     /// replace all of the lab's policies; other kinds are ignored.
-    #[arg(short = 'f', long = "filename")]
+    #[arg(short = 'f', long = "filename", required_unless_present = "plan")]
     pub filename: Vec<PathBuf>,
     /// An enforcement plan (JSON) to render instead of policies.
     #[arg(long, hide = true, conflicts_with = "filename")]
