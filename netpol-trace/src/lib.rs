@@ -3,6 +3,8 @@
 //!
 //! Modules, one concern each:
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
+//! * [`k8s`]: the Kubernetes API: client, snapshots, reflectors, safe writes with backups,
+//!   restore, Events, and the same changes applied to manifest files.
 //! * [`cli`]: the `netpol-trace` command line.
 //! * [`policy`]: pure NetworkPolicy semantics (validation, compilation, matching).
 //! * [`manifest`]: loading objects from manifest files or the live cluster.
@@ -20,6 +22,7 @@ pub mod explain;
 pub mod fix;
 pub mod flow;
 pub mod inventory;
+pub mod k8s;
 pub mod manifest;
 pub mod output;
 pub mod policy;

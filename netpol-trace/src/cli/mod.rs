@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 pub mod completion;
 pub mod explain;
+pub mod fix;
+pub mod restore;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -25,6 +27,10 @@ pub enum Command {
     Completion(completion::Args),
     /// Explain whether NetworkPolicies allow a connection, and which rule blocks it.
     Explain(explain::Args),
+    /// Find the smallest NetworkPolicy change that allows a denied connection, and apply it.
+    Fix(fix::Args),
+    /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
+    Restore(restore::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -32,5 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Completion(args) => completion::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Fix(args) => fix::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }
