@@ -121,9 +121,20 @@ async fn write(
     }
 }
 
+/// The start of the message the API server gives a JSON patch whose `test` failed (422).
+const PATCH_TEST_FAILED: &str = "the server rejected our request";
+
+/// Whether the object changed under us: our resourceVersion test failed (before sending, or at
+/// the server: 409, or the 422 of a failed patch `test`).
 fn is_conflict(error: &Error) -> bool {
-    matches!(error, Error::ConcurrentChange { .. } | Error::PatchDoesNotApply { .. })
-        || error.status_code() == Some(409)
+    match error {
+        Error::ConcurrentChange { .. } | Error::PatchDoesNotApply { .. } => true,
+        Error::Api(failure) => {
+            failure.code == 409
+                || (failure.code == 422 && failure.message.starts_with(PATCH_TEST_FAILED))
+        }
+        _ => false,
+    }
 }
 
 /// Applies `plan`: a server-side dry run of every change, then (unless `dry_run`) the writes,
