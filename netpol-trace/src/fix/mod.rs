@@ -540,13 +540,13 @@ impl<'a> Planner<'a> {
             };
         let ops = edit(&mut self.objects[index])?;
         let result = self.objects[index].current.clone();
-        if self.objects[index].is_created() {
-            if let Some(entry) = self.entries.iter_mut().find(|e| e.object == index) {
-                entry.change = format!("{}; then {change}", entry.change);
-                entry.hints.extend(hints);
-                entry.result = result;
-                return Ok(());
-            }
+        if self.objects[index].is_created()
+            && let Some(entry) = self.entries.iter_mut().find(|e| e.object == index)
+        {
+            entry.change = format!("{}; then {change}", entry.change);
+            entry.hints.extend(hints);
+            entry.result = result;
+            return Ok(());
         }
         self.entries.push(DraftEntry {
             object: index,
@@ -730,7 +730,7 @@ impl<'a> Planner<'a> {
             )
         };
         let mut summaries = summaries.into_iter();
-        let flow = summaries.next().unwrap_or_else(|| empty_flow());
+        let flow = summaries.next().unwrap_or_else(empty_flow);
         let rest: Vec<FlowSummary> = summaries.collect();
         let flows_field = if rest.is_empty() {
             Vec::new()
