@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod completion;
 pub mod explain;
+pub mod fix;
 pub mod lab;
 pub mod restore;
 pub mod trace;
@@ -46,6 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Explain whether NetworkPolicies allow a connection, and which rule blocks it.
     Explain(explain::Args),
+    /// Find the smallest NetworkPolicy change that allows a denied connection, and apply it.
+    Fix(fix::Args),
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
@@ -60,6 +63,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Explain(args) => explain::run(args),
+        Command::Fix(args) => fix::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Restore(args) => restore::run(args),
