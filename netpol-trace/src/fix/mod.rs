@@ -1,6 +1,6 @@
 //! Minimal patch synthesis: for a denied flow, the change to the NetworkPolicies that allows it
 //! and nothing more than the source *workload* reaching the destination *workload* on that port
-//! and protocol. Pure: no I/O.
+//! and protocol. Synthesis and proof are pure (no I/O).
 //!
 //! [`plan_fix`] returns a [`FixPlan`] that serialises to the `netpol-trace fix -o json`
 //! contract. Per denied direction (egress of the source, ingress of the destination):
