@@ -23,7 +23,8 @@ use crate::output::OutputFormat;
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "Example:\n  sudo netpol-trace lab up -f ./manifests --name shop\n  \
+#[command(after_help = "Example:\n  sudo netpol-trace lab demo --scenario cross-namespace\n  \
+    sudo netpol-trace lab up -f ./manifests --name shop\n  \
     sudo netpol-trace lab probe shop --from app/web-1 --to db/mysql-0 --port 3306\n  \
     sudo netpol-trace lab apply shop -f ./fixed-policy.yaml\n  \
     sudo netpol-trace lab exec shop app/web-1 -- mariadb -h 10.244.2.7 -u lab -pnetpol-trace-lab -e 'SELECT 1'\n  \
@@ -92,6 +93,9 @@ pub enum LabCommand {
         sudo netpol-trace lab apply shop -f ./policies/ --dry-run   # print the ruleset only"
     )]
     Apply(ApplyArgs),
+    /// The whole recovery on a built-in scenario: drop caught in the kernel, policy and rule
+    /// named, minimal patch applied, handshake and `SELECT 1` back; a timeline with times.
+    Demo(super::lab_demo::DemoArgs),
     /// Listen on ports inside a pod (started by `lab up`).
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -219,8 +223,10 @@ pub struct ServeArgs {
 
 /// Runs a `lab` subcommand.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let needs_root =
-        !matches!(args.command, LabCommand::Ls(_) | LabCommand::Serve(_) | LabCommand::Explain(_));
+    let needs_root = !matches!(
+        args.command,
+        LabCommand::Ls(_) | LabCommand::Serve(_) | LabCommand::Explain(_) | LabCommand::Demo(_)
+    );
     if needs_root {
         crate::lab::system::ensure_root()?;
     }
@@ -232,6 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LabCommand::Probe(args) => run_probe(args),
         LabCommand::Explain(args) => explain(args),
         LabCommand::Apply(args) => apply(args),
+        LabCommand::Demo(args) => super::lab_demo::run(args),
         LabCommand::Serve(args) => {
             listener::serve(&args.ports, args.ready_file.as_deref())?;
             Ok(exit::OK)

@@ -6,6 +6,7 @@ pub mod completion;
 pub mod explain;
 pub mod fix;
 pub mod lab;
+pub mod lab_demo;
 pub mod restore;
 pub mod trace;
 

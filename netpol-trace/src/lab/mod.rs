@@ -19,6 +19,7 @@
 //! the lab (pods as built, namespaces, current policies).
 
 pub mod compile;
+pub mod demo;
 pub mod enforce;
 pub mod error;
 pub mod lifecycle;
