@@ -59,6 +59,17 @@ fn has_restored(events: &[TraceEvent]) -> bool {
     events.iter().any(|e| matches!(e, TraceEvent::Restored(_)))
 }
 
+/// Drops TCP/3306 in the node's forward path with nftables, as a CNI rendering a policy does.
+fn nft_drop_3306(topo: &Topology) {
+    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
+    let chain = "{ type filter hook forward priority 0; }";
+    topo.node_exec(&["nft", "add", "chain", "inet", "nptest", "forward_filter", chain]).unwrap();
+    let rule = ["tcp", "dport", "3306", "drop"];
+    let mut add = vec!["nft", "add", "rule", "inet", "nptest", "forward_filter"];
+    add.extend_from_slice(&rule);
+    topo.node_exec(&add).unwrap();
+}
+
 fn two_pods() -> (Topology, Ipv4Addr) {
     require_root();
     let mut topo = Topology::new(2).expect("topology");
@@ -136,30 +147,7 @@ fn smoke_embedded_object_attaches_and_detaches() {
 #[test]
 fn nftables_forward_drop_is_reported_then_restored() {
     let (topo, dst) = two_pods();
-    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "nptest",
-        "forward_filter",
-        "{ type filter hook forward priority 0; }",
-    ])
-    .unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "nptest",
-        "forward_filter",
-        "tcp",
-        "dport",
-        "3306",
-        "drop",
-    ])
-    .unwrap();
+    nft_drop_3306(&topo);
     let src_if = topo.pods[0].host_if.clone();
     drop_then_restore(
         &topo,
@@ -256,30 +244,7 @@ fn unwatched_ports_are_ignored() {
 #[test]
 fn the_cli_writes_ndjson_and_a_pcap_and_detaches_on_exit() {
     let (topo, dst) = two_pods();
-    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "nptest",
-        "forward_filter",
-        "{ type filter hook forward priority 0; }",
-    ])
-    .unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "nptest",
-        "forward_filter",
-        "tcp",
-        "dport",
-        "3306",
-        "drop",
-    ])
-    .unwrap();
+    nft_drop_3306(&topo);
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let pcap = dir.path().join("drops.pcap");

@@ -7,9 +7,7 @@
 //! the pod for it): everything is allowed; `Some(rules)` — isolated: only what one of the rules
 //! allows passes (`Some(vec![])` denies all). Replies of allowed connections always pass.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -108,51 +106,8 @@ impl PortRange {
     }
 }
 
-/// A transport protocol NetworkPolicies can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    /// TCP (the Kubernetes default).
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Protocol {
-    /// The nftables keyword (`tcp`, `udp`, `sctp`).
-    pub fn nft_keyword(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Sctp => "sctp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "TCP",
-            Self::Udp => "UDP",
-            Self::Sctp => "SCTP",
-        })
-    }
-}
-
-impl FromStr for Protocol {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_uppercase().as_str() {
-            "TCP" => Ok(Self::Tcp),
-            "UDP" => Ok(Self::Udp),
-            "SCTP" => Ok(Self::Sctp),
-            _ => Err(format!("unknown protocol {s:?} (TCP, UDP or SCTP)")),
-        }
-    }
-}
+/// The transport protocols of plans are those NetworkPolicies name.
+pub use crate::policy::Protocol;
 
 impl EnforcementPlan {
     /// Checks what the renderer relies on: interface names fit and are unique, port ranges are

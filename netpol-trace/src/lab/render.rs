@@ -183,7 +183,7 @@ fn port_matchers(ranges: &[PortRange]) -> Vec<String> {
                 .into_iter()
                 .map(|(s, e)| if s == e { s.to_string() } else { format!("{s}-{e}") })
                 .collect();
-            format!("{} dport {}", protocol.nft_keyword(), element_set(&elements))
+            format!("{} dport {}", nft_keyword(protocol), element_set(&elements))
         })
         .collect()
 }
@@ -381,5 +381,14 @@ table inet npt_t {
             merge_ranges(vec![(5, 9), (1, 4), (65535, 65535), (10, 10)]),
             vec![(1, 10), (65535, 65535)]
         );
+    }
+}
+
+/// The nftables keyword of a protocol (`tcp`, `udp`, `sctp`).
+fn nft_keyword(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
     }
 }
