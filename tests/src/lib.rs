@@ -4,7 +4,7 @@
 //! named with a per-run prefix and removed when the [`Topology`] is dropped, also on panic.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::Command,
     sync::{
@@ -65,6 +65,8 @@ pub struct Pod {
     pub netns: String,
     /// IPv4 address.
     pub ip: Ipv4Addr,
+    /// IPv6 address (dual-stack topologies only).
+    pub ip6: Option<Ipv6Addr>,
     /// Host-side veth name (in the node namespace).
     pub host_if: String,
 }
@@ -84,6 +86,17 @@ pub struct Topology {
 impl Topology {
     /// A node namespace with `n` pods at 10.(200+k).0.(i+1)/32 (k from the prefix).
     pub fn new(n: usize) -> anyhow::Result<Self> {
+        Self::build(n, false)
+    }
+
+    /// Like [`Topology::new`], each pod also at fd00:(200+k)::(i+1)/128, routed through the
+    /// link-local gateway fe80::1 of its host-side veth (forwarding on in the node namespace,
+    /// which is this topology's own).
+    pub fn dual_stack(n: usize) -> anyhow::Result<Self> {
+        Self::build(n, true)
+    }
+
+    fn build(n: usize, v6: bool) -> anyhow::Result<Self> {
         let prefix = unique_prefix();
         let node = format!("{prefix}-node");
         let mut topo =
@@ -98,8 +111,10 @@ impl Topology {
             let netns = format!("{prefix}-p{i}");
             let ip = Ipv4Addr::new(10, subnet, 0, i as u8 + 1);
             let host_if = format!("{prefix}h{i}");
+            let ip6 =
+                v6.then(|| Ipv6Addr::new(0xfd00, u16::from(subnet), 0, 0, 0, 0, 0, i as u16 + 1));
             sh(&["ip", "netns", "add", &netns])?;
-            topo.pods.push(Pod { netns: netns.clone(), ip, host_if: host_if.clone() });
+            topo.pods.push(Pod { netns: netns.clone(), ip, ip6, host_if: host_if.clone() });
             sh(&[
                 "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
                 "eth0", "netns", &netns,
@@ -132,6 +147,9 @@ impl Topology {
                 ],
             )?;
             in_ns(&node, &["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if])?;
+            if let Some(ip6) = ip6 {
+                wire_v6(&node, &netns, &host_if, ip6, subnet)?;
+            }
         }
         Ok(topo)
     }
@@ -143,13 +161,19 @@ impl Topology {
 
     /// Listens on `port` inside pod `i` (accepting and closing connections) until dropped.
     pub fn listen(&mut self, i: usize, port: u16) -> anyhow::Result<()> {
+        let ip = IpAddr::V4(self.pods[i].ip);
+        self.listen_on(i, ip, port)
+    }
+
+    /// Listens on `ip:port` inside pod `i` until dropped.
+    pub fn listen_on(&mut self, i: usize, ip: IpAddr, port: u16) -> anyhow::Result<()> {
         let pod = self.pods[i].clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stop_thread = stop.clone();
         let handle = std::thread::spawn(move || {
             let bound = enter_netns(&pod.netns).and_then(|()| {
-                let l = TcpListener::bind(SocketAddr::from((pod.ip, port)))?;
+                let l = TcpListener::bind(SocketAddr::from((ip, port)))?;
                 l.set_nonblocking(true)?;
                 Ok(l)
             });
@@ -176,7 +200,14 @@ impl Topology {
     }
 
     /// A TCP connect from pod `from` to `ip:port`; true when the handshake completed.
-    pub fn connect(&self, from: usize, ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    pub fn connect(
+        &self,
+        from: usize,
+        ip: impl Into<IpAddr>,
+        port: u16,
+        timeout: Duration,
+    ) -> bool {
+        let ip: IpAddr = ip.into();
         let netns = self.pods[from].netns.clone();
         std::thread::spawn(move || {
             enter_netns(&netns).is_ok()
@@ -216,6 +247,38 @@ impl Drop for Topology {
         }
         let _ = sh(&["ip", "netns", "del", &self.node]);
     }
+}
+
+/// IPv6 for one pod: no duplicate address detection (addresses are ours), the host side
+/// answers as fe80::1, a /128 route per pod in the node namespace.
+fn wire_v6(
+    node: &str,
+    netns: &str,
+    host_if: &str,
+    ip6: Ipv6Addr,
+    subnet: u8,
+) -> anyhow::Result<()> {
+    in_ns(node, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    in_ns(node, &["sysctl", "-qw", &format!("net.ipv6.conf.{host_if}.accept_dad=0")])?;
+    in_ns(node, &["ip", "-6", "addr", "add", "fe80::1/64", "dev", host_if, "nodad"])?;
+    in_ns(node, &["ip", "-6", "route", "add", &format!("{ip6}/128"), "dev", host_if])?;
+    in_ns(netns, &["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])?;
+    in_ns(netns, &["ip", "-6", "addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+    in_ns(
+        netns,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("fd00:{subnet:x}::/64"),
+            "via",
+            "fe80::1",
+            "dev",
+            "eth0",
+        ],
+    )?;
+    Ok(())
 }
 
 /// Moves the calling thread into a named network namespace.

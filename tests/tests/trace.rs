@@ -365,3 +365,42 @@ fn a_missing_interface_and_missing_privileges_are_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_BPF") && err.contains("root"), "{err}");
 }
+
+#[test]
+fn ipv6_drops_are_reported_then_restored() {
+    require_root();
+    let mut topo = Topology::dual_stack(2).expect("dual-stack topology");
+    let dst6 = topo.pods[1].ip6.unwrap();
+    topo.listen_on(1, dst6.into(), PORT).expect("listener");
+    assert!(topo.connect(0, dst6, PORT, SHORT), "IPv6 must connect before any rule");
+    topo.node_exec(&["nft", "add", "table", "ip6", "nptest6"]).unwrap();
+    let chain = "{ type filter hook forward priority 0; }";
+    topo.node_exec(&["nft", "add", "chain", "ip6", "nptest6", "forward_filter", chain]).unwrap();
+    topo.node_exec(&[
+        "nft",
+        "add",
+        "rule",
+        "ip6",
+        "nptest6",
+        "forward_filter",
+        "tcp",
+        "dport",
+        "3306",
+        "drop",
+    ])
+    .unwrap();
+    let (tracer, mut rx) = tracer(&topo);
+    assert!(!topo.connect(0, dst6, PORT, Duration::from_millis(1500)));
+    let events = collect(&mut rx, Duration::from_secs(5), |ev| !drops(ev).is_empty());
+    let d = drops(&events);
+    assert!(!d.is_empty(), "no IPv6 drop reported: {events:?}");
+    assert_eq!(d[0].reason, "NETFILTER_DROP");
+    assert_eq!(d[0].src.ip, std::net::IpAddr::V6(topo.pods[0].ip6.unwrap()));
+    assert_eq!(d[0].dst.ip, std::net::IpAddr::V6(dst6));
+    assert_eq!(d[0].ifname, topo.pods[0].host_if);
+    topo.node_exec(&["nft", "delete", "table", "ip6", "nptest6"]).unwrap();
+    assert!(topo.connect(0, dst6, PORT, SHORT));
+    let events = collect(&mut rx, Duration::from_secs(5), has_restored);
+    assert!(has_restored(&events), "no IPv6 restored line: {events:?}");
+    drop(tracer);
+}
