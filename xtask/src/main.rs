@@ -166,10 +166,6 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
                 "the privileged integration tests need root (namespaces, nftables, eBPF): run `sudo -E env PATH=\"$PATH\" cargo xtask test`, or pass --unprivileged"
             );
         }
-        run(
-            "build the binary under test",
-            cargo().current_dir(root).args(["build", "-p", "netpol-trace"]),
-        )?;
         ok &= cargo_test(
             "privileged integration tests",
             cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
