@@ -5,6 +5,8 @@
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
 //! * [`lab`]: a local node replica from manifests, with policies enforced by nftables.
 //! * [`trace`]: dropped SYNs and restored handshakes as events, NDJSON and pcap.
+//! * [`k8s`]: the Kubernetes API: client, snapshots, reflectors, safe writes with backups,
+//!   restore, Events, and the same changes applied to manifest files.
 //! * [`cli`]: the `netpol-trace` command line.
 //! * [`policy`]: pure NetworkPolicy semantics (validation, compilation, matching).
 //! * [`manifest`]: loading objects from manifest files or the live cluster.
@@ -19,6 +21,7 @@ pub mod exit;
 pub mod explain;
 pub mod flow;
 pub mod inventory;
+pub mod k8s;
 pub mod lab;
 pub mod manifest;
 pub mod output;
