@@ -26,7 +26,10 @@ pub struct ApiFailure {
 
 impl ApiFailure {
     fn object(&self) -> String {
-        let kind = self.resource.trim_end_matches('s');
+        let kind = match self.resource.strip_suffix("ies") {
+            Some(stem) => format!("{stem}y"),
+            None => self.resource.trim_end_matches('s').to_string(),
+        };
         match (&self.namespace, &self.name) {
             (Some(ns), Some(n)) => format!("{kind} {ns}/{n}"),
             (None, Some(n)) => format!("{kind} {n}"),

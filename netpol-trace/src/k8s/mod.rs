@@ -3,16 +3,19 @@
 //! resourceVersion guard, restore), posting Events, and applying the same changes to manifest
 //! files instead of a cluster.
 
-// pub mod apply;
-// pub mod backup;
+pub mod apply;
+pub mod backup;
 pub mod client;
 pub mod error;
-// pub mod events;
-// pub mod files;
+pub mod events;
+pub mod files;
 pub mod rest;
-// pub mod restore;
+pub mod restore;
 pub mod snapshot;
 pub mod watch;
 
 pub use error::{Error, Result};
 pub use snapshot::ClusterObjects;
+
+#[cfg(test)]
+mod tests;
