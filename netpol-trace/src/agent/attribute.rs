@@ -60,11 +60,7 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution 
         (dest, Some(e))
     };
     record.hint = chosen.as_ref().and_then(hint);
-    Attribution {
-        denial: chosen.as_ref().and_then(denial),
-        destination,
-        took: started.elapsed(),
-    }
+    Attribution { denial: chosen.as_ref().and_then(denial), destination, took: started.elapsed() }
 }
 
 /// The flow explained once, or once per backend when the destination is a ClusterIP.
@@ -85,13 +81,15 @@ fn explain_flow(
             return backends
                 .iter()
                 .map(|b| {
-                    let flow = Flow::new(inventory, src, EndpointSpec::Pod(b.pod), b.port, Protocol::Tcp);
+                    let flow =
+                        Flow::new(inventory, src, EndpointSpec::Pod(b.pod), b.port, Protocol::Tcp);
                     (Some((b.pod, b.port)), explain(inventory, &flow, &options))
                 })
                 .collect();
         }
     }
-    let flow = Flow::from_packet(inventory, record.src.ip, record.dst.ip, record.dst.port, Protocol::Tcp);
+    let flow =
+        Flow::from_packet(inventory, record.src.ip, record.dst.ip, record.dst.port, Protocol::Tcp);
     let dest = inventory.pod_by_ip(record.dst.ip).map(|id| (id, record.dst.port));
     vec![(dest, explain(inventory, &flow, &options))]
 }

@@ -135,7 +135,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let v = self.lock();
         let mut out = String::new();
-        header(&mut out, "netpol_trace_drops_total", "counter", "TCP SYNs dropped on this node, by destination namespace and kernel drop reason.");
+        header(
+            &mut out,
+            "netpol_trace_drops_total",
+            "counter",
+            "TCP SYNs dropped on this node, by destination namespace and kernel drop reason.",
+        );
         for ((ns, reason), n) in &v.drops {
             let _ = writeln!(
                 out,
@@ -145,17 +150,42 @@ impl Metrics {
             );
         }
         let simple: [(&str, &str, &str, u64); 4] = [
-            ("netpol_trace_restored_total", "counter", "Dropped flows whose handshake later completed.", v.restored),
-            ("netpol_trace_events_lost_total", "counter", "New-flow notices the kernel could not deliver (ring buffer full).", v.events_lost),
-            ("netpol_trace_attached_interfaces", "gauge", "Pod interfaces the programs are attached to.", v.attached),
-            ("netpol_trace_flows_dropping", "gauge", "Flows currently dropping (no handshake since their last drop).", v.flows_dropping),
+            (
+                "netpol_trace_restored_total",
+                "counter",
+                "Dropped flows whose handshake later completed.",
+                v.restored,
+            ),
+            (
+                "netpol_trace_events_lost_total",
+                "counter",
+                "New-flow notices the kernel could not deliver (ring buffer full).",
+                v.events_lost,
+            ),
+            (
+                "netpol_trace_attached_interfaces",
+                "gauge",
+                "Pod interfaces the programs are attached to.",
+                v.attached,
+            ),
+            (
+                "netpol_trace_flows_dropping",
+                "gauge",
+                "Flows currently dropping (no handshake since their last drop).",
+                v.flows_dropping,
+            ),
         ];
         for (name, kind, help, value) in simple {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
         let name = "netpol_trace_policy_evaluation_seconds";
-        header(&mut out, name, "histogram", "Time to attribute one drop to pods and NetworkPolicies.");
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Time to attribute one drop to pods and NetworkPolicies.",
+        );
         for (n, bound) in v.evaluation.buckets.iter().zip(EVALUATION_BUCKETS) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
         }
@@ -163,7 +193,12 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", v.evaluation.sum);
         let _ = writeln!(out, "{name}_count {}", v.evaluation.count);
         let name = "netpol_trace_k8s_events_total";
-        header(&mut out, name, "counter", "Kubernetes Events about drops, by result (posted, failed, suppressed).");
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Kubernetes Events about drops, by result (posted, failed, suppressed).",
+        );
         for (result, n) in &v.k8s_events {
             let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
         }
@@ -223,7 +258,9 @@ pub(crate) mod tests {
             };
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|k| k == "histogram")))
+                .find_map(|s| {
+                    name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+                })
                 .unwrap_or(name);
             assert!(types.contains_key(family), "sample before its TYPE: {line}");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
@@ -282,9 +319,18 @@ pub(crate) mod tests {
                 .unwrap_or_else(|| panic!("no {name} {labels:?}"))
                 .2
         };
-        assert_eq!(get("netpol_trace_drops_total", &[("namespace", "db"), ("reason", "NETFILTER_DROP")]), 5.0);
-        assert_eq!(get("netpol_trace_drops_total", &[("namespace", "_unknown"), ("reason", "TC_INGRESS")]), 1.0);
-        assert_eq!(get("netpol_trace_drops_total", &[("namespace", "we\"ird\\ns\n"), ("reason", "X")]), 1.0);
+        assert_eq!(
+            get("netpol_trace_drops_total", &[("namespace", "db"), ("reason", "NETFILTER_DROP")]),
+            5.0
+        );
+        assert_eq!(
+            get("netpol_trace_drops_total", &[("namespace", "_unknown"), ("reason", "TC_INGRESS")]),
+            1.0
+        );
+        assert_eq!(
+            get("netpol_trace_drops_total", &[("namespace", "we\"ird\\ns\n"), ("reason", "X")]),
+            1.0
+        );
         assert_eq!(get("netpol_trace_restored_total", &[]), 1.0);
         assert_eq!(get("netpol_trace_events_lost_total", &[]), 4.0, "counters never go down");
         assert_eq!(get("netpol_trace_attached_interfaces", &[]), 7.0);
@@ -297,11 +343,8 @@ pub(crate) mod tests {
         assert!((get(&format!("{h}_sum"), &[]) - 0.00203).abs() < 1e-9);
         assert_eq!(get("netpol_trace_k8s_events_total", &[("result", "posted")]), 1.0);
         // Buckets are cumulative.
-        let buckets: Vec<f64> = samples
-            .iter()
-            .filter(|(n, _, _)| n == &format!("{h}_bucket"))
-            .map(|s| s.2)
-            .collect();
+        let buckets: Vec<f64> =
+            samples.iter().filter(|(n, _, _)| n == &format!("{h}_bucket")).map(|s| s.2).collect();
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
     }
 

@@ -4,9 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::trace::{
-    DropRecord, Endpoint, Evidence, PolicyRef, RestoredRecord, flows::ConnKey,
-};
+use crate::trace::{DropRecord, Endpoint, Evidence, PolicyRef, RestoredRecord, flows::ConnKey};
 
 /// Whether a flow is still being dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,9 +24,9 @@ use super::{
 };
 use crate::datapath::{
     Datapath, DatapathError, DatapathOptions,
-    programs::Counters,
     links::{self, Link, LinkWatcher},
     netns,
+    programs::Counters,
 };
 
 /// The port watched when none is given (MySQL / MariaDB).
