@@ -14,6 +14,8 @@
 //! * [`inventory`]: the indexed snapshot of pods, namespaces, policies and services.
 //! * [`flow`]: a connection attempt resolved to pods or outside addresses.
 //! * [`explain`]: which policies and rules allow or deny a flow, with near-misses.
+//! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine, and writing
+//!   it back to manifest files.
 //! * [`output`]: table/JSON/YAML output helpers.
 
 pub mod agent;
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod datapath;
 pub mod exit;
 pub mod explain;
+pub mod fix;
 pub mod flow;
 pub mod inventory;
 pub mod k8s;

@@ -170,6 +170,22 @@ impl Inventory {
         })
     }
 
+    /// A new inventory without the policies named by `(namespace, name)` (unknown names are
+    /// ignored), as after deleting them. Pods, namespaces and services are shared.
+    pub fn with_policies_removed(&self, removed: &[(String, String)]) -> Self {
+        let entries = self.policies.entries.iter().filter(|entry| {
+            !removed
+                .iter()
+                .any(|(ns, name)| entry.compiled.namespace == *ns && entry.compiled.name == *name)
+        });
+        Self {
+            catalog: Arc::clone(&self.catalog),
+            services: Arc::clone(&self.services),
+            policies: PolicySet::index(entries.cloned(), self.catalog.pods().len()),
+            options: self.options.clone(),
+        }
+    }
+
     /// The options it was built with.
     pub fn options(&self) -> &InventoryOptions {
         &self.options
