@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     explain::{ExplainOptions, Explanation, explain},
+    fix::{FixOptions, plan_fix_flows},
     flow::{EndpointSpec, Flow},
     inventory::{Inventory, PodId, PortRef},
     policy::Protocol,
@@ -16,7 +17,7 @@ use crate::{
     },
 };
 
-use super::record::FlowRecord;
+use super::record::{FlowRecord, SuggestedFix};
 
 /// What attribution found beyond the fields it fills in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,8 @@ pub struct Attribution {
     pub took: Duration,
 }
 
-/// Fills the record's pods, Service, denying policies and hint from `inventory`.
+/// Fills the record's pods, Service, denying policies, hint and suggested fix from
+/// `inventory`.
 pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution {
     let started = Instant::now();
     record.src.namespace = None;
@@ -42,10 +44,13 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution 
     name_endpoint(inventory, &mut record.src);
     name_endpoint(inventory, &mut record.dst);
     let mut explained = explain_flow(inventory, record);
+    let denied: Vec<Flow> =
+        explained.iter().filter(|(_, _, e)| !e.allowed()).map(|(_, f, _)| *f).collect();
+    record.fix = suggest_fix(inventory, &denied);
     // The explanation a person should read: the first that denies, else the first.
-    let first = explained.iter().position(|(_, e)| !e.allowed()).unwrap_or(0);
+    let first = explained.iter().position(|(_, _, e)| !e.allowed()).unwrap_or(0);
     let mut policies: Vec<PolicyRef> = vec![];
-    for (_, e) in &explained {
+    for (_, _, e) in &explained {
         for p in denying_policies(e) {
             if !policies.contains(&p) {
                 policies.push(p);
@@ -56,18 +61,38 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution 
     let (destination, chosen) = if explained.is_empty() {
         (None, None)
     } else {
-        let (dest, e) = explained.swap_remove(first);
+        let (dest, _, e) = explained.swap_remove(first);
         (dest, Some(e))
     };
     record.hint = chosen.as_ref().and_then(hint);
     Attribution { denial: chosen.as_ref().and_then(denial), destination, took: started.elapsed() }
 }
 
+/// The minimal change that allows the denied flows (`None`: nothing denied, or no safe
+/// change).
+fn suggest_fix(inventory: &Inventory, denied: &[Flow]) -> Option<SuggestedFix> {
+    if denied.is_empty() {
+        return None;
+    }
+    match plan_fix_flows(inventory, denied, &FixOptions::default()) {
+        Ok(plan) if !plan.is_noop() => Some(SuggestedFix {
+            summary: plan.summary.clone(),
+            kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
+            patches: serde_json::to_value(&plan.patches).unwrap_or_default(),
+            applied_at: None,
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "no safe fix");
+            None
+        }
+    }
+}
+
+type Explained = (Option<(PodId, u16)>, Flow, Explanation);
+
 /// The flow explained once, or once per backend when the destination is a ClusterIP.
-fn explain_flow(
-    inventory: &Inventory,
-    record: &mut FlowRecord,
-) -> Vec<(Option<(PodId, u16)>, Explanation)> {
+fn explain_flow(inventory: &Inventory, record: &mut FlowRecord) -> Vec<Explained> {
     let options = ExplainOptions::default();
     let src = EndpointSpec::Ip(record.src.ip);
     if inventory.pod_by_ip(record.dst.ip).is_none()
@@ -83,7 +108,7 @@ fn explain_flow(
                 .map(|b| {
                     let flow =
                         Flow::new(inventory, src, EndpointSpec::Pod(b.pod), b.port, Protocol::Tcp);
-                    (Some((b.pod, b.port)), explain(inventory, &flow, &options))
+                    (Some((b.pod, b.port)), flow, explain(inventory, &flow, &options))
                 })
                 .collect();
         }
@@ -91,7 +116,7 @@ fn explain_flow(
     let flow =
         Flow::from_packet(inventory, record.src.ip, record.dst.ip, record.dst.port, Protocol::Tcp);
     let dest = inventory.pod_by_ip(record.dst.ip).map(|id| (id, record.dst.port));
-    vec![(dest, explain(inventory, &flow, &options))]
+    vec![(dest, flow, explain(inventory, &flow, &options))]
 }
 
 /// One phrase for what denies a flow: the isolating policies of the denying direction and
@@ -217,6 +242,15 @@ spec:
             Some("denied by NetworkPolicy db/mysql-ingress, rule 0 allows port 3307")
         );
         assert!(a.destination.is_some());
+        let fix = r.fix.expect("a fix for a port typo");
+        assert_eq!(fix.kubectl.len(), 1);
+        assert!(
+            fix.kubectl[0]
+                .starts_with("kubectl patch networkpolicy -n db mysql-ingress --type=json"),
+            "{}",
+            fix.kubectl[0]
+        );
+        assert_eq!(fix.patches[0]["action"], "patch");
     }
 
     #[test]
@@ -241,6 +275,7 @@ spec:
         let fixed = inventory_of(&MANIFESTS.replace("port: 3307", "port: 3306"));
         let a = attribute(&fixed, &mut r);
         assert!(r.policies.is_empty());
+        assert!(r.fix.is_none(), "nothing to fix any more");
         assert_eq!(a.denial, None);
         assert!(r.hint.unwrap().contains("not a NetworkPolicy decision"));
     }

@@ -167,6 +167,8 @@ struct Loop {
     events: Option<EventQueue>,
     output: Option<Output>,
     interfaces: BTreeSet<String>,
+    /// Bumped on every rebuild of `view`.
+    generation: u64,
 }
 
 async fn run(
@@ -198,6 +200,7 @@ async fn run(
         view: ClusterView::empty(),
         events: Some(queue),
         output,
+        generation: 0,
     };
     state.metrics.set_attached(lp.interfaces.len());
     state.set_attached(true);
@@ -251,11 +254,13 @@ impl Loop {
     /// Re-reads the cluster and re-attributes every flow still dropping.
     fn rebuild(&mut self, cache: &ClusterCache) {
         self.view = ClusterView::build(cache.snapshot());
+        self.generation += 1;
         let mut store = self.state.store();
         for key in store.dropping_keys() {
             if let Some(record) = store.get_mut(&key) {
                 let a = attribute(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
+                record.attributed = Some((self.generation, a.denial));
             }
         }
         tracing::debug!(
@@ -274,9 +279,16 @@ impl Loop {
                 let key =
                     ConnKey { src: dropped.src.ip, dst: dropped.dst.ip, dport: dropped.dst.port };
                 let Some(record) = store.get_mut(&key) else { return Ok(()) };
-                let a = attribute(&self.view.inventory, record);
                 let metrics = &self.state.metrics;
-                metrics.observe_evaluation(a.took);
+                let denial = match &record.attributed {
+                    Some((generation, denial)) if *generation == self.generation => denial.clone(),
+                    _ => {
+                        let a = attribute(&self.view.inventory, record);
+                        metrics.observe_evaluation(a.took);
+                        record.attributed = Some((self.generation, a.denial.clone()));
+                        a.denial
+                    }
+                };
                 metrics.add_drops(
                     record.dst.namespace.as_deref(),
                     &record.reason,
@@ -286,7 +298,7 @@ impl Loop {
                 metrics.set_flows_dropping(store.dropping());
                 drop(store);
                 if let Some(queue) = &self.events
-                    && let Some(ev) = drop_event(&record, a.denial.as_deref(), |ns, pod| {
+                    && let Some(ev) = drop_event(&record, denial.as_deref(), |ns, pod| {
                         self.view.pod_reference(ns, pod)
                     })
                 {

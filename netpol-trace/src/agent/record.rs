@@ -19,11 +19,16 @@ pub enum FlowState {
 /// A suggested NetworkPolicy change that would allow the flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SuggestedFix {
+    /// One line: what changes.
+    pub summary: String,
     /// `kubectl` commands that apply it.
     pub kubectl: Vec<String>,
     /// The JSON patches (or whole new policies) per policy, as `netpol-trace fix -o json`
     /// prints them.
     pub patches: serde_json::Value,
+    /// Whether the agent applied it (`--enable-fix`), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// One dropped flow (client → server:port, any client port), as served on `/drops`.
@@ -65,6 +70,10 @@ pub struct FlowRecord {
     /// The minimal change that would allow the flow, when one was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<SuggestedFix>,
+    /// The cluster view generation of the latest attribution and its denial phrase (not
+    /// served: the loop's cache, so that repeated reports are not re-evaluated).
+    #[serde(skip)]
+    pub attributed: Option<(u64, Option<String>)>,
 }
 
 impl FlowRecord {
@@ -87,7 +96,26 @@ impl FlowRecord {
             hint: drop.hint.clone(),
             evidence: drop.evidence.clone(),
             fix: None,
+            attributed: None,
         }
+    }
+
+    /// Takes a later drop report of the same flow: the kernel's fields change, the
+    /// attribution stays (it depends on the cluster, not on the packets). A report after a
+    /// restore starts a new outage.
+    pub fn update_from(&mut self, drop: &DropRecord) {
+        if self.state == FlowState::Restored {
+            self.state = FlowState::Dropping;
+            self.restored_at = None;
+        }
+        self.first_seen = drop.first_seen;
+        self.last_seen = drop.time;
+        self.count = drop.count;
+        self.reason = drop.reason.clone();
+        self.reason_raw = drop.reason_raw;
+        self.ifname = drop.ifname.clone();
+        self.src.port = drop.src.port;
+        self.evidence = drop.evidence.clone();
     }
 
     /// The connection this record is about.

@@ -70,18 +70,14 @@ impl DropStore {
         let update = match self.flows.get_mut(&key) {
             Some(slot) => {
                 let rec = &mut slot.record;
-                // The tracer counts drops per outage: a smaller count or a later first drop
-                // is a new outage.
+                // The tracer counts drops per outage: a later first drop, a smaller count or a
+                // restored flow is a new outage.
                 let same_outage = rec.state == FlowState::Dropping
                     && drop.first_seen == rec.first_seen
                     && drop.count >= rec.count;
                 let new_drops = if same_outage { drop.count - rec.count } else { drop.count };
                 let started = rec.state != FlowState::Dropping;
-                let fix = rec.fix.take();
-                *rec = FlowRecord::from_drop(drop, node);
-                if !started {
-                    rec.fix = fix;
-                }
+                rec.update_from(drop);
                 DropUpdate { new_drops, started }
             }
             None => {
@@ -199,6 +195,16 @@ mod tests {
         }
     }
 
+    trait Key {
+        fn src_key(&self) -> ConnKey;
+    }
+
+    impl Key for DropRecord {
+        fn src_key(&self) -> ConnKey {
+            ConnKey { src: self.src.ip, dst: self.dst.ip, dport: self.dst.port }
+        }
+    }
+
     fn restored_of(src: u8, at: i64) -> RestoredRecord {
         RestoredRecord {
             time: t(at),
@@ -216,8 +222,15 @@ mod tests {
         let mut store = DropStore::new(10);
         let u = store.record_drop(&drop_of(1, 0, 0, 1), Some("node-1"));
         assert_eq!(u, DropUpdate { new_drops: 1, started: true });
+        store.get_mut(&drop_of(1, 0, 0, 1).src_key()).unwrap().policies =
+            vec![crate::trace::PolicyRef {
+                namespace: "db".into(),
+                name: "p".into(),
+                direction: "ingress".into(),
+            }];
         let u = store.record_drop(&drop_of(1, 0, 2, 3), Some("node-1"));
         assert_eq!(u, DropUpdate { new_drops: 2, started: false });
+        assert_eq!(store.records(None, None)[0].policies.len(), 1, "attribution is kept");
         let rec = &store.records(None, None)[0];
         assert_eq!(
             (rec.state, rec.count, rec.first_seen, rec.last_seen),
