@@ -314,7 +314,7 @@ spec:
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
+    let child = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
         .args(["trace", "--netns", &topo.node, "-o", "json", "--duration", "4s", "--ready-file"])
         .arg(&ready)
         .arg("--pcap")

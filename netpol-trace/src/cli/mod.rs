@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod completion;
+pub mod drops;
 pub mod explain;
 pub mod lab;
 pub mod trace;
@@ -27,6 +29,10 @@ pub enum Command {
     Explain(explain::Args),
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
+    /// The DaemonSet agent: live drops, attributed, over HTTP, metrics and Events.
+    Agent(agent::Args),
+    /// Dropped flows of the whole cluster, from every agent (through the API server).
+    Drops(drops::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
     Lab(lab::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -39,6 +45,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Explain(args) => explain::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Drops(args) => drops::run(args),
         Command::Completion(args) => completion::run(args),
     }
 }
