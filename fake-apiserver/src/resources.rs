@@ -72,9 +72,10 @@ impl ResourceType {
         format!("{}List", self.kind)
     }
 
-    /// Whether its objects carry `metadata.generation` (they have a spec the user writes).
+    /// Whether its objects carry `metadata.generation` (in Kubernetes 1.33, of the served
+    /// types only NetworkPolicy's strategy sets and bumps it).
     pub fn has_generation(&self) -> bool {
-        matches!(self.plural, "networkpolicies" | "pods" | "services" | "nodes")
+        self.plural == "networkpolicies"
     }
 }
 

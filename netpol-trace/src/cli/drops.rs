@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         anyhow::Ok(records)
     })?;
     let mut records = records;
-    records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    records.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
     let mut out = std::io::stdout().lock();
     if args.fix {
         print_fixes(&mut out, args.output, &records)?;

@@ -8,6 +8,7 @@ pub mod drops;
 pub mod explain;
 pub mod lab;
 pub mod trace;
+pub mod restore;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ pub enum Command {
     Lab(lab::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
+    Restore(restore::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -48,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent(args) => agent::run(args),
         Command::Drops(args) => drops::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }

@@ -93,6 +93,19 @@ fn lost_race(err: &Error) -> bool {
     }
 }
 
+/// The 404 of a policy that was not there to be read.
+fn not_found(namespace: &str, name: &str) -> Error {
+    Error::Api(Box::new(super::error::ApiFailure {
+        verb: "get".into(),
+        resource: rest::NETWORK_POLICIES.into(),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        code: 404,
+        reason: "NotFound".into(),
+        message: format!("networkpolicies.networking.k8s.io \"{name}\" not found"),
+    }))
+}
+
 fn rv(object: &Value) -> Result<String> {
     meta_str(object, "resourceVersion")
         .map(str::to_string)
@@ -109,18 +122,9 @@ pub async fn apply_json_patch(
     ops: Vec<json_patch::PatchOperation>,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let not_found = || {
-        Error::Api(super::error::ApiFailure {
-            verb: "get".into(),
-            resource: rest::NETWORK_POLICIES.into(),
-            namespace: Some(namespace.into()),
-            name: Some(name.into()),
-            code: 404,
-            reason: "NotFound".into(),
-            message: format!("networkpolicies.networking.k8s.io \"{name}\" not found"),
-        })
-    };
-    let current = rest::get_policy(client, namespace, name).await?.ok_or_else(not_found)?;
+    let current = rest::get_policy(client, namespace, name)
+        .await?
+        .ok_or_else(|| not_found(namespace, name))?;
     check_applies(&current, &ops, namespace, name)?;
     let before = rv(&current)?;
     if !opts.dry_run {
@@ -144,8 +148,9 @@ pub async fn apply_json_patch(
             return Ok(report);
         }
         Ok(_) => {}
-        // A race during the dry run is handled like one during the write, below.
-        Err(e) if lost_race(&e) => {}
+        // A race during the dry run of a real apply is handled like one during the write,
+        // below; a dry-run-only call reports it.
+        Err(e) if lost_race(&e) && !opts.dry_run => {}
         Err(e) => return Err(e),
     }
     let written = match rest::patch_policy(client, namespace, name, &guarded(&before, &ops)?, false)
@@ -243,17 +248,9 @@ pub async fn delete_policy(
     name: &str,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let current = rest::get_policy(client, namespace, name).await?.ok_or_else(|| {
-        Error::Api(super::error::ApiFailure {
-            verb: "get".into(),
-            resource: rest::NETWORK_POLICIES.into(),
-            namespace: Some(namespace.into()),
-            name: Some(name.into()),
-            code: 404,
-            reason: "NotFound".into(),
-            message: format!("networkpolicies.networking.k8s.io \"{name}\" not found"),
-        })
-    })?;
+    let current = rest::get_policy(client, namespace, name)
+        .await?
+        .ok_or_else(|| not_found(namespace, name))?;
     let before = rv(&current)?;
     let uid = meta_str(&current, "uid").map(str::to_string);
     let mut report = ApplyReport {

@@ -84,7 +84,7 @@ pub enum Error {
     },
     /// The API server answered with a failure Status.
     #[error("{0}")]
-    Api(ApiFailure),
+    Api(Box<ApiFailure>),
     /// The request could not be sent or its answer not read.
     #[error("{what}: {reason}")]
     Transport {
@@ -189,7 +189,7 @@ impl Error {
         name: Option<&str>,
     ) -> Self {
         match err {
-            kube::Error::Api(status) => Self::Api(ApiFailure {
+            kube::Error::Api(status) => Self::Api(Box::new(ApiFailure {
                 verb: verb.to_string(),
                 resource: resource.to_string(),
                 namespace: namespace.map(Into::into),
@@ -197,7 +197,7 @@ impl Error {
                 code: status.code,
                 reason: status.reason.clone(),
                 message: status.message.clone(),
-            }),
+            })),
             other => {
                 let target = match (namespace, name) {
                     (Some(ns), Some(n)) => format!("{ns}/{n}"),
@@ -229,7 +229,7 @@ mod tests {
             reason: "Forbidden".into(),
             message: "denied".into(),
         };
-        assert!(Error::Api(f).to_string().starts_with(
+        assert!(Error::Api(Box::new(f)).to_string().starts_with(
             "forbidden: the service account needs patch on networkpolicies in namespace db (see deploy/rbac-fix.yaml)"
         ));
     }

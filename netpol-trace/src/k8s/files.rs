@@ -385,9 +385,7 @@ mod tests {
     }
 
     fn serde_yaml_count(text: &str) -> usize {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| Value::deserialize(d).is_ok() as usize)
-            .count()
+        serde_yaml::Deserializer::from_str(text).filter_map(|d| Value::deserialize(d).ok()).count()
     }
 
     #[test]

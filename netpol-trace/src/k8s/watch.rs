@@ -186,7 +186,7 @@ impl ClusterCache {
     pub fn snapshot(&self) -> ClusterObjects {
         fn sorted<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
             let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
-            items.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+            items.sort_by_key(|o| (o.namespace(), o.name_any()));
             items
         }
         let network_policies = sorted(&self.network_policies);

@@ -1,0 +1,177 @@
+//! `netpol-trace restore BACKUP`: put back what `fix --apply` (or `--fallback delete-policy`)
+//! changed, from a cluster backup folder or a manifest-file backup.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::exit::{self, ExitError};
+use crate::k8s::backup::MANIFEST_FILE;
+use crate::k8s::client::{ClusterArgs, connect};
+use crate::k8s::files::{FileRestore, original_of_backup, restore_file};
+use crate::k8s::restore::{RestoreReport, restore};
+
+/// Output formats of `restore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One line per object.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  # Undo a `fix --apply`: every patched policy gets its saved spec, labels and annotations
+  # back, created policies are deleted, deleted ones are re-created
+  netpol-trace restore ./netpol-trace-backups/20260101T120000Z
+
+  NAMESPACE  NAME           RECORDED  RESULT     DETAIL
+  db         mysql-ingress  patch     replaced   spec, labels and annotations replaced (resourceVersion 4711 -> 4790)
+
+  # Check first: server-side dry run, nothing is written
+  netpol-trace restore ./netpol-trace-backups/20260101T120000Z --dry-run -o json
+
+  # Put a manifest file back from the backup saved beside it by `fix -f ... --apply`
+  netpol-trace restore manifests/db.yaml.netpol-trace-20260101T120000Z.bak
+
+Exit status: 0 restored, 1 some object could not be restored, 2 bad input or no cluster.")]
+pub struct Args {
+    /// A backup folder (holding manifest.json) or a file backup (<file>.netpol-trace-<time>.bak).
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+
+    /// Show what would be done (validated by the API server), write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Runs `restore` and returns the exit code.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    if args.backup.is_dir() {
+        if !args.backup.join(MANIFEST_FILE).is_file() {
+            return Err(ExitError::bad_input(format!(
+                "{} is not a netpol-trace backup folder: it has no {MANIFEST_FILE}",
+                args.backup.display()
+            ))
+            .into());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let report = runtime.block_on(async {
+            let client =
+                connect(&args.cluster).await.map_err(|e| ExitError::bad_input(e.to_string()))?;
+            restore(&client, &args.backup, args.dry_run)
+                .await
+                .map_err(|e| anyhow::Error::from(ExitError::bad_input(e.to_string())))
+        })?;
+        print_cluster_report(&report, args.output)?;
+        return Ok(if report.restored() { exit::OK } else { exit::NO });
+    }
+    if args.backup.is_file() && original_of_backup(&args.backup).is_some() {
+        let done = restore_file(&args.backup, args.dry_run)
+            .map_err(|e| ExitError::bad_input(e.to_string()))?;
+        print_file_report(&done, args.output)?;
+        return Ok(exit::OK);
+    }
+    Err(ExitError::bad_input(format!(
+        "{} is neither a backup folder (with {MANIFEST_FILE}) nor a file backup (<file>.netpol-trace-<time>.bak)",
+        display_missing(&args.backup)
+    ))
+    .into())
+}
+
+fn display_missing(path: &Path) -> String {
+    if path.exists() {
+        path.display().to_string()
+    } else {
+        format!("{} (not found)", path.display())
+    }
+}
+
+fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let mut value = serde_json::to_value(report)?;
+            value["restored"] = json!(report.restored());
+            println!("{}", serde_json::to_string(&value)?);
+        }
+        Output::Table => {
+            if report.dry_run {
+                println!("dry run: nothing was written");
+            }
+            let rows: Vec<[String; 5]> = report
+                .objects
+                .iter()
+                .map(|i| {
+                    [
+                        i.namespace.clone(),
+                        i.name.clone(),
+                        i.recorded_action.to_string(),
+                        i.outcome.as_str().to_string(),
+                        i.detail.clone(),
+                    ]
+                })
+                .collect();
+            print_table(["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows);
+        }
+    }
+    Ok(())
+}
+
+fn print_file_report(done: &FileRestore, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let mut value = serde_json::to_value(done)?;
+            value["restored"] = json!(true);
+            println!("{}", serde_json::to_string(&value)?);
+        }
+        Output::Table => {
+            let verb = match (done.outcome, done.dry_run) {
+                ("removed", true) => "would remove",
+                ("removed", false) => "removed",
+                (_, true) => "would restore",
+                _ => "restored",
+            };
+            println!("{verb} {} from {}", done.path.display(), done.backup.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
