@@ -6,9 +6,10 @@ pub mod agent;
 pub mod completion;
 pub mod drops;
 pub mod explain;
+pub mod fix;
 pub mod lab;
-pub mod trace;
 pub mod restore;
+pub mod trace;
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Explain whether NetworkPolicies allow a connection, and which rule blocks it.
     Explain(explain::Args),
+    /// Find the smallest NetworkPolicy change that allows a denied connection, and apply it.
+    Fix(fix::Args),
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
     /// The DaemonSet agent: live drops, attributed, over HTTP, metrics and Events.
@@ -46,6 +49,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Explain(args) => explain::run(args),
+        Command::Fix(args) => fix::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Agent(args) => agent::run(args),

@@ -1,29 +1,27 @@
-//! Writing a plan back into the manifest files it was read from: the patched policy's document
-//! is replaced in place (leading comments kept, other documents untouched byte for byte), a
-//! created policy is appended as a new document to the file of a policy it complements (else to
-//! the first manifest file), a deleted one is removed. Each changed file is backed up beside
-//! itself first (`FILE.<stamp>.bak`, an extension manifest loading skips) and replaced
-//! atomically (written to a temporary file in the same folder, then renamed).
+//! Writing a plan into the manifest files it was read from, through [`crate::k8s::files`]:
+//! a patched policy's document is rewritten in place (other documents keep their bytes), a
+//! created policy is appended to the file of a policy it complements (else the first manifest
+//! file; a JSON file that cannot take a second document gets a new YAML file beside it), and a
+//! deleted one (`--fallback delete-policy`) is removed. Every changed file is first saved beside
+//! itself as `<file>.netpol-trace-<UTC time>.bak`, which `netpol-trace restore` puts back.
 //!
-//! Documents are found by content (the object as read), not by position, so a file changed
-//! since it was read is refused rather than corrupted.
+//! A policy's document is checked by content before it is rewritten: a file changed since it
+//! was read is refused, never half-edited.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::yaml::to_yaml;
 use super::{FixPlan, PatchAction, PolicyPatch};
 use crate::inventory::PolicySource;
+use crate::k8s::backup::TIMESTAMP_FORMAT;
+use crate::k8s::files::{
+    DocumentLocation, FILE_BACKUP_INFIX, FILE_BACKUP_SUFFIX, FileAction, FileChange,
+    append_document, replace_document, write_new_file,
+};
 use crate::manifest::{MANIFEST_EXTENSIONS, STDIN_PATH, Syntax};
-
-/// Suffix of backup files (after the stamp).
-pub const BACKUP_SUFFIX: &str = "bak";
-
-/// Suffix of the temporary file a write goes through.
-const TEMP_SUFFIX: &str = "netpol-trace-tmp";
 
 /// Why the plan cannot be written to the files.
 #[derive(Debug, thiserror::Error)]
@@ -45,124 +43,121 @@ pub enum FilesError {
         source_location: String,
     },
     /// The file no longer holds the policy as read.
-    #[error("{}: networkpolicy {policy} is no longer there as it was read; re-run fix", path.display())]
+    #[error(
+        "{}: networkpolicy {policy} is no longer there as it was read; nothing was written for it, re-run fix",
+        path.display()
+    )]
     Changed {
         /// The file.
         path: PathBuf,
         /// `namespace/name`.
         policy: String,
     },
-    /// No manifest file to append a created policy to.
+    /// No manifest file to add a created policy to.
     #[error("no manifest file to add networkpolicy {policy} to")]
     NoTarget {
         /// `namespace/name`.
         policy: String,
     },
+    /// The file layer refused or failed.
+    #[error(transparent)]
+    Write(#[from] crate::k8s::Error),
 }
 
-/// A file's new content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEdit {
-    /// The file.
-    pub path: PathBuf,
-    /// Its content as read now.
-    pub before: String,
-    /// Its content with the plan applied.
-    pub after: String,
-    /// What changes in it, e.g. `patch db/mysql-ingress`.
-    pub changes: Vec<String>,
+/// One policy written (or, in a dry run, to be written).
+#[derive(Debug, Clone)]
+pub struct PolicyWrite {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// What happened to the policy.
+    pub action: PatchAction,
+    /// What happened to the file (its new content, its backup).
+    pub file: FileChange,
 }
 
-/// A file written by [`write_edits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenFile {
-    /// The file.
-    pub path: PathBuf,
-    /// Its original content, saved before writing.
-    pub backup: PathBuf,
-}
-
-/// The edits that put `plan` into the manifest files; `inputs` are the `-f` paths (for a
-/// created policy that complements no policy read from a file). Reads files, writes nothing.
-pub fn plan_edits(plan: &FixPlan, inputs: &[PathBuf]) -> Result<Vec<FileEdit>, FilesError> {
-    let mut edits: BTreeMap<PathBuf, FileEdit> = BTreeMap::new();
-    for entry in plan.final_entries() {
-        let path = target_file(entry, inputs)?;
-        if !edits.contains_key(&path) {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| FilesError::Io { path: path.clone(), source })?;
-            edits.insert(
-                path.clone(),
-                FileEdit {
-                    path: path.clone(),
-                    before: text.clone(),
-                    after: text,
-                    changes: Vec::new(),
-                },
-            );
-        }
-        let edit = edits.get_mut(&path).expect("inserted above");
-        let syntax = Syntax::of_path(&path);
-        let changed = || FilesError::Changed { path: path.clone(), policy: entry.key() };
-        edit.after = match (entry.action, &entry.original) {
-            (PatchAction::Create, _) => append(&edit.after, &entry.result, syntax),
-            (PatchAction::Patch, Some(original)) => {
-                replace(&edit.after, original, Some(&entry.result), syntax).ok_or_else(changed)?
-            }
-            (PatchAction::Delete, Some(original)) => {
-                replace(&edit.after, original, None, syntax).ok_or_else(changed)?
-            }
-            (_, None) => return Err(changed()),
-        };
-        let verb = match entry.action {
-            PatchAction::Patch => "patch",
-            PatchAction::Create => "add",
-            PatchAction::Delete => "delete",
-        };
-        edit.changes.push(format!("{verb} networkpolicy {}", entry.key()));
-    }
-    Ok(edits.into_values().collect())
-}
-
-/// Backs up and rewrites each file; `stamp` (e.g. `20260101T120000Z`) names the backups.
-pub fn write_edits(edits: &[FileEdit], stamp: &str) -> Result<Vec<WrittenFile>, FilesError> {
+/// Writes `plan` into the manifest files (`inputs`: the `-f` paths, for a created policy that
+/// complements no policy read from a file). With `dry_run`, computes the new contents and
+/// writes nothing.
+pub fn write_plan(
+    plan: &FixPlan,
+    inputs: &[PathBuf],
+    dry_run: bool,
+) -> Result<Vec<PolicyWrite>, FilesError> {
     let mut written = Vec::new();
-    for edit in edits {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| FilesError::Io { path, source }
+    for entry in plan.final_entries() {
+        let file = match entry.action {
+            PatchAction::Patch => {
+                let (path, location) = locate(entry)?;
+                replace_document(&path, location, &entry.result, dry_run)?
+            }
+            PatchAction::Create => create(entry, inputs, dry_run)?,
+            PatchAction::Delete => remove(entry, dry_run)?,
         };
-        let backup = sibling(&edit.path, &format!("{stamp}.{BACKUP_SUFFIX}"));
-        std::fs::write(&backup, &edit.before).map_err(io(&backup))?;
-        let temp = sibling(&edit.path, TEMP_SUFFIX);
-        std::fs::write(&temp, &edit.after).map_err(io(&temp))?;
-        std::fs::rename(&temp, &edit.path).map_err(io(&edit.path))?;
-        written.push(WrittenFile { path: edit.path.clone(), backup });
+        written.push(PolicyWrite { policy: entry.key(), action: entry.action, file });
     }
     Ok(written)
 }
 
-/// `FILE.suffix` beside `path`.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".");
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-fn target_file(entry: &PolicyPatch, inputs: &[PathBuf]) -> Result<PathBuf, FilesError> {
-    match (&entry.action, &entry.policy_source) {
-        (PatchAction::Create, _) => entry
-            .companion_file
-            .clone()
-            .or_else(|| first_manifest_file(inputs))
-            .ok_or_else(|| FilesError::NoTarget { policy: entry.key() }),
-        (_, PolicySource::File { path, .. }) if path.as_os_str() != STDIN_PATH => Ok(path.clone()),
-        (_, source) => Err(FilesError::NotFromFile {
+fn source_file(entry: &PolicyPatch) -> Result<(PathBuf, usize), FilesError> {
+    match &entry.policy_source {
+        PolicySource::File { path, document } if path.as_os_str() != STDIN_PATH => {
+            Ok((path.clone(), *document))
+        }
+        source => Err(FilesError::NotFromFile {
             policy: entry.key(),
             source_location: source.to_string(),
         }),
     }
+}
+
+fn read(path: &Path) -> Result<String, FilesError> {
+    std::fs::read_to_string(path).map_err(|source| FilesError::Io { path: path.to_owned(), source })
+}
+
+/// The document (or List item) of the file holding the policy exactly as read.
+fn locate(entry: &PolicyPatch) -> Result<(PathBuf, DocumentLocation), FilesError> {
+    let (path, document) = source_file(entry)?;
+    let changed = || FilesError::Changed { path: path.clone(), policy: entry.key() };
+    let original = entry.original.as_ref().ok_or_else(changed)?;
+    let text = read(&path)?;
+    let index = document.checked_sub(1).ok_or_else(changed)?;
+    let value = match Syntax::of_path(&path) {
+        Syntax::Yaml => serde_yaml::Deserializer::from_str(&text)
+            .nth(index)
+            .and_then(|d| Value::deserialize(d).ok()),
+        Syntax::Json => serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .nth(index)
+            .and_then(Result::ok),
+    }
+    .ok_or_else(changed)?;
+    if value == *original {
+        return Ok((path, DocumentLocation::Document(index)));
+    }
+    let item = value
+        .get("items")
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().position(|item| item == original))
+        .ok_or_else(changed)?;
+    Ok((path, DocumentLocation::ListItem { document: index, item }))
+}
+
+fn create(
+    entry: &PolicyPatch,
+    inputs: &[PathBuf],
+    dry_run: bool,
+) -> Result<FileChange, FilesError> {
+    let target = entry
+        .companion_file
+        .clone()
+        .or_else(|| first_manifest_file(inputs))
+        .ok_or_else(|| FilesError::NoTarget { policy: entry.key() })?;
+    if Syntax::of_path(&target) == Syntax::Yaml {
+        return Ok(append_document(&target, &entry.result, dry_run)?);
+    }
+    // A JSON manifest holds one object: the new policy gets its own file beside it.
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(write_new_file(dir, &entry.result, dry_run)?)
 }
 
 /// The first manifest file among `inputs` (directories searched in name order).
@@ -174,6 +169,9 @@ fn first_manifest_file(inputs: &[PathBuf]) -> Option<PathBuf> {
         let mut entries: Vec<PathBuf> =
             std::fs::read_dir(path).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
+        let is_manifest = |p: &Path| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+        };
         entries.iter().find(|p| p.is_file() && is_manifest(p)).cloned().or_else(|| {
             let dirs: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_dir()).collect();
             first_manifest_file(&dirs)
@@ -181,39 +179,38 @@ fn first_manifest_file(inputs: &[PathBuf]) -> Option<PathBuf> {
     })
 }
 
-fn is_manifest(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+/// Removes the policy's document (or List item), backing the file up the way
+/// [`crate::k8s::files`] does so that `restore` puts it back.
+fn remove(entry: &PolicyPatch, dry_run: bool) -> Result<FileChange, FilesError> {
+    let (path, _) = source_file(entry)?;
+    let changed = || FilesError::Changed { path: path.clone(), policy: entry.key() };
+    let original = entry.original.as_ref().ok_or_else(changed)?;
+    let text = read(&path)?;
+    let content = without(&text, original, Syntax::of_path(&path)).ok_or_else(changed)?;
+    let backup = if dry_run {
+        None
+    } else {
+        let stamp = chrono::Utc::now().format(TIMESTAMP_FORMAT);
+        let backup = PathBuf::from(format!(
+            "{}{FILE_BACKUP_INFIX}{stamp}{FILE_BACKUP_SUFFIX}",
+            path.display()
+        ));
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| FilesError::Io { path, source }
+        };
+        std::fs::copy(&path, &backup).map_err(io(&backup))?;
+        let temp = path.with_extension("tmp-netpol-trace");
+        std::fs::write(&temp, &content).map_err(io(&temp))?;
+        std::fs::rename(&temp, &path).map_err(io(&path))?;
+        Some(backup)
+    };
+    Ok(FileChange { path, backup, action: FileAction::Replaced, dry_run, content })
 }
 
-/// `text` with `object` added as a new document.
-fn append(text: &str, object: &Value, syntax: Syntax) -> String {
-    let mut out = text.to_owned();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    match syntax {
-        Syntax::Yaml => {
-            if !out.trim().is_empty() {
-                out.push_str("---\n");
-            }
-            out.push_str(&to_yaml(object));
-        }
-        Syntax::Json => {
-            out.push_str(&serde_json::to_string_pretty(object).unwrap_or_default());
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// `text` with the document holding `original` (itself, or an item of a `kind: List`) replaced
-/// by `replacement` or removed; `None` when no document holds it.
-fn replace(
-    text: &str,
-    original: &Value,
-    replacement: Option<&Value>,
-    syntax: Syntax,
-) -> Option<String> {
+/// `text` without the document (or List item) equal to `original`; `None` when no document
+/// holds it. Leading comments of a removed YAML document stay.
+fn without(text: &str, original: &Value, syntax: Syntax) -> Option<String> {
     let documents = match syntax {
         Syntax::Yaml => yaml_documents(text),
         Syntax::Json => json_documents(text),
@@ -225,52 +222,33 @@ fn replace(
             Syntax::Json => serde_json::from_str::<Value>(segment).ok(),
         };
         let Some(value) = value else { continue };
-        let new_segment = if value == *original {
-            match (replacement, syntax) {
-                (Some(object), Syntax::Yaml) => {
-                    format!("{}{}", leading_comments(segment), to_yaml(object))
-                }
-                (Some(object), Syntax::Json) => {
-                    format!("{}\n", serde_json::to_string_pretty(object).unwrap_or_default())
-                }
-                (None, Syntax::Yaml) => leading_comments(segment).to_owned(),
-                (None, Syntax::Json) => String::new(),
-            }
-        } else if let Some(list) = list_with_item(&value, original, replacement) {
+        let replacement = if value == *original {
             match syntax {
-                Syntax::Yaml => format!("{}{}", leading_comments(segment), to_yaml(&list)),
-                Syntax::Json => {
-                    format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default())
+                Syntax::Yaml => leading_comments(segment).to_owned(),
+                Syntax::Json => String::new(),
+            }
+        } else if let Some(list) = list_without(&value, original) {
+            match syntax {
+                Syntax::Yaml => {
+                    format!("{}{}", leading_comments(segment), super::yaml::to_yaml(&list))
                 }
+                Syntax::Json => serde_json::to_string_pretty(&list).ok()? + "\n",
             }
         } else {
             continue;
         };
-        let (start, end) = (range.start, range.end);
-        let separator = match syntax {
-            Syntax::Json if !new_segment.is_empty() && start > 0 => "\n",
-            _ => "",
-        };
-        return Some(format!("{}{separator}{new_segment}{}", &text[..start], &text[end..]));
+        return Some(format!("{}{replacement}{}", &text[..range.start], &text[range.end..]));
     }
     None
 }
 
-/// A `kind: List` document with the item equal to `original` replaced (or removed).
-fn list_with_item(value: &Value, original: &Value, replacement: Option<&Value>) -> Option<Value> {
-    if value.get("kind").and_then(Value::as_str) != Some("List") {
+fn list_without(value: &Value, original: &Value) -> Option<Value> {
+    if !value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) {
         return None;
     }
-    let items = value.get("items")?.as_array()?;
-    let index = items.iter().position(|item| item == original)?;
+    let index = value.get("items")?.as_array()?.iter().position(|item| item == original)?;
     let mut list = value.clone();
-    let items = list.get_mut("items")?.as_array_mut()?;
-    match replacement {
-        Some(object) => items[index] = object.clone(),
-        None => {
-            items.remove(index);
-        }
-    }
+    list.get_mut("items")?.as_array_mut()?.remove(index);
     Some(list)
 }
 
@@ -288,11 +266,10 @@ fn leading_comments(segment: &str) -> &str {
     &segment[..end]
 }
 
-/// Byte ranges of the YAML documents of `text` (between `---` lines, separators excluded).
+/// Byte ranges of the texts between `---` lines.
 fn yaml_documents(text: &str) -> Vec<Range<usize>> {
     let mut documents = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
+    let (mut start, mut offset) = (0, 0);
     for line in text.split_inclusive('\n') {
         if line.trim_end() == "---" {
             documents.push(start..offset);
@@ -333,7 +310,6 @@ metadata: {name: db}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: p, namespace: db}
-spec: {podSelector: {}}
 ---
 apiVersion: v1
 kind: List
@@ -347,67 +323,33 @@ items:
     }
 
     #[test]
-    fn replaces_only_the_policy_document_keeping_its_comments() {
-        let mut original = policy("p");
-        original["spec"] = json!({"podSelector": {}});
-        let mut patched = original.clone();
-        patched["spec"]["ingress"] = json!([{"ports": [{"port": 80}]}]);
-        let out = replace(FILE, &original, Some(&patched), Syntax::Yaml).unwrap();
-        assert!(out.starts_with("# namespaces\napiVersion: v1\nkind: Namespace\nmetadata: {name: db}\n---\n# the database's policy\napiVersion: networking.k8s.io/v1\n"), "{out}");
-        assert!(
-            out.contains(
-                "  ingress:\n  - ports:\n    - port: 80\n---\napiVersion: v1\nkind: List\n"
-            ),
-            "{out}"
+    fn removes_a_document_or_a_list_item_and_nothing_else() {
+        let out = without(FILE, &policy("p"), Syntax::Yaml).unwrap();
+        assert_eq!(
+            out,
+            FILE.replace("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: db}\n", "")
         );
-        // Documents: the same count, the patched one parses to the patched object.
-        let docs: Vec<Value> = yaml_documents(&out)
-            .into_iter()
-            .map(|r| serde_yaml::from_str(&out[r]).unwrap())
-            .collect();
-        assert_eq!(docs.len(), 3);
-        assert_eq!(docs[1], patched);
-    }
-
-    #[test]
-    fn list_items_are_found_and_removed() {
-        let out = replace(FILE, &policy("q"), None, Syntax::Yaml).unwrap();
-        assert!(out.ends_with("kind: List\nitems: []\n"), "{out}");
-        assert_eq!(replace(FILE, &policy("nope"), None, Syntax::Yaml), None);
-    }
-
-    #[test]
-    fn json_files_concatenated_values() {
-        let text = "{\"kind\": \"Namespace\", \"metadata\": {\"name\": \"db\"}}\n{\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"NetworkPolicy\", \"metadata\": {\"name\": \"p\", \"namespace\": \"db\"}}\n";
-        let mut patched = policy("p");
-        patched["spec"] = json!({"podSelector": {}});
-        let out = replace(text, &policy("p"), Some(&patched), Syntax::Json).unwrap();
+        let out = without(FILE, &policy("q"), Syntax::Yaml).unwrap();
+        assert!(out.ends_with("---\napiVersion: v1\nkind: List\nitems: []\n"), "{out}");
+        assert_eq!(without(FILE, &policy("nope"), Syntax::Yaml), None);
+        let json_text = format!("{}\n{}\n", policy("a"), policy("b"));
+        let out = without(&json_text, &policy("a"), Syntax::Json).unwrap();
         let values: Vec<Value> =
             serde_json::Deserializer::from_str(&out).into_iter().collect::<Result<_, _>>().unwrap();
-        assert_eq!(values.len(), 2);
-        assert_eq!(values[1], patched);
-        let appended = append(&out, &policy("new"), Syntax::Json);
-        let values: Vec<Value> = serde_json::Deserializer::from_str(&appended)
-            .into_iter()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(values[2], policy("new"));
+        assert_eq!(values, [policy("b")]);
     }
 
     #[test]
-    fn appended_yaml_is_a_new_document() {
-        let out = append("a: 1", &policy("new"), Syntax::Yaml);
-        assert!(
-            out.starts_with("a: 1\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n")
+    fn first_manifest_file_searches_folders_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/z.yaml"), "").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+        assert_eq!(
+            first_manifest_file(&[dir.path().to_owned()]),
+            Some(dir.path().join("a/z.yaml"))
         );
-        assert_eq!(append("", &policy("new"), Syntax::Yaml), to_yaml(&policy("new")));
-    }
-
-    #[test]
-    fn backups_do_not_look_like_manifests() {
-        let backup = sibling(Path::new("/m/policy.yaml"), "20260101T000000Z.bak");
-        assert_eq!(backup, Path::new("/m/policy.yaml.20260101T000000Z.bak"));
-        assert!(!is_manifest(&backup));
-        assert!(!is_manifest(&sibling(Path::new("/m/p.yaml"), TEMP_SUFFIX)));
+        std::fs::write(dir.path().join("b.json"), "{}").unwrap();
+        assert_eq!(first_manifest_file(&[dir.path().to_owned()]), Some(dir.path().join("b.json")));
     }
 }

@@ -21,11 +21,15 @@
 //!
 //! Modules: [`workload`] (stable labels), [`rule`] (peers, ports, rules), [`hints`] (except
 //! and likely typos), [`blast`] (verdict changes), `draft` (working copies and operations),
-//! [`yaml`], [`kubectl`], [`table`] (output), [`files`] (writing manifests back).
+//! [`fallback`] (the delete-policy last resort), [`yaml`], [`kubectl`], [`table`] (output).
+//! Everything above is pure; [`files`] and [`cluster`] write a plan to manifest files or the
+//! cluster.
 
 pub mod blast;
+pub mod cluster;
 mod draft;
 pub mod error;
+pub mod fallback;
 pub mod files;
 pub mod hints;
 pub mod kubectl;
@@ -45,6 +49,7 @@ use serde_json::{Value, json};
 
 pub use blast::{AllowedPair, ChangeScope, PairEnd, Probe, VerdictChanges, verdict_changes};
 pub use error::FixError;
+pub use fallback::plan_delete_fallback;
 pub use hints::Hint;
 pub use workload::Workload;
 
@@ -718,9 +723,9 @@ impl<'a> Planner<'a> {
         } else {
             let pairs = newly_allowed.len();
             format!(
-                "{} change{} allow the flow; {pairs} connection{} newly allowed",
+                "{} change{} the flow; {pairs} connection{} newly allowed",
                 patches.len(),
-                if patches.len() == 1 { "" } else { "s" },
+                if patches.len() == 1 { " allows" } else { "s allow" },
                 if pairs == 1 { "" } else { "s" }
             )
         };
@@ -744,7 +749,7 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn empty_flow() -> FlowSummary {
+pub(crate) fn empty_flow() -> FlowSummary {
     let end = crate::explain::EndpointSummary { namespace: None, pod: None, ip: None };
     FlowSummary { src: end.clone(), dst: end, port: 0, protocol: Protocol::Tcp }
 }

@@ -1,0 +1,416 @@
+//! `netpol-trace fix`: the minimal NetworkPolicy change that allows a denied connection, proven
+//! with the engine before it is shown, and optionally written to the manifest files or the
+//! cluster.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::explain::{FlowArgs, load_inventory};
+use crate::exit::{self, ExitError};
+use crate::fix::cluster::{ClusterApply, apply_plan};
+use crate::fix::files::{PolicyWrite, write_plan};
+use crate::fix::yaml::{clean_for_apply, to_yaml};
+use crate::fix::{
+    FixError, FixOptions, FixPlan, PatchAction, plan_delete_fallback, plan_fix_flows, table,
+};
+use crate::flow::{Flow, resolve_flows};
+use crate::inventory::{Inventory, InventoryOptions};
+use crate::k8s::backup::DEFAULT_BACKUP_ROOT;
+use crate::k8s::client::{ClusterArgs, connect};
+use crate::manifest::load_cluster_with;
+use crate::output::write_json;
+
+const EXAMPLE: &str = "\
+Examples:
+  # The database refuses the web pods: find the smallest safe change
+  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306
+  DENY -> ALLOW  app/web-1 (10.0.1.5) -> db/mysql-0 (10.0.2.7)  TCP/3306
+  1 change allows the flow; 1 connection newly allowed
+
+  patch db/mysql-ingress (ingress)  manifests/mysql.yaml, document 5
+    add TCP 3306 to ingress rule 0, whose peers are exactly pods app=web in app
+      spec.ingress[0].ports:
+    +   - protocol: TCP
+    +     port: 3306
+    newly allowed (1):
+      app/web-1 -> db/mysql-0 TCP/3306
+    hint: rule 0 allows 3307; the destination declares 3306 (mysql) — a typo?
+
+  # The same as kubectl commands, or as corrected policies for `kubectl apply -f -`
+  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306 -o kubectl
+  kubectl patch networkpolicy -n db mysql-ingress --type=json -p '[{\"op\":\"add\",\"path\":\"/spec/ingress/0/ports/-\",\"value\":{\"port\":3306,\"protocol\":\"TCP\"}}]'
+
+  # Write it: into the files (each backed up beside itself), or without -f into the cluster
+  # (server-side dry run, backup folder, resourceVersion-guarded PATCH); --dry-run writes nothing
+  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306 --apply
+  $ netpol-trace fix --from app/web-1 --to svc/db/mysql --port mysql --apply --dry-run
+
+  # Undo an --apply
+  $ netpol-trace restore ./netpol-trace-backups/20260101T120000Z
+
+Exit status: 0 patch found (and applied) or nothing to do, 1 no safe patch, 2 bad input (or a
+write the API server refused).";
+
+/// `-o/--output` of `fix`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FixOutput {
+    /// Verdicts, the added YAML lines, blast radius and hints, for people.
+    #[default]
+    Table,
+    /// One object: flow, verdict_before, verdict_after, patches[...].
+    Json,
+    /// The corrected and created policies, multi-document, for `kubectl apply -f -`.
+    Yaml,
+    /// `kubectl patch` / `kubectl apply` commands.
+    Kubectl,
+}
+
+/// What to do when no safe patch exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Delete the policies that deny the flow (the runbook's last resort; needs --yes).
+    DeletePolicy,
+}
+
+/// `fix` flags.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLE)]
+pub struct Args {
+    /// Objects and flow.
+    #[command(flatten)]
+    pub flow: FlowArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = FixOutput::Table)]
+    pub output: FixOutput,
+
+    /// Write the fix: with -f into those manifest files (each backed up beside itself as
+    /// FILE.netpol-trace-TIME.bak), else into the cluster (server-side dry run first, backup
+    /// folder, PATCH guarded by the resourceVersion read).
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Show what --apply would write (the API server validates it in a server-side dry run);
+    /// write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// When no safe patch exists, fall back to MODE. Only with --yes.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub fallback: Option<Fallback>,
+
+    /// Confirm --fallback delete-policy.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Folder under which cluster backups are written (one timestamped folder per --apply).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BACKUP_ROOT)]
+    pub backup_dir: PathBuf,
+
+    /// Which cluster (without -f).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Where the objects come from and go to.
+enum Target {
+    Files,
+    Cluster(kube::Client),
+}
+
+/// Runs `fix` and returns the exit code.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    if args.fallback == Some(Fallback::DeletePolicy) && !args.yes {
+        return Err(ExitError::bad_input(
+            "--fallback delete-policy deletes the denying policies and opens everything they \
+             isolate; add --yes to confirm",
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let target = if args.flow.filenames.is_empty() {
+        let client = runtime
+            .block_on(connect(&args.cluster))
+            .map_err(|e| ExitError::bad_input(format!("no -f given and {e}")))?;
+        Target::Cluster(client)
+    } else {
+        Target::Files
+    };
+    let (inventory, flows) = load(&runtime, &args, &target)?;
+    let options = FixOptions { explain: args.flow.explain_options() };
+    let mut plan = match plan_fix_flows(&inventory, &flows, &options) {
+        Ok(plan) => plan,
+        Err(error) => match args.fallback {
+            Some(Fallback::DeletePolicy) => {
+                let plan = plan_delete_fallback(&inventory, &flows, &options);
+                warn_fallback(&error, &plan, args.apply && !args.dry_run);
+                plan
+            }
+            None => return no_safe_patch(&args, &inventory, &flows, &options, &error),
+        },
+    };
+    if args.fallback.is_some() && plan.patches.iter().all(|p| p.action != PatchAction::Delete) {
+        eprintln!("note: a safe patch exists; --fallback is not needed and is ignored");
+    }
+    let write = (args.apply || args.dry_run) && !plan.is_noop();
+    let applied = match (&target, write) {
+        (_, false) => None,
+        (Target::Files, true) => Some(apply_files(&args, &plan)?),
+        (Target::Cluster(client), true) => {
+            let (final_plan, applied) = apply_cluster(&runtime, &args, client, plan, &options)?;
+            plan = final_plan;
+            Some(applied)
+        }
+    };
+    print(&args, &plan, applied.as_ref())?;
+    Ok(exit::OK)
+}
+
+fn load(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Inventory, Vec<Flow>)> {
+    let inventory = match target {
+        Target::Files => load_inventory(&args.flow.filenames)?,
+        Target::Cluster(client) => {
+            let objects = runtime
+                .block_on(load_cluster_with(client.clone()))
+                .map_err(|e| ExitError::bad_input(e.to_string()))?;
+            Inventory::from_objects(objects, InventoryOptions::default())
+                .map_err(|e| ExitError::bad_input(e.to_string()))?
+        }
+    };
+    let flows = resolve_flows(&inventory, &args.flow.request())
+        .map_err(|e| ExitError::bad_input(e.to_string()))?
+        .into_iter()
+        .map(|resolved| resolved.flow)
+        .collect();
+    Ok((inventory, flows))
+}
+
+fn warn_fallback(error: &FixError, plan: &FixPlan, applying: bool) {
+    eprintln!("WARNING: no safe patch ({error}).");
+    for patch in &plan.patches {
+        eprintln!(
+            "WARNING: {} networkpolicy {}: every pod it selects loses its isolation ({} connection{} newly allowed)",
+            if applying { "DELETING" } else { "would delete" },
+            patch.key(),
+            patch.newly_allowed.len(),
+            if patch.newly_allowed.len() == 1 { "" } else { "s" }
+        );
+    }
+    if applying {
+        eprintln!("WARNING: backups are written first; undo with `netpol-trace restore BACKUP`.");
+    }
+}
+
+fn no_safe_patch(
+    args: &Args,
+    inventory: &Inventory,
+    flows: &[Flow],
+    options: &FixOptions,
+    error: &FixError,
+) -> anyhow::Result<i32> {
+    let explanation = crate::explain::explain(inventory, &flows[0], &options.explain);
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        FixOutput::Json => {
+            let value = json!({
+                "flow": explanation.flow,
+                "verdict_before": explanation.verdict,
+                "verdict_after": explanation.verdict,
+                "patches": [],
+                "error": error.to_string(),
+            });
+            write_json(&mut stdout, &value)?;
+        }
+        FixOutput::Table => {
+            writeln!(stdout, "no safe patch: {error}")?;
+        }
+        FixOutput::Yaml | FixOutput::Kubectl => writeln!(stdout, "# no safe patch: {error}")?,
+    }
+    eprintln!("error: no safe patch: {error}");
+    Ok(exit::NO)
+}
+
+/// Writes the plan into the manifest files; progress on stderr.
+fn apply_files(args: &Args, plan: &FixPlan) -> anyhow::Result<Value> {
+    let writes = write_plan(plan, &args.flow.filenames, args.dry_run)
+        .map_err(|e| ExitError::bad_input(e.to_string()))?;
+    for write in &writes {
+        report_file(write);
+    }
+    let files: Vec<Value> = writes
+        .iter()
+        .map(|w| {
+            json!({"policy": w.policy, "action": w.action, "path": w.file.path,
+                   "file_action": w.file.action, "backup": w.file.backup})
+        })
+        .collect();
+    Ok(json!({"target": "files", "dry_run": args.dry_run, "files": files}))
+}
+
+fn report_file(write: &PolicyWrite) {
+    let verb = match write.action {
+        PatchAction::Patch => "patched",
+        PatchAction::Create => "added",
+        PatchAction::Delete => "deleted",
+    };
+    match &write.file.backup {
+        Some(backup) => eprintln!(
+            "{verb} networkpolicy {} in {} (backup {}; undo: netpol-trace restore {})",
+            write.policy,
+            write.file.path.display(),
+            backup.display(),
+            backup.display()
+        ),
+        None => eprintln!(
+            "dry run: would write networkpolicy {} to {} (nothing written)",
+            write.policy,
+            write.file.path.display()
+        ),
+    }
+}
+
+/// Writes the plan to the cluster; on a conflict, re-reads the cluster and plans again once.
+fn apply_cluster(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    client: &kube::Client,
+    plan: FixPlan,
+    options: &FixOptions,
+) -> anyhow::Result<(FixPlan, Value)> {
+    let mut plan = plan;
+    let mut retried = false;
+    loop {
+        match runtime.block_on(apply_plan(client, &plan, &args.backup_dir, args.dry_run)) {
+            Ok(applied) => {
+                report_cluster(&applied, args.dry_run);
+                return Ok((plan, cluster_json(&applied, args.dry_run, retried)));
+            }
+            Err(error) if error.is_conflict() && !retried => {
+                eprintln!("{error}; re-reading the cluster and planning again");
+                retried = true;
+                let (inventory, flows) = load(runtime, args, &Target::Cluster(client.clone()))?;
+                plan = match plan_fix_flows(&inventory, &flows, options) {
+                    Ok(plan) if plan.is_noop() => {
+                        eprintln!("nothing to do any more: the flow is allowed now");
+                        return Ok((
+                            plan,
+                            json!({"target": "cluster", "dry_run": args.dry_run, "retried": true}),
+                        ));
+                    }
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        return Err(ExitError {
+                            code: exit::NO,
+                            message: format!("no safe patch after re-reading: {e}"),
+                        }
+                        .into());
+                    }
+                };
+            }
+            Err(error) if error.is_conflict() => {
+                return Err(ExitError { code: exit::NO, message: error.to_string() }.into());
+            }
+            Err(error) => return Err(ExitError::bad_input(error.to_string()).into()),
+        }
+    }
+}
+
+fn report_cluster(applied: &ClusterApply, dry_run: bool) {
+    for report in &applied.reports {
+        let key = format!("{}/{}", report.namespace, report.name);
+        if dry_run {
+            eprintln!(
+                "dry run: the API server accepts {} networkpolicy {key} (nothing written)",
+                report.action
+            );
+            continue;
+        }
+        let versions = match (&report.resource_version_before, &report.resource_version_after) {
+            (Some(before), Some(after)) => format!(" (resourceVersion {before} -> {after})"),
+            (None, Some(after)) => format!(" (resourceVersion {after})"),
+            _ => String::new(),
+        };
+        let retried = if report.retried { ", retried once after a concurrent change" } else { "" };
+        eprintln!("{}: networkpolicy {key}{versions}{retried}", past(&report.action.to_string()));
+    }
+    if let Some(backup) = &applied.backup {
+        eprintln!("backup: {} (undo: netpol-trace restore {})", backup.display(), backup.display());
+    }
+}
+
+fn past(action: &str) -> String {
+    match action {
+        "patch" => "patched".into(),
+        "create" => "created".into(),
+        "delete" => "DELETED".into(),
+        other => other.into(),
+    }
+}
+
+fn cluster_json(applied: &ClusterApply, dry_run: bool, retried: bool) -> Value {
+    let objects: Vec<Value> = applied
+        .reports
+        .iter()
+        .map(|r| {
+            json!({"namespace": r.namespace, "name": r.name, "action": r.action,
+                   "resource_version_before": r.resource_version_before,
+                   "resource_version_after": r.resource_version_after, "retried": r.retried})
+        })
+        .collect();
+    json!({"target": "cluster", "dry_run": dry_run, "retried": retried, "backup": applied.backup, "objects": objects})
+}
+
+/// `-o json`: the plan, plus what `--apply`/`--dry-run` wrote (`applied`).
+#[derive(serde::Serialize)]
+struct JsonOutput<'a> {
+    #[serde(flatten)]
+    plan: &'a FixPlan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'a Value>,
+}
+
+fn print(args: &Args, plan: &FixPlan, applied: Option<&Value>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        FixOutput::Table => stdout.write_all(table::render(plan).as_bytes())?,
+        FixOutput::Json => write_json(&mut stdout, &JsonOutput { plan, applied })?,
+        FixOutput::Yaml => {
+            if plan.is_noop() {
+                writeln!(stdout, "# {}", plan.summary)?;
+            }
+            for (index, entry) in plan.final_entries().into_iter().enumerate() {
+                if index > 0 {
+                    writeln!(stdout, "---")?;
+                }
+                match entry.action {
+                    PatchAction::Delete => writeln!(
+                        stdout,
+                        "# delete networkpolicy {} ({})",
+                        entry.key(),
+                        entry.kubectl
+                    )?,
+                    _ => stdout.write_all(to_yaml(&clean_for_apply(&entry.result)).as_bytes())?,
+                }
+            }
+        }
+        FixOutput::Kubectl => {
+            if plan.is_noop() {
+                writeln!(stdout, "# {}", plan.summary)?;
+            }
+            for entry in &plan.patches {
+                writeln!(stdout, "{}", entry.kubectl)?;
+            }
+        }
+    }
+    Ok(())
+}
