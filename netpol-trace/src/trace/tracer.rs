@@ -97,6 +97,9 @@ pub struct CapturedPacket {
 }
 
 /// What the tracer reports.
+// Messages are moved once through the channel, a few per second: boxing the large variant
+// would cost an allocation each without saving anything that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TracerMessage {
     /// A drop or a restore, not yet attributed to pods and policies.
