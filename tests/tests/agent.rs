@@ -311,3 +311,58 @@ fn the_cli_serves_until_sigterm_prints_ndjson_and_detaches() {
     drop(fake);
     drop(rt);
 }
+
+#[test]
+fn with_enable_fix_the_agent_patches_the_policy_with_a_backup() {
+    let topo = topology();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let fake = FakeApiServer::start().await;
+        seed(&fake, &topo, 3307);
+        let opts = AgentOptions {
+            tracer: TracerOptions {
+                netns: Some(topo.node_path()),
+                poll_interval: Duration::from_millis(50),
+                capture_packets: false,
+                ..TracerOptions::default()
+            },
+            listen: "127.0.0.1:0".parse().unwrap(),
+            enable_fix: Some(backups.path().to_path_buf()),
+            ..AgentOptions::default()
+        };
+        let mut agent = Agent::start(opts, fake.client(), None).await.expect("agent starts");
+        assert!(agent.wait_ready(Duration::from_secs(30)).await.unwrap());
+        block(&topo);
+        assert!(!topo.connect(0, topo.pods[1].ip, PORT, Duration::from_millis(1500)));
+        let policy = eventually("the policy patched", Duration::from_secs(10), || async {
+            fake.get("networkpolicies", "db", "mysql-ingress")
+                .filter(|p| p["spec"]["ingress"].as_array().is_some_and(|r| r.len() == 2))
+        })
+        .await;
+        assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 3307, "nothing removed");
+        assert_eq!(policy["spec"]["ingress"][1]["ports"][0]["port"], 3306);
+        let dry_runs =
+            fake.requests().iter().filter(|r| r.method == "PATCH" && r.is_dry_run()).count();
+        assert!(dry_runs >= 1, "a server-side dry run first");
+        let patches =
+            fake.requests().iter().filter(|r| r.method == "PATCH" && !r.is_dry_run()).count();
+        assert_eq!(patches, 1, "applied once");
+        let backup_files = std::fs::read_dir(backups.path()).unwrap().count();
+        assert_eq!(backup_files, 1, "one backup folder");
+        // The CNI follows the policy; the flow restores and is no longer denied.
+        unblock(&topo);
+        assert!(topo.connect(0, topo.pods[1].ip, PORT, Duration::from_millis(1500)));
+        let addr = agent.local_addr();
+        let record = eventually("restored and re-attributed", Duration::from_secs(10), || async {
+            let (_, body) = get(addr, "/drops").await;
+            let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+            list.into_iter().find(|r| r["state"] == "restored")
+        })
+        .await;
+        assert_eq!(record["policies"], json!([]), "{record}");
+        agent.stop().await.unwrap();
+    });
+    assert!(detached(&topo));
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     explain::{ExplainOptions, Explanation, explain},
-    fix::{FixOptions, plan_fix_flows},
+    fix::{FixOptions, FixPlan, plan_fix_flows},
     flow::{EndpointSpec, Flow},
     inventory::{Inventory, PodId, PortRef},
     policy::Protocol,
@@ -20,7 +20,7 @@ use crate::{
 use super::record::{FlowRecord, SuggestedFix};
 
 /// What attribution found beyond the fields it fills in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Attribution {
     /// "denied by NetworkPolicy db/mysql-ingress, rule 0 allows port 3307"; `None` when the
     /// policies allow the flow (the drop is not a NetworkPolicy decision).
@@ -30,6 +30,8 @@ pub struct Attribution {
     pub destination: Option<(PodId, u16)>,
     /// How long the evaluation took.
     pub took: Duration,
+    /// The plan behind `record.fix`.
+    pub plan: Option<FixPlan>,
 }
 
 /// Fills the record's pods, Service, denying policies, hint and suggested fix from
@@ -46,7 +48,13 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution 
     let mut explained = explain_flow(inventory, record);
     let denied: Vec<Flow> =
         explained.iter().filter(|(_, _, e)| !e.allowed()).map(|(_, f, _)| *f).collect();
-    record.fix = suggest_fix(inventory, &denied);
+    let plan = plan_for(inventory, &denied);
+    record.fix = plan.as_ref().map(|plan| SuggestedFix {
+        summary: plan.summary.clone(),
+        kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
+        patches: serde_json::to_value(&plan.patches).unwrap_or_default(),
+        applied_at: None,
+    });
     // The explanation a person should read: the first that denies, else the first.
     let first = explained.iter().position(|(_, _, e)| !e.allowed()).unwrap_or(0);
     let mut policies: Vec<PolicyRef> = vec![];
@@ -65,22 +73,22 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> Attribution 
         (dest, Some(e))
     };
     record.hint = chosen.as_ref().and_then(hint);
-    Attribution { denial: chosen.as_ref().and_then(denial), destination, took: started.elapsed() }
+    Attribution {
+        denial: chosen.as_ref().and_then(denial),
+        destination,
+        took: started.elapsed(),
+        plan,
+    }
 }
 
 /// The minimal change that allows the denied flows (`None`: nothing denied, or no safe
 /// change).
-fn suggest_fix(inventory: &Inventory, denied: &[Flow]) -> Option<SuggestedFix> {
+fn plan_for(inventory: &Inventory, denied: &[Flow]) -> Option<FixPlan> {
     if denied.is_empty() {
         return None;
     }
     match plan_fix_flows(inventory, denied, &FixOptions::default()) {
-        Ok(plan) if !plan.is_noop() => Some(SuggestedFix {
-            summary: plan.summary.clone(),
-            kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
-            patches: serde_json::to_value(&plan.patches).unwrap_or_default(),
-            applied_at: None,
-        }),
+        Ok(plan) if !plan.is_noop() => Some(plan),
         Ok(_) => None,
         Err(e) => {
             tracing::debug!(error = %e, "no safe fix");

@@ -3,9 +3,14 @@
 //! store and the metrics, re-attributes open flows when the cluster changes, queues Events and
 //! prints NDJSON. Stopping detaches everything and flushes the Events.
 
-use std::{collections::BTreeSet, io::Write, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
 
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     k8s::{events::EventRecorder, watch::ClusterCache},
@@ -16,7 +21,8 @@ use crate::{
 };
 
 use super::{
-    attribute::attribute,
+    apply::{self, FixJob},
+    attribute::{Attribution, attribute},
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
     http,
@@ -43,6 +49,8 @@ pub struct AgentOptions {
     pub event_interval: Duration,
     /// Most flows kept in the drop store.
     pub capacity: usize,
+    /// Apply the suggested fixes (`Some(backup folder)`); `None`: only suggest.
+    pub enable_fix: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -53,6 +61,7 @@ impl Default for AgentOptions {
             node_name: None,
             event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
             capacity: DEFAULT_CAPACITY,
+            enable_fix: None,
         }
     }
 }
@@ -169,6 +178,8 @@ struct Loop {
     interfaces: BTreeSet<String>,
     /// Bumped on every rebuild of `view`.
     generation: u64,
+    /// Where plans go with `--enable-fix`.
+    fixes: Option<mpsc::UnboundedSender<FixJob>>,
 }
 
 async fn run(
@@ -181,6 +192,7 @@ async fn run(
     let cache = ClusterCache::start(&client);
     let mut changes = cache.changes();
     let instance = opts.node_name.clone().unwrap_or_else(|| "netpol-trace".into());
+    let fixer = opts.enable_fix.clone().map(|dir| apply::start(client.clone(), dir, state.clone()));
     let recorder = EventRecorder::new(client, REPORTING_CONTROLLER, instance)
         .with_min_interval(opts.event_interval);
     let (queue, events_task) = events::start(recorder, state.metrics.clone());
@@ -201,6 +213,7 @@ async fn run(
         events: Some(queue),
         output,
         generation: 0,
+        fixes: fixer.as_ref().map(|(tx, _)| tx.clone()),
     };
     state.metrics.set_attached(lp.interfaces.len());
     state.set_attached(true);
@@ -236,6 +249,11 @@ async fn run(
     let summary = tokio::task::spawn_blocking(move || tracer.stop()).await.unwrap_or_default();
     tracing::info!(?summary, "programs detached");
     lp.events.take();
+    lp.fixes.take();
+    if let Some((tx, task)) = fixer {
+        drop(tx);
+        let _ = task.await;
+    }
     if tokio::time::timeout(FLUSH_TIMEOUT, events_task).await.is_err() {
         tracing::warn!("aggregated Events not flushed in time");
     }
@@ -260,7 +278,8 @@ impl Loop {
             if let Some(record) = store.get_mut(&key) {
                 let a = attribute(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
-                record.attributed = Some((self.generation, a.denial));
+                record.attributed = Some((self.generation, a.denial.clone()));
+                self.fix(key, a);
             }
         }
         tracing::debug!(
@@ -286,7 +305,9 @@ impl Loop {
                         let a = attribute(&self.view.inventory, record);
                         metrics.observe_evaluation(a.took);
                         record.attributed = Some((self.generation, a.denial.clone()));
-                        a.denial
+                        let denial = a.denial.clone();
+                        self.fix(key, a);
+                        denial
                     }
                 };
                 metrics.add_drops(
@@ -328,6 +349,14 @@ impl Loop {
             TracerMessage::Failed(_) => {}
         }
         Ok(())
+    }
+
+    /// With `--enable-fix`, hands the flow's plan to the applying task (once per
+    /// attribution, that is once per cluster generation).
+    fn fix(&self, key: ConnKey, attribution: Attribution) {
+        if let (Some(tx), Some(plan)) = (&self.fixes, attribution.plan) {
+            let _ = tx.send(FixJob { key, plan });
+        }
     }
 
     /// Marks the flow restored; names the line's ends as the record does.

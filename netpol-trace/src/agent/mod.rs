@@ -14,8 +14,10 @@
 //! * [`metrics`]: Prometheus text exposition, bounded labels.
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
 //! * [`state`]: what the loop and the HTTP server share.
+//! * [`apply`]: `--enable-fix`, applying the minimal patch of a denied flow.
 //! * [`collect`]: reading every agent's `/drops` through the API server's pod proxy.
 
+pub mod apply;
 pub mod attribute;
 pub mod cluster;
 pub mod collect;

@@ -6,7 +6,9 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    agent::{Agent, AgentOptions, lifecycle::Output, store::DEFAULT_CAPACITY},
+    agent::{
+        Agent, AgentOptions, apply::DEFAULT_BACKUP_DIR, lifecycle::Output, store::DEFAULT_CAPACITY,
+    },
     datapath::netns,
     exit,
     k8s::{client::ClusterArgs, events::DEFAULT_MIN_INTERVAL},
@@ -76,6 +78,15 @@ pub struct Args {
     /// Most flows kept in the drop store (least recently updated forgotten first).
     #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
     pub max_flows: usize,
+    /// Apply the suggested fix of a flow the NetworkPolicies deny (server-side dry run,
+    /// backup, resourceVersion-guarded write; needs patch/create on networkpolicies). Off: the
+    /// agent only suggests (in /drops, Events and `netpol-trace drops --fix`).
+    #[arg(long)]
+    pub enable_fix: bool,
+    /// Folder of the backups written before each applied fix (`netpol-trace restore DIR`
+    /// undoes one).
+    #[arg(long, default_value = DEFAULT_BACKUP_DIR, value_name = "DIR", requires = "enable_fix")]
+    pub backup_dir: PathBuf,
     /// NDJSON on stdout.
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<AgentOutput>,
@@ -116,6 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             args.event_interval
         },
         capacity: args.max_flows,
+        enable_fix: args.enable_fix.then(|| args.backup_dir.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
