@@ -67,7 +67,7 @@ fn seed(fake: &FakeApiServer, topo: &Topology) {
     for (i, pod) in topo.pods.iter().enumerate() {
         let role = if i % 10 == 0 { "db" } else { "app" };
         fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{}", i % NAMESPACES),
+            "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{}", (i / 10) % NAMESPACES),
                          "labels": {"role": role, "app": format!("w{}", i % 7)}, "uid": format!("uid-{i}")},
             "spec": {"nodeName": "bench", "containers": [{"name": "c", "image": "i",
                      "ports": [{"name": "mysql", "containerPort": PORT}]}]},
@@ -101,14 +101,25 @@ fn main() -> anyhow::Result<()> {
         "chain",
         "inet",
         "npbench",
-        "fwd",
+        "forward_filter",
         "{ type filter hook forward priority 0; }",
     ])?;
     for i in (0..PODS).step_by(10) {
         let ip = topo.pods[i].ip.to_string();
         topo.node_exec(&[
-            "nft", "add", "rule", "inet", "npbench", "fwd", "ip", "daddr", &ip, "tcp", "dport",
-            "3306", "drop",
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "npbench",
+            "forward_filter",
+            "ip",
+            "daddr",
+            &ip,
+            "tcp",
+            "dport",
+            "3306",
+            "drop",
         ])?;
     }
     eprintln!("topology of {PODS} pods in {:.1}s", started.elapsed().as_secs_f64());
