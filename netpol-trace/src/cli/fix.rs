@@ -26,33 +26,44 @@ use crate::output::write_json;
 const EXAMPLE: &str = "\
 Examples:
   # The database refuses the web pods: find the smallest safe change
-  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306
-  DENY -> ALLOW  app/web-1 (10.0.1.5) -> db/mysql-0 (10.0.2.7)  TCP/3306
+  $ netpol-trace fix -f manifests/ --from app/web-7d9f8b6c5-x2k4q --to db/mysql-0 --port 3306
+  DENY -> ALLOW  app/web-7d9f8b6c5-x2k4q (10.244.1.5) -> db/mysql-0 (10.244.2.7)  TCP/3306
   1 change allows the flow; 1 connection newly allowed
 
-  patch db/mysql-ingress (ingress)  manifests/mysql.yaml, document 5
+  patch db/mysql-ingress (ingress)  manifests/policy.yaml, document 1
     add TCP 3306 to ingress rule 0, whose peers are exactly pods app=web in app
       spec.ingress[0].ports:
     +   - protocol: TCP
     +     port: 3306
     newly allowed (1):
-      app/web-1 -> db/mysql-0 TCP/3306
+      app/web-7d9f8b6c5-x2k4q -> db/mysql-0 TCP/3306
     hint: rule 0 allows 3307; the destination declares 3306 (mysql) — a typo?
 
-  # The same as kubectl commands, or as corrected policies for `kubectl apply -f -`
-  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306 -o kubectl
-  kubectl patch networkpolicy -n db mysql-ingress --type=json -p '[{\"op\":\"add\",\"path\":\"/spec/ingress/0/ports/-\",\"value\":{\"port\":3306,\"protocol\":\"TCP\"}}]'
+  # The same as kubectl commands (or -o yaml: the corrected policies for kubectl apply -f -)
+  $ netpol-trace fix -f manifests/ --from app/web-7d9f8b6c5-x2k4q --to db/mysql-0 --port 3306 -o kubectl
+  kubectl patch networkpolicy -n db mysql-ingress --type=json -p \
+'[{\"op\":\"add\",\"path\":\"/spec/ingress/0/ports/-\",\"value\":{\"port\":3306,\"protocol\":\"TCP\"}}]'
 
-  # Write it: into the files (each backed up beside itself), or without -f into the cluster
-  # (server-side dry run, backup folder, resourceVersion-guarded PATCH); --dry-run writes nothing
-  $ netpol-trace fix -f manifests/ --from app/web-1 --to db/mysql-0 --port 3306 --apply
+  # Write it into the files, each backed up beside itself
+  $ netpol-trace fix -f manifests/ --from app/web-7d9f8b6c5-x2k4q --to db/mysql-0 --port 3306 --apply
+  patched networkpolicy db/mysql-ingress in manifests/policy.yaml (backup
+  manifests/policy.yaml.netpol-trace-20260101T120000Z.bak; undo: netpol-trace restore ...)
+
+  # Without -f: the cluster (server-side dry run, backup folder, resourceVersion-guarded PATCH;
+  # a concurrent change is re-read and planned again once). --dry-run writes nothing.
   $ netpol-trace fix --from app/web-1 --to svc/db/mysql --port mysql --apply --dry-run
-
-  # Undo an --apply
   $ netpol-trace restore ./netpol-trace-backups/20260101T120000Z
 
-Exit status: 0 patch found (and applied) or nothing to do, 1 no safe patch, 2 bad input (or a
-write the API server refused).";
+  # Last resort when no safe patch exists (e.g. an ipBlock except excludes the source):
+  # delete the denying policies, after a backup, with a loud warning
+  $ netpol-trace fix -f manifests/ --from 172.17.1.5 --to default/db --port 6379 \\
+      --fallback delete-policy --yes --apply
+
+Exit status: 0 patch found (and applied) or nothing to do, 1 no safe patch (or a conflict that
+persisted after one re-read), 2 bad input (or a write the API server refused).
+-o json: flow, verdict_before, verdict_after, patches[{namespace, name, direction, action,
+json_patch | object, kubectl, newly_allowed[{from, to, port, protocol}], change, hints, source}],
+newly_allowed, summary; with --apply/--dry-run also applied; with no safe patch, error.";
 
 /// `-o/--output` of `fix`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

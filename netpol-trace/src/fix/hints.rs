@@ -135,10 +135,11 @@ pub fn hints(
                     }
                 }
             }
-            if ports_ok && !peers_ok {
-                if let Some(message) = namespace_hint(index, rule, &policy.namespace, peer) {
-                    push(message);
-                }
+            if ports_ok
+                && !peers_ok
+                && let Some(message) = namespace_hint(index, rule, &policy.namespace, peer)
+            {
+                push(message);
             }
         }
     }

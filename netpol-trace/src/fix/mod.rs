@@ -1,6 +1,6 @@
 //! Minimal patch synthesis: for a denied flow, the change to the NetworkPolicies that allows it
 //! and nothing more than the source *workload* reaching the destination *workload* on that port
-//! and protocol. Pure: no I/O.
+//! and protocol. Synthesis and proof are pure (no I/O).
 //!
 //! [`plan_fix`] returns a [`FixPlan`] that serialises to the `netpol-trace fix -o json`
 //! contract. Per denied direction (egress of the source, ingress of the destination):
@@ -453,20 +453,30 @@ impl<'a> Planner<'a> {
         for &id in self.current.isolating_policies(subject, direction) {
             let entry = self.current.policy(id);
             let others = entry.selected.iter().filter(|&&p| !workload.contains(p)).count();
+            let reach = if is_workload_scoped(&entry.compiled.pod_selector) {
+                format!(
+                    "it also selects {others} pod{} outside {}",
+                    if others == 1 { "" } else { "s" },
+                    workload.describe_selector()
+                )
+            } else {
+                format!(
+                    "its podSelector takes every pod of {} ({others} besides {}, and any created later)",
+                    entry.compiled.namespace,
+                    workload.describe_selector()
+                )
+            };
             hints.push(Hint {
                 policy: entry.compiled.key(),
                 message: format!(
-                    "it also selects {others} pod{} outside {}: a rule there would open them too, \
-                     so a new policy is created instead",
-                    if others == 1 { "" } else { "s" },
-                    workload.describe_selector()
+                    "{reach}: a rule there would open them too, so a new policy is created instead"
                 ),
             });
         }
         let port = rule::port_value(flow, destination.as_ref(), PortForm::Number).0;
         let name = self.new_name(flow, direction, &workload.namespace);
         let change = format!(
-            "create a {direction} policy for pods {} allowing {} {} on {}",
+            "create an {direction} policy for pods {} allowing {} {} on {}",
             workload.describe_selector(),
             if direction == Direction::Ingress { "from" } else { "to" },
             peer.describe(),
@@ -540,13 +550,13 @@ impl<'a> Planner<'a> {
             };
         let ops = edit(&mut self.objects[index])?;
         let result = self.objects[index].current.clone();
-        if self.objects[index].is_created() {
-            if let Some(entry) = self.entries.iter_mut().find(|e| e.object == index) {
-                entry.change = format!("{}; then {change}", entry.change);
-                entry.hints.extend(hints);
-                entry.result = result;
-                return Ok(());
-            }
+        if self.objects[index].is_created()
+            && let Some(entry) = self.entries.iter_mut().find(|e| e.object == index)
+        {
+            entry.change = format!("{}; then {change}", entry.change);
+            entry.hints.extend(hints);
+            entry.result = result;
+            return Ok(());
         }
         self.entries.push(DraftEntry {
             object: index,
@@ -730,7 +740,7 @@ impl<'a> Planner<'a> {
             )
         };
         let mut summaries = summaries.into_iter();
-        let flow = summaries.next().unwrap_or_else(|| empty_flow());
+        let flow = summaries.next().unwrap_or_else(empty_flow);
         let rest: Vec<FlowSummary> = summaries.collect();
         let flows_field = if rest.is_empty() {
             Vec::new()

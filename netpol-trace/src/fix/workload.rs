@@ -69,11 +69,11 @@ impl Workload {
                 .iter()
                 .map(|key| stable.get(*key).map(|value| ((*key).to_owned(), value.clone())))
                 .collect();
-            if let Some(candidate) = candidate {
-                if select(&candidate)? == pods {
-                    selector = candidate;
-                    break;
-                }
+            if let Some(candidate) = candidate
+                && select(&candidate)? == pods
+            {
+                selector = candidate;
+                break;
             }
         }
         let name = NAME_LABELS
