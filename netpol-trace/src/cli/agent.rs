@@ -29,7 +29,8 @@ pub enum AgentOutput {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  # As the DaemonSet runs it (hostNetwork, NODE_NAME from the downward API)
+  # As the DaemonSet runs it (hostNetwork, NODE_NAME from the downward API, ports from
+  # NETPOL_TRACE_PORTS=3306,5432)
   netpol-trace agent --listen 0.0.0.0:9090 -o json
 
   # Locally against a lab node namespace and the current kubeconfig
@@ -55,8 +56,15 @@ pub struct Args {
     /// HTTP address of /healthz, /readyz, /metrics and /drops.
     #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// TCP server port to watch (repeatable).
-    #[arg(long = "port", short = 'p', value_name = "PORT", default_values_t = [DEFAULT_PORT])]
+    /// TCP server port to watch (repeatable, or comma-separated in NETPOL_TRACE_PORTS).
+    #[arg(
+        long = "port",
+        short = 'p',
+        value_name = "PORT",
+        env = "NETPOL_TRACE_PORTS",
+        value_delimiter = ',',
+        default_values_t = [DEFAULT_PORT]
+    )]
     pub ports: Vec<u16>,
     /// Watch every TCP port.
     #[arg(long, conflicts_with = "ports")]
@@ -177,4 +185,25 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         agent.stop().await?;
         anyhow::Ok(exit::OK)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn defaults_match_the_daemonset() {
+        let cli = Cli::try_parse_from(["netpol-trace", "agent"]).unwrap();
+        let Command::Agent(args) = cli.command else { panic!("not agent") };
+        assert_eq!(args.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(args.ports, [3306]);
+        assert!(!args.enable_fix && args.output.is_none());
+        let cli = Cli::try_parse_from(["netpol-trace", "agent", "-p", "3306", "-p", "5432,6379"])
+            .unwrap();
+        let Command::Agent(args) = cli.command else { panic!("not agent") };
+        assert_eq!(args.ports, [3306, 5432, 6379]);
+        assert!(Cli::try_parse_from(["netpol-trace", "agent", "--backup-dir", "/x"]).is_err());
+    }
 }
