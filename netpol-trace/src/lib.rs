@@ -2,6 +2,7 @@
 //! evidence, and produce the minimal patch that allows exactly that flow.
 //!
 //! Modules, one concern each:
+//! * [`agent`]: the DaemonSet form: live attribution, drop store, HTTP, metrics, Events.
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
 //! * [`lab`]: a local node replica from manifests, with policies enforced by nftables.
 //! * [`trace`]: dropped SYNs and restored handshakes as events, NDJSON and pcap.
@@ -17,6 +18,7 @@
 //!   it back to manifest files.
 //! * [`output`]: table/JSON/YAML output helpers.
 
+pub mod agent;
 pub mod cli;
 pub mod datapath;
 pub mod exit;

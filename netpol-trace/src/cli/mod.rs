@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod completion;
+pub mod drops;
 pub mod explain;
 pub mod fix;
 pub mod lab;
@@ -52,6 +54,10 @@ pub enum Command {
     Fix(fix::Args),
     /// Watch a node's pod veths for dropped SYNs, with the kernel's drop reason.
     Trace(trace::Args),
+    /// The DaemonSet agent: live drops, attributed, over HTTP, metrics and Events.
+    Agent(agent::Args),
+    /// Dropped flows of the whole cluster, from every agent (through the API server).
+    Drops(drops::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
     Lab(lab::Args),
     /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
@@ -66,6 +72,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Explain(args) => explain::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Drops(args) => drops::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Completion(args) => completion::run(args),

@@ -119,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         iface_glob: args.iface.clone(),
         ports: args.ports.clone(),
         all_ports: args.all_ports,
+        capture_packets: args.pcap.is_some(),
         ..TracerOptions::default()
     };
     let (tracer, rx) =
@@ -180,6 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     }
                     Some(TracerMessage::Attached(i)) => tracing::info!(iface = %i, "attached"),
                     Some(TracerMessage::Detached(i)) => tracing::info!(iface = %i, "interface gone"),
+                    Some(TracerMessage::Counters(_)) => {}
                     Some(TracerMessage::Failed(e)) => anyhow::bail!("tracer failed: {e}"),
                     None => break,
                 },

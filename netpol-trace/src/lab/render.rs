@@ -220,6 +220,15 @@ fn element_set(elements: &[String]) -> String {
     }
 }
 
+/// The nftables keyword of a protocol (`tcp`, `udp`, `sctp`).
+fn nft_keyword(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,14 +390,5 @@ table inet npt_t {
             merge_ranges(vec![(5, 9), (1, 4), (65535, 65535), (10, 10)]),
             vec![(1, 10), (65535, 65535)]
         );
-    }
-}
-
-/// The nftables keyword of a protocol (`tcp`, `udp`, `sctp`).
-fn nft_keyword(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
     }
 }

@@ -108,7 +108,14 @@ struct ConnState {
     outage_first_ns: u64,
     last_report_ns: u64,
     reported_count: u64,
+    /// Monotonic time of the latest snapshot that held this connection.
+    present_ns: u64,
 }
+
+/// How long a connection the kernel map no longer holds (LRU eviction) is remembered, so that
+/// the table stays as bounded as the map in a long-running agent while a snapshot that missed
+/// an entry (map iteration racing with updates) loses nothing.
+pub const FORGET_AFTER_NS: u64 = 120 * 1_000_000_000;
 
 /// Converts the programs' monotonic timestamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +194,7 @@ impl FlowTable {
         for conn in keys {
             let t = &totals[&conn];
             let st = self.conns.entry(conn).or_default();
+            st.present_ns = now_ns;
             // Counts only grow, unless the LRU map evicted the entry: then re-baseline.
             if t.drop.count < st.drops_seen {
                 st.drops_seen = t.drop.count;
@@ -244,7 +252,18 @@ impl FlowTable {
                 }));
             }
         }
+        self.conns.retain(|_, st| now_ns.saturating_sub(st.present_ns) <= FORGET_AFTER_NS);
         out
+    }
+
+    /// Connections remembered.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
     }
 }
 
@@ -311,6 +330,20 @@ mod tests {
         assert_eq!(r.first_drop, clock.wall(SEC));
         assert_eq!(t.dropping(), 0);
         assert!(t.update(&[syn, drop3, synack], 7 * SEC, &clock, name).is_empty());
+    }
+
+    #[test]
+    fn connections_gone_from_the_kernel_map_are_forgotten_after_a_while() {
+        let (mut t, clock) = table();
+        let syn = (key(Observation::SynFromPod, 4), stats(1, SEC, SEC, 0));
+        t.update(&[syn], SEC, &clock, name);
+        assert_eq!(t.len(), 1);
+        // A snapshot that misses the entry (eviction, or an iteration race) keeps it...
+        t.update(&[], 2 * SEC, &clock, name);
+        assert_eq!(t.len(), 1);
+        // ...until it has been absent for FORGET_AFTER_NS.
+        t.update(&[], SEC + FORGET_AFTER_NS + 1, &clock, name);
+        assert!(t.is_empty());
     }
 
     #[test]

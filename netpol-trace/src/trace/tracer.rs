@@ -26,6 +26,7 @@ use crate::datapath::{
     Datapath, DatapathError, DatapathOptions,
     links::{self, Link, LinkWatcher},
     netns,
+    programs::Counters,
 };
 
 /// The port watched when none is given (MySQL / MariaDB).
@@ -44,8 +45,11 @@ pub struct TracerOptions {
     pub all_ports: bool,
     /// How often the kernel's flow map is read.
     pub poll_interval: Duration,
-    /// How often an ongoing drop is reported again.
+    /// How often an ongoing drop is reported again (and the kernel counters sent).
     pub report_interval: Duration,
+    /// Send the captured packet headers ([`TracerMessage::Packet`]); off when nobody writes
+    /// a pcap.
+    pub capture_packets: bool,
 }
 
 impl Default for TracerOptions {
@@ -57,6 +61,7 @@ impl Default for TracerOptions {
             all_ports: false,
             poll_interval: Duration::from_millis(100),
             report_interval: Duration::from_secs(1),
+            capture_packets: true,
         }
     }
 }
@@ -109,6 +114,8 @@ pub enum TracerMessage {
     Attached(String),
     /// No longer attached (the interface went away).
     Detached(String),
+    /// The kernel-side counters so far, sent every report interval.
+    Counters(Counters),
     /// A failure after start (the tracer stops).
     Failed(String),
 }
@@ -240,6 +247,7 @@ fn run(
     let mut table = FlowTable::new(opts.report_interval);
     let mut dropped = std::collections::BTreeSet::new();
     let mut restored = 0u64;
+    let mut last_counters = std::time::Instant::now();
 
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(opts.poll_interval);
@@ -250,6 +258,9 @@ fn run(
             break;
         }
         for ev in session.datapath.drain_events() {
+            if !opts.capture_packets {
+                continue;
+            }
             let len = (ev.header_len as usize).min(ev.header.len());
             let _ = tx.send(TracerMessage::Packet(CapturedPacket {
                 time: clock.wall(ev.ts_ns),
@@ -270,6 +281,11 @@ fn run(
                 TraceEvent::Summary(_) => {}
             }
             let _ = tx.send(TracerMessage::Event(ev));
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(last_counters) >= opts.report_interval {
+            last_counters = now;
+            let _ = tx.send(TracerMessage::Counters(session.datapath.counters()));
         }
     }
     let counters = session.datapath.counters();

@@ -1,0 +1,383 @@
+//! The agent's lifecycle: HTTP up first (so probes get answers), reflectors started, programs
+//! loaded and attached, then one loop that attributes what the kernel reports, keeps the drop
+//! store and the metrics, re-attributes open flows when the cluster changes, queues Events and
+//! prints NDJSON. Stopping detaches everything and flushes the Events.
+
+use std::{
+    collections::BTreeSet, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    k8s::{events::EventRecorder, watch::ClusterCache},
+    trace::{
+        RestoredRecord, SummaryRecord, TraceEvent, Tracer, TracerMessage, TracerOptions,
+        flows::ConnKey, tracer::TracerError,
+    },
+};
+
+use super::{
+    apply::{self, FixJob},
+    attribute::{Attribution, attribute},
+    cluster::ClusterView,
+    events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
+    http,
+    record::FlowState,
+    state::AgentState,
+    store::DEFAULT_CAPACITY,
+};
+
+/// How often a changed cluster is re-read at most.
+pub const REBUILD_INTERVAL: Duration = Duration::from_millis(250);
+/// How long stopping waits for the aggregated Events to be flushed.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// What to trace (namespace, interfaces, ports).
+    pub tracer: TracerOptions,
+    /// HTTP address.
+    pub listen: SocketAddr,
+    /// The node it runs on (`spec.nodeName` of its pod), recorded in every flow.
+    pub node_name: Option<String>,
+    /// Minimum time between two API writes of the Event about one pod.
+    pub event_interval: Duration,
+    /// Most flows kept in the drop store.
+    pub capacity: usize,
+    /// Apply the suggested fixes (`Some(backup folder)`); `None`: only suggest.
+    pub enable_fix: Option<PathBuf>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            tracer: TracerOptions { capture_packets: false, ..TracerOptions::default() },
+            listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            node_name: None,
+            event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
+            capacity: DEFAULT_CAPACITY,
+            enable_fix: None,
+        }
+    }
+}
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The HTTP address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The programs could not be loaded or attached.
+    #[error(transparent)]
+    Tracer(#[from] TracerError),
+    /// The tracer failed after start.
+    #[error("the tracer failed: {0}")]
+    TracerFailed(String),
+    /// NDJSON could not be written.
+    #[error("writing NDJSON: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Where NDJSON lines go (stdout in the command).
+pub type Output = Box<dyn Write + Send>;
+
+/// A running agent.
+pub struct Agent {
+    addr: SocketAddr,
+    state: Arc<AgentState>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<SummaryRecord, AgentError>>,
+    server: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Binds the HTTP address, then starts the reflectors, the tracer and the loop in the
+    /// background; [`Agent::wait_ready`] tells when it is ready.
+    pub async fn start(
+        opts: AgentOptions,
+        client: kube::Client,
+        output: Option<Output>,
+    ) -> Result<Self, AgentError> {
+        let state = Arc::new(AgentState::new(opts.capacity));
+        let listener = http::bind(opts.listen)
+            .await
+            .map_err(|source| AgentError::Listen { addr: opts.listen, source })?;
+        let addr = listener.local_addr().unwrap_or(opts.listen);
+        let (stop, stop_rx) = watch::channel(false);
+        let server = http::serve(listener, state.clone(), stop_rx.clone());
+        state.set_running(true);
+        tracing::info!(%addr, "HTTP endpoints up");
+        let task = tokio::spawn(run(opts, client, output, state.clone(), stop_rx));
+        Ok(Self { addr, state, stop, task, server })
+    }
+
+    /// The bound HTTP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (store, metrics, readiness).
+    pub fn state(&self) -> &Arc<AgentState> {
+        &self.state
+    }
+
+    /// Waits until ready; `Err` when the loop ended first (with its error, if any), `Ok(false)`
+    /// on timeout.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<bool, AgentError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.state.ready() {
+            if self.task.is_finished() {
+                return match (&mut self.task).await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(AgentError::TracerFailed("the agent stopped".into())),
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(true)
+    }
+
+    /// Waits for the loop to end by itself (a tracer failure); never returns while healthy.
+    pub async fn finished(&mut self) -> Result<SummaryRecord, AgentError> {
+        let result =
+            (&mut self.task).await.unwrap_or_else(|e| Err(AgentError::TracerFailed(e.to_string())));
+        self.state.set_running(false);
+        result
+    }
+
+    /// Stops: detaches the programs, flushes Events, closes the HTTP server; returns the
+    /// kernel counters.
+    pub async fn stop(mut self) -> Result<SummaryRecord, AgentError> {
+        let _ = self.stop.send(true);
+        let result = self.finished().await;
+        let _ = (&mut self.server).await;
+        result
+    }
+}
+
+/// The loop's working set.
+struct Loop {
+    opts: AgentOptions,
+    state: Arc<AgentState>,
+    view: ClusterView,
+    events: Option<EventQueue>,
+    output: Option<Output>,
+    interfaces: BTreeSet<String>,
+    /// Bumped on every rebuild of `view`.
+    generation: u64,
+    /// Where plans go with `--enable-fix`.
+    fixes: Option<mpsc::UnboundedSender<FixJob>>,
+}
+
+async fn run(
+    opts: AgentOptions,
+    client: kube::Client,
+    output: Option<Output>,
+    state: Arc<AgentState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SummaryRecord, AgentError> {
+    let cache = ClusterCache::start(&client);
+    let mut changes = cache.changes();
+    let instance = opts.node_name.clone().unwrap_or_else(|| "netpol-trace".into());
+    let fixer = opts.enable_fix.clone().map(|dir| apply::start(client.clone(), dir, state.clone()));
+    let recorder = EventRecorder::new(client, REPORTING_CONTROLLER, instance)
+        .with_min_interval(opts.event_interval);
+    let (queue, events_task) = events::start(recorder, state.metrics.clone());
+
+    let tracer_opts = opts.tracer.clone();
+    let started = tokio::task::spawn_blocking(move || Tracer::start(tracer_opts)).await;
+    let (tracer, mut rx) = match started {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(AgentError::TracerFailed(e.to_string())),
+    };
+    tracing::info!(interfaces = ?tracer.interfaces, "programs attached");
+    let mut lp = Loop {
+        interfaces: tracer.interfaces.iter().cloned().collect(),
+        opts,
+        state: state.clone(),
+        view: ClusterView::empty(),
+        events: Some(queue),
+        output,
+        generation: 0,
+        fixes: fixer.as_ref().map(|(tx, _)| tx.clone()),
+    };
+    state.metrics.set_attached(lp.interfaces.len());
+    state.set_attached(true);
+
+    let mut rebuild = tokio::time::interval(REBUILD_INTERVAL);
+    rebuild.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
+    let result = loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break Ok(()),
+            changed = changes.changed() => {
+                if changed.is_ok() { dirty = true; }
+            }
+            _ = rebuild.tick() => {
+                if dirty && cache.is_synced() {
+                    dirty = false;
+                    lp.rebuild(&cache);
+                    state.set_synced(true);
+                }
+            }
+            msg = rx.recv() => match msg {
+                Some(TracerMessage::Failed(e)) => break Err(AgentError::TracerFailed(e)),
+                Some(msg) => {
+                    if let Err(e) = lp.handle(msg) {
+                        break Err(e);
+                    }
+                }
+                None => break Err(AgentError::TracerFailed("the tracer thread ended".into())),
+            },
+        }
+    };
+    state.set_attached(false);
+    let summary = tokio::task::spawn_blocking(move || tracer.stop()).await.unwrap_or_default();
+    tracing::info!(?summary, "programs detached");
+    lp.events.take();
+    lp.fixes.take();
+    if let Some((tx, task)) = fixer {
+        drop(tx);
+        let _ = task.await;
+    }
+    if tokio::time::timeout(FLUSH_TIMEOUT, events_task).await.is_err() {
+        tracing::warn!("aggregated Events not flushed in time");
+    }
+    if let Some(out) = lp.output.as_mut() {
+        print(out, &TraceEvent::Summary(summary.clone()))?;
+    }
+    result.map(|()| summary)
+}
+
+fn print(out: &mut Output, ev: &TraceEvent) -> Result<(), AgentError> {
+    let line = serde_json::to_string(ev).map_err(|e| AgentError::Output(e.into()))?;
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(AgentError::Output)
+}
+
+impl Loop {
+    /// Re-reads the cluster and re-attributes every flow still dropping.
+    fn rebuild(&mut self, cache: &ClusterCache) {
+        self.view = ClusterView::build(cache.snapshot());
+        self.generation += 1;
+        let mut store = self.state.store();
+        for key in store.dropping_keys() {
+            if let Some(record) = store.get_mut(&key) {
+                let a = attribute(&self.view.inventory, record);
+                self.state.metrics.observe_evaluation(a.took);
+                record.attributed = Some((self.generation, a.denial.clone()));
+                self.fix(key, a);
+            }
+        }
+        tracing::debug!(
+            pods = self.view.inventory.pods().len(),
+            policies = self.view.inventory.policies().len(),
+            "cluster view rebuilt"
+        );
+    }
+
+    fn handle(&mut self, msg: TracerMessage) -> Result<(), AgentError> {
+        match msg {
+            TracerMessage::Event(TraceEvent::Drop(dropped)) => {
+                let node = self.opts.node_name.as_deref();
+                let mut store = self.state.store();
+                let update = store.record_drop(&dropped, node);
+                let key =
+                    ConnKey { src: dropped.src.ip, dst: dropped.dst.ip, dport: dropped.dst.port };
+                let Some(record) = store.get_mut(&key) else { return Ok(()) };
+                let metrics = &self.state.metrics;
+                let denial = match &record.attributed {
+                    Some((generation, denial)) if *generation == self.generation => denial.clone(),
+                    _ => {
+                        let a = attribute(&self.view.inventory, record);
+                        metrics.observe_evaluation(a.took);
+                        record.attributed = Some((self.generation, a.denial.clone()));
+                        let denial = a.denial.clone();
+                        self.fix(key, a);
+                        denial
+                    }
+                };
+                metrics.add_drops(
+                    record.dst.namespace.as_deref(),
+                    &record.reason,
+                    update.new_drops,
+                );
+                let record = record.clone();
+                metrics.set_flows_dropping(store.dropping());
+                drop(store);
+                if let Some(queue) = &self.events
+                    && let Some(ev) = drop_event(&record, denial.as_deref(), |ns, pod| {
+                        self.view.pod_reference(ns, pod)
+                    })
+                {
+                    queue.offer(ev);
+                }
+                self.emit(&TraceEvent::Drop(record.to_drop()))?;
+            }
+            TracerMessage::Event(TraceEvent::Restored(mut restored)) => {
+                let named = self.restore(&mut restored);
+                if named {
+                    self.state.metrics.add_restored();
+                    self.emit(&TraceEvent::Restored(restored))?;
+                }
+            }
+            TracerMessage::Event(TraceEvent::Summary(_)) | TracerMessage::Packet(_) => {}
+            TracerMessage::Attached(i) => {
+                tracing::info!(iface = %i, "attached");
+                self.interfaces.insert(i);
+                self.state.metrics.set_attached(self.interfaces.len());
+            }
+            TracerMessage::Detached(i) => {
+                tracing::info!(iface = %i, "interface gone");
+                self.interfaces.remove(&i);
+                self.state.metrics.set_attached(self.interfaces.len());
+            }
+            TracerMessage::Counters(c) => self.state.metrics.set_events_lost(c.events_lost),
+            TracerMessage::Failed(_) => {}
+        }
+        Ok(())
+    }
+
+    /// With `--enable-fix`, hands the flow's plan to the applying task (once per
+    /// attribution, that is once per cluster generation).
+    fn fix(&self, key: ConnKey, attribution: Attribution) {
+        if let (Some(tx), Some(plan)) = (&self.fixes, attribution.plan) {
+            let _ = tx.send(FixJob { key, plan });
+        }
+    }
+
+    /// Marks the flow restored; names the line's ends as the record does.
+    fn restore(&mut self, restored: &mut RestoredRecord) -> bool {
+        let mut store = self.state.store();
+        let named = match store.record_restored(restored) {
+            Some(record) => {
+                debug_assert_eq!(record.state, FlowState::Restored);
+                record.name_restored(restored);
+                true
+            }
+            None => false,
+        };
+        self.state.metrics.set_flows_dropping(store.dropping());
+        named
+    }
+
+    fn emit(&mut self, ev: &TraceEvent) -> Result<(), AgentError> {
+        match self.output.as_mut() {
+            Some(out) => print(out, ev),
+            None => Ok(()),
+        }
+    }
+}

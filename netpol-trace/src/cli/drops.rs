@@ -1,0 +1,260 @@
+//! `netpol-trace drops`: the dropped flows of the whole cluster, from every agent.
+
+use std::{io::Write, time::Duration};
+
+use anyhow::Context;
+
+use crate::{
+    agent::{
+        FlowRecord, FlowState,
+        collect::{
+            AgentLocator, DEFAULT_AGENT_NAMESPACE, DEFAULT_AGENT_PORT, DEFAULT_AGENT_SELECTOR,
+            collect,
+        },
+        events::fix_command,
+    },
+    exit,
+    k8s::client::ClusterArgs,
+    output::{OutputFormat, write_json, write_yaml},
+};
+
+/// Arguments of `drops`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  # Every dropped flow in the cluster
+  $ netpol-trace drops
+  STATE     NODE    COUNT  LAST SEEN             REASON          SOURCE     DESTINATION      DENIED BY
+  dropping  node-a  12     2026-11-26T07:31:09Z  NETFILTER_DROP  app/web-1  db/mysql-0:3306  db/mysql-ingress (ingress)
+
+  # Flows with an end in namespace db, and the patches that would allow them
+  $ netpol-trace drops -n db --fix
+
+The agents are asked through the API server's pod proxy
+(GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/drops): only `get pods/proxy` on the agents'
+namespace is needed. An agent that does not answer is reported on stderr; exit 2 when none
+answered.")]
+pub struct Args {
+    /// Only flows with an end in this namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Print the suggested patches (kubectl commands) of the flows still dropping.
+    #[arg(long)]
+    pub fix: bool,
+    /// Namespace of the agent pods.
+    #[arg(long, default_value = DEFAULT_AGENT_NAMESPACE, value_name = "NAMESPACE")]
+    pub agent_namespace: String,
+    /// Label selector of the agent pods.
+    #[arg(long, default_value = DEFAULT_AGENT_SELECTOR, value_name = "SELECTOR")]
+    pub agent_selector: String,
+    /// HTTP port of the agents.
+    #[arg(long, default_value_t = DEFAULT_AGENT_PORT, value_name = "PORT")]
+    pub agent_port: u16,
+    /// How long one agent may take to answer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// Cluster selection.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// One suggestion of `--fix`.
+#[derive(Debug, serde::Serialize)]
+struct Suggestion<'a> {
+    from: String,
+    to: String,
+    port: u16,
+    /// kubectl commands (empty when the agent found no safe patch).
+    kubectl: &'a [String],
+    /// The command that computes (and can apply) the patch.
+    command: String,
+}
+
+/// Runs `drops`.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let records = rt.block_on(async {
+        let mut config = crate::k8s::client::load_config(&args.cluster).await?;
+        // An agent that is down answers 503 through the proxy: report it, do not retry.
+        config.default_retry = false;
+        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        let locator = AgentLocator {
+            namespace: args.agent_namespace.clone(),
+            selector: args.agent_selector.clone(),
+            port: args.agent_port,
+            timeout: args.timeout,
+        };
+        let answers = collect(&client, &locator, args.namespace.as_deref())
+            .await
+            .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+        let mut records = vec![];
+        let mut answered = 0;
+        for answer in &answers {
+            match &answer.drops {
+                Ok(r) => {
+                    answered += 1;
+                    records.extend(r.iter().cloned());
+                }
+                Err(e) => eprintln!(
+                    "netpol-trace: agent {}/{} (node {}): {e}",
+                    locator.namespace,
+                    answer.pod,
+                    answer.node.as_deref().unwrap_or("?")
+                ),
+            }
+        }
+        if answered == 0 {
+            return Err(exit::ExitError::bad_input(format!(
+                "none of the {} agent(s) answered",
+                answers.len()
+            ))
+            .into());
+        }
+        anyhow::Ok(records)
+    })?;
+    let mut records = records;
+    records.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
+    let mut out = std::io::stdout().lock();
+    if args.fix {
+        print_fixes(&mut out, args.output, &records)?;
+    } else {
+        match args.output {
+            OutputFormat::Json => write_json(&mut out, &records)?,
+            OutputFormat::Yaml => write_yaml(&mut out, &records)?,
+            OutputFormat::Table => out.write_all(table(&records).as_bytes())?,
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_fixes(
+    out: &mut impl Write,
+    format: OutputFormat,
+    records: &[FlowRecord],
+) -> anyhow::Result<()> {
+    let suggestions: Vec<Suggestion> = records
+        .iter()
+        .filter(|r| r.state == FlowState::Dropping && !r.policies.is_empty())
+        .map(|r| Suggestion {
+            from: r.src.display_name(),
+            to: format!("{}:{}", r.dst.display_name(), r.dst.port),
+            port: r.dst.port,
+            kubectl: r.fix.as_ref().map_or(&[], |f| f.kubectl.as_slice()),
+            command: fix_command(r),
+        })
+        .collect();
+    match format {
+        OutputFormat::Json => write_json(out, &suggestions),
+        OutputFormat::Yaml => write_yaml(out, &suggestions),
+        OutputFormat::Table => {
+            if suggestions.is_empty() {
+                writeln!(out, "# no flow is being dropped by a NetworkPolicy")?;
+            }
+            for s in &suggestions {
+                writeln!(out, "# {} -> {}", s.from, s.to)?;
+                if s.kubectl.is_empty() {
+                    writeln!(out, "# no safe patch found by the agent; to investigate:")?;
+                    writeln!(out, "{}", s.command)?;
+                }
+                for k in s.kubectl {
+                    writeln!(out, "{k}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The default table.
+pub fn table(records: &[FlowRecord]) -> String {
+    let header =
+        ["STATE", "NODE", "COUNT", "LAST SEEN", "REASON", "SOURCE", "DESTINATION", "DENIED BY"];
+    let rows: Vec<[String; 8]> = records
+        .iter()
+        .map(|r| {
+            let state = match r.state {
+                FlowState::Dropping => "dropping",
+                FlowState::Restored => "restored",
+            };
+            let mut dst = format!("{}:{}", r.dst.display_name(), r.dst.port);
+            if let (Some(ns), Some(svc)) = (&r.dst.namespace, &r.dst.service) {
+                dst.push_str(&format!(" (svc/{ns}/{svc})"));
+            }
+            let denied: Vec<String> = r
+                .policies
+                .iter()
+                .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
+                .collect();
+            [
+                state.into(),
+                r.node.clone().unwrap_or_else(|| "-".into()),
+                r.count.to_string(),
+                r.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                r.reason.clone(),
+                r.src.display_name(),
+                dst,
+                if denied.is_empty() { "-".into() } else { denied.join(", ") },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::attribute::{
+        attribute,
+        tests::{MANIFESTS, inventory_of, record},
+    };
+
+    #[test]
+    fn the_table_names_state_node_flow_and_policy() {
+        let mut r = record("10.0.1.5", "10.0.2.7", 3306);
+        attribute(&inventory_of(MANIFESTS), &mut r);
+        r.node = Some("node-a".into());
+        let text = table(&[r.clone()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("STATE     NODE    COUNT"), "{text}");
+        assert!(lines[1].starts_with("dropping  node-a  12"), "{text}");
+        assert!(
+            lines[1].contains("app/web-1  db/mysql-0:3306  db/mysql-ingress (ingress)"),
+            "{text}"
+        );
+
+        let mut fixes = vec![];
+        print_fixes(&mut fixes, OutputFormat::Table, &[r]).unwrap();
+        let fixes = String::from_utf8(fixes).unwrap();
+        assert!(
+            fixes.starts_with(
+                "# app/web-1 -> db/mysql-0:3306\nkubectl patch networkpolicy -n db mysql-ingress"
+            ),
+            "{fixes}"
+        );
+    }
+}
