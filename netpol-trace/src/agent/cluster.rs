@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::{
-    inventory::{
-        self, DEFAULT_NAMESPACE, Inventory, InventoryOptions, PolicySource, SourcedPolicy,
-    },
+    inventory::{self, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
     k8s::ClusterObjects,
     policy::compile_policy,
 };
@@ -36,11 +34,10 @@ impl ClusterView {
                 ))
             })
             .collect();
-        let network_policies = objects
-            .network_policies
-            .into_iter()
-            .zip(objects.network_policies_raw)
-            .filter(|(policy, _)| match compile_policy(policy, DEFAULT_NAMESPACE) {
+        let mut objects = objects.into_inventory_objects();
+        objects.network_policies.retain(|sourced| {
+            let policy = &sourced.policy;
+            match compile_policy(policy, DEFAULT_NAMESPACE) {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(
@@ -51,16 +48,8 @@ impl ClusterView {
                     );
                     false
                 }
-            })
-            .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
-            .collect();
-        let objects = inventory::ClusterObjects {
-            namespaces: objects.namespaces,
-            pods: objects.pods,
-            network_policies,
-            services: objects.services,
-            endpoint_slices: objects.endpoint_slices,
-        };
+            }
+        });
         let inventory = Inventory::from_objects(objects, InventoryOptions::default())
             .unwrap_or_else(|_| empty_inventory());
         Self { inventory, uids }

@@ -28,6 +28,27 @@ pub struct ClusterObjects {
 }
 
 /// Page size of list requests.
+impl ClusterObjects {
+    /// The objects as the policy engine takes them: each NetworkPolicy with its JSON as the
+    /// API server returned it, sourced from the cluster.
+    pub fn into_inventory_objects(self) -> crate::inventory::ClusterObjects {
+        use crate::inventory::{PolicySource, SourcedPolicy};
+        let network_policies = self
+            .network_policies
+            .into_iter()
+            .zip(self.network_policies_raw)
+            .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
+            .collect();
+        crate::inventory::ClusterObjects {
+            namespaces: self.namespaces,
+            pods: self.pods,
+            network_policies,
+            services: self.services,
+            endpoint_slices: self.endpoint_slices,
+        }
+    }
+}
+
 const PAGE_SIZE: usize = 500;
 
 /// Lists every object of a kind in all namespaces as raw JSON (items get their apiVersion and

@@ -1,13 +1,8 @@
 //! Reading the five kinds from the live cluster (kubeconfig or in-cluster config): list calls
-//! only, no watches, no writes.
+//! only, no watches, no writes. The listing itself is [`crate::k8s::snapshot`]; this turns it
+//! into the objects the inventory is built from.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::Api;
-use kube::api::ListParams;
-
-use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
+use crate::inventory::ClusterObjects;
 
 /// Why the cluster could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -15,14 +10,9 @@ pub enum ClusterError {
     /// No kubeconfig or in-cluster configuration, or the client could not be built.
     #[error("no cluster configuration: {0}")]
     Config(#[source] kube::Error),
-    /// A list call failed.
-    #[error("listing {kind}: {source}")]
-    List {
-        /// The kind being listed.
-        kind: &'static str,
-        /// The client error.
-        source: kube::Error,
-    },
+    /// A list call failed (the message names the kind and the server's answer).
+    #[error(transparent)]
+    List(#[from] crate::k8s::Error),
 }
 
 /// Lists Namespaces, Pods, NetworkPolicies, Services and EndpointSlices in all namespaces,
@@ -32,34 +22,8 @@ pub async fn load_cluster() -> Result<ClusterObjects, ClusterError> {
     load_cluster_with(client).await
 }
 
-/// Like [`load_cluster`] with a given client.
+/// Like [`load_cluster`] with a given client. NetworkPolicies keep the JSON the API server
+/// returned, so patches apply to the objects exactly as read.
 pub async fn load_cluster_with(client: kube::Client) -> Result<ClusterObjects, ClusterError> {
-    let params = ListParams::default();
-    let list = |kind: &'static str| move |source| ClusterError::List { kind, source };
-    let namespaces =
-        Api::<Namespace>::all(client.clone()).list(&params).await.map_err(list("namespaces"))?;
-    let pods = Api::<Pod>::all(client.clone()).list(&params).await.map_err(list("pods"))?;
-    let policies = Api::<NetworkPolicy>::all(client.clone())
-        .list(&params)
-        .await
-        .map_err(list("networkpolicies"))?;
-    let services =
-        Api::<Service>::all(client.clone()).list(&params).await.map_err(list("services"))?;
-    let slices =
-        Api::<EndpointSlice>::all(client).list(&params).await.map_err(list("endpointslices"))?;
-    let network_policies = policies
-        .items
-        .into_iter()
-        .map(|policy| {
-            let raw = serde_json::to_value(&policy).unwrap_or(serde_json::Value::Null);
-            SourcedPolicy { policy, raw, source: PolicySource::Cluster }
-        })
-        .collect();
-    Ok(ClusterObjects {
-        namespaces: namespaces.items,
-        pods: pods.items,
-        network_policies,
-        services: services.items,
-        endpoint_slices: slices.items,
-    })
+    Ok(crate::k8s::snapshot::snapshot(&client).await?.into_inventory_objects())
 }
