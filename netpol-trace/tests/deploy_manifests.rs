@@ -29,6 +29,8 @@ use serde_json::Value;
 /// The capabilities the agent adds back after dropping ALL, each justified in daemonset.yaml.
 const ADDED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 /// The only host path the agent mounts.
+/// The node folder for the backups of applied fixes (fix overlay and `fix.enabled` only).
+const BACKUP_HOST_PATH: &str = "/var/lib/netpol-trace/backups";
 const BTF_HOST_PATH: &str = "/sys/kernel/btf";
 /// Verbs that only read.
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
@@ -720,6 +722,15 @@ fn fix_overlay_adds_the_role_and_the_flag() {
     assert!(args.iter().any(|a| a == "--enable-fix"), "patched arguments {args:?}");
     assert_eq!(args.first().map(String::as_str), Some("agent"));
     listen_address(agent_container(&ds));
+    // Backups go to a node folder mounted at the agent's default backup directory.
+    let mounts = agent_container(&ds).volume_mounts.clone().unwrap_or_default();
+    let backups = mounts.iter().find(|m| m.name == "backups").expect("a backups mount");
+    assert_eq!(backups.mount_path, BACKUP_HOST_PATH);
+    let volumes =
+        ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.volumes.clone());
+    let volume =
+        volumes.unwrap_or_default().into_iter().find(|v| v.name == "backups").expect("volume");
+    assert_eq!(volume.host_path.map(|h| h.path).as_deref(), Some(BACKUP_HOST_PATH));
 }
 
 /// The Helm chart's directory.
@@ -898,7 +909,15 @@ fn helm_chart_keeps_the_security_settings_and_the_fix_switch() {
         .filter(|w| w[0] == "hostPath:")
         .map(|w| w[1].trim_start_matches("path:").trim())
         .collect();
-    assert_eq!(host_paths, vec![BTF_HOST_PATH], "templates/daemonset.yaml host paths");
+    assert_eq!(
+        host_paths,
+        vec![BTF_HOST_PATH, BACKUP_HOST_PATH],
+        "templates/daemonset.yaml host paths"
+    );
+    // The backups folder (writable) exists only when fixing is enabled.
+    let backups = ds.find(&format!("path: {BACKUP_HOST_PATH}")).expect("backups hostPath");
+    let guard = ds[..backups].rfind("{{- if .Values.fix.enabled }}").expect("backups guarded");
+    assert!(!ds[guard..backups].contains("{{- end }}"), "backups inside the fix.enabled block");
 
     // --enable-fix and the fixing role exist only under fix.enabled.
     let flag = ds.find("--enable-fix").expect("--enable-fix in the DaemonSet template");
