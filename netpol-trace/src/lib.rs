@@ -32,3 +32,6 @@ pub mod manifest;
 pub mod output;
 pub mod policy;
 pub mod trace;
+
+#[cfg(test)]
+mod testing;

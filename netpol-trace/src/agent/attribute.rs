@@ -173,47 +173,9 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{
-        inventory::InventoryOptions,
-        manifest,
-        trace::{DropRecord, Endpoint, Evidence},
-    };
+    use crate::trace::{DropRecord, Endpoint, Evidence};
 
-    pub(crate) const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: app, labels: {app: web}}
-spec: {containers: [{name: web, image: web}]}
-status: {podIP: 10.0.1.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mysql-0, namespace: db, labels: {app: mysql}}
-spec: {containers: [{name: db, image: mariadb, ports: [{containerPort: 3306, name: mysql}]}]}
-status: {podIP: 10.0.2.7}
----
-apiVersion: v1
-kind: Service
-metadata: {name: mysql, namespace: db}
-spec: {selector: {app: mysql}, clusterIP: 10.96.0.10, ports: [{port: 13306, targetPort: mysql}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: mysql-ingress, namespace: db}
-spec:
-  podSelector: {matchLabels: {app: mysql}}
-  ingress:
-  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}]
-    ports: [{port: 3307}]
-"#;
-
-    pub(crate) fn inventory_of(manifests: &str) -> Inventory {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.yaml");
-        std::fs::write(&path, manifests).unwrap();
-        let objects = manifest::load_paths(&[path]).unwrap();
-        Inventory::from_objects(objects, InventoryOptions::default()).unwrap()
-    }
+    pub(crate) use crate::testing::{MYSQL_MANIFESTS as MANIFESTS, inventory_of};
 
     pub(crate) fn record(src: &str, dst: &str, port: u16) -> FlowRecord {
         let t = chrono::Utc::now();

@@ -102,37 +102,10 @@ pub fn attribute_restored(inventory: &Inventory, restored: &mut RestoredRecord) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{inventory::InventoryOptions, manifest};
-
-    const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: app, labels: {app: web}}
-spec: {containers: [{name: web, image: web}]}
-status: {podIP: 10.0.1.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mysql-0, namespace: db, labels: {app: mysql}}
-spec: {containers: [{name: db, image: mariadb, ports: [{containerPort: 3306, name: mysql}]}]}
-status: {podIP: 10.0.2.7}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: mysql-ingress, namespace: db}
-spec:
-  podSelector: {matchLabels: {app: mysql}}
-  ingress:
-  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}]
-    ports: [{port: 3307}]
-"#;
+    use crate::testing::{MYSQL_MANIFESTS, inventory_of};
 
     fn inventory() -> Inventory {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.yaml");
-        std::fs::write(&path, MANIFESTS).unwrap();
-        let objects = manifest::load_paths(&[path]).unwrap();
-        Inventory::from_objects(objects, InventoryOptions::default()).unwrap()
+        inventory_of(MYSQL_MANIFESTS)
     }
 
     fn record(src: &str, dst: &str) -> DropRecord {
