@@ -217,6 +217,26 @@ impl Topology {
         .unwrap_or(false)
     }
 
+    /// Drops packets matching `matches` (nft expressions, e.g. `["tcp", "dport", "3306"]`) in
+    /// the node's forward path, in table `family table`, as a CNI rendering a policy does.
+    /// Table and chain are created when missing.
+    pub fn nft_forward_drop(
+        &self,
+        family: &str,
+        table: &str,
+        matches: &[&str],
+    ) -> anyhow::Result<()> {
+        const CHAIN: &str = "forward_filter";
+        self.node_exec(&["nft", "add", "table", family, table])?;
+        let hook = "{ type filter hook forward priority 0; }";
+        self.node_exec(&["nft", "add", "chain", family, table, CHAIN, hook])?;
+        let mut rule = vec!["nft", "add", "rule", family, table, CHAIN];
+        rule.extend_from_slice(matches);
+        rule.push("drop");
+        self.node_exec(&rule)?;
+        Ok(())
+    }
+
     /// Runs a command in the node namespace.
     pub fn node_exec(&self, args: &[&str]) -> anyhow::Result<String> {
         in_ns(&self.node, args)

@@ -75,30 +75,7 @@ fn seed(fake: &FakeApiServer, topo: &Topology, allowed_port: u16) {
 
 /// The CNI's enforcement of the policy: TCP/3306 forwarded to any pod is dropped.
 fn block(topo: &Topology) {
-    topo.node_exec(&["nft", "add", "table", "inet", NFT_TABLE]).unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        NFT_TABLE,
-        "forward_filter",
-        "{ type filter hook forward priority 0; }",
-    ])
-    .unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        NFT_TABLE,
-        "forward_filter",
-        "tcp",
-        "dport",
-        "3306",
-        "drop",
-    ])
-    .unwrap();
+    topo.nft_forward_drop("inet", NFT_TABLE, &["tcp", "dport", "3306"]).unwrap();
 }
 
 fn unblock(topo: &Topology) {

@@ -61,13 +61,7 @@ fn has_restored(events: &[TraceEvent]) -> bool {
 
 /// Drops TCP/3306 in the node's forward path with nftables, as a CNI rendering a policy does.
 fn nft_drop_3306(topo: &Topology) {
-    topo.node_exec(&["nft", "add", "table", "inet", "nptest"]).unwrap();
-    let chain = "{ type filter hook forward priority 0; }";
-    topo.node_exec(&["nft", "add", "chain", "inet", "nptest", "forward_filter", chain]).unwrap();
-    let rule = ["tcp", "dport", "3306", "drop"];
-    let mut add = vec!["nft", "add", "rule", "inet", "nptest", "forward_filter"];
-    add.extend_from_slice(&rule);
-    topo.node_exec(&add).unwrap();
+    topo.nft_forward_drop("inet", "nptest", &["tcp", "dport", "3306"]).unwrap();
 }
 
 fn two_pods() -> (Topology, Ipv4Addr) {
@@ -373,22 +367,7 @@ fn ipv6_drops_are_reported_then_restored() {
     let dst6 = topo.pods[1].ip6.unwrap();
     topo.listen_on(1, dst6.into(), PORT).expect("listener");
     assert!(topo.connect(0, dst6, PORT, SHORT), "IPv6 must connect before any rule");
-    topo.node_exec(&["nft", "add", "table", "ip6", "nptest6"]).unwrap();
-    let chain = "{ type filter hook forward priority 0; }";
-    topo.node_exec(&["nft", "add", "chain", "ip6", "nptest6", "forward_filter", chain]).unwrap();
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "rule",
-        "ip6",
-        "nptest6",
-        "forward_filter",
-        "tcp",
-        "dport",
-        "3306",
-        "drop",
-    ])
-    .unwrap();
+    topo.nft_forward_drop("ip6", "nptest6", &["tcp", "dport", "3306"]).unwrap();
     let (tracer, mut rx) = tracer(&topo);
     assert!(!topo.connect(0, dst6, PORT, Duration::from_millis(1500)));
     let events = collect(&mut rx, Duration::from_secs(5), |ev| !drops(ev).is_empty());

@@ -9,7 +9,6 @@ use crate::{
     agent::{
         Agent, AgentOptions, apply::DEFAULT_BACKUP_DIR, lifecycle::Output, store::DEFAULT_CAPACITY,
     },
-    datapath::netns,
     exit,
     k8s::{client::ClusterArgs, events::DEFAULT_MIN_INTERVAL},
     trace::{TracerOptions, tracer::DEFAULT_PORT},
@@ -109,15 +108,7 @@ pub struct Args {
 
 /// Runs `agent` until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let netns = args
-        .netns
-        .as_deref()
-        .map(netns::resolve)
-        .transpose()
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
-    if args.ports.contains(&0) {
-        return Err(exit::ExitError::bad_input("--port: 0 is not a port").into());
-    }
+    let netns = super::trace::netns_and_ports(args.netns.as_deref(), &args.ports)?;
     let opts = AgentOptions {
         tracer: TracerOptions {
             netns,

@@ -102,17 +102,23 @@ fn attribution_inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
     }
 }
 
-/// Runs `trace`.
-pub fn run(args: Args) -> anyhow::Result<i32> {
-    let netns = args
-        .netns
-        .as_deref()
-        .map(netns::resolve)
-        .transpose()
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
-    if args.ports.contains(&0) {
+/// Checks `--netns` (must exist) and `--port` (no 0); errors are bad input (exit 2).
+pub(crate) fn netns_and_ports(
+    netns: Option<&str>,
+    ports: &[u16],
+) -> anyhow::Result<Option<PathBuf>> {
+    if ports.contains(&0) {
         return Err(exit::ExitError::bad_input("--port: 0 is not a port").into());
     }
+    Ok(netns
+        .map(netns::resolve)
+        .transpose()
+        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?)
+}
+
+/// Runs `trace`.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let netns = netns_and_ports(args.netns.as_deref(), &args.ports)?;
     let inventory = attribution_inventory(&args)?;
     let opts = TracerOptions {
         netns,

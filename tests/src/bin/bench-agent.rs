@@ -94,33 +94,9 @@ fn main() -> anyhow::Result<()> {
         topo.listen(i, PORT)?;
     }
     // The CNI: 3306 to the "db" pods (every tenth) is dropped.
-    topo.node_exec(&["nft", "add", "table", "inet", "npbench"])?;
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "npbench",
-        "forward_filter",
-        "{ type filter hook forward priority 0; }",
-    ])?;
     for i in (0..PODS).step_by(10) {
         let ip = topo.pods[i].ip.to_string();
-        topo.node_exec(&[
-            "nft",
-            "add",
-            "rule",
-            "inet",
-            "npbench",
-            "forward_filter",
-            "ip",
-            "daddr",
-            &ip,
-            "tcp",
-            "dport",
-            "3306",
-            "drop",
-        ])?;
+        topo.nft_forward_drop("inet", "npbench", &["ip", "daddr", &ip, "tcp", "dport", "3306"])?;
     }
     eprintln!("topology of {PODS} pods in {:.1}s", started.elapsed().as_secs_f64());
 

@@ -131,29 +131,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 3: SYN storm to a dropped port.
-    topo.node_exec(&["nft", "add", "table", "inet", "npbench"])?;
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "npbench",
-        "forward_filter",
-        "{ type filter hook forward priority 0; }",
-    ])?;
-    topo.node_exec(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "npbench",
-        "forward_filter",
-        "tcp",
-        "dport",
-        "3306",
-        "counter",
-        "drop",
-    ])?;
+    topo.nft_forward_drop("inet", "npbench", &["tcp", "dport", "3306", "counter"])?;
     let (t, mut rx) =
         Tracer::start(TracerOptions { netns: Some(topo.node_path()), ..TracerOptions::default() })?;
     let (cpu0, _) = self_usage();
