@@ -9,9 +9,9 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::explain::{FlowArgs, load_inventory};
+use crate::apply::cluster::{ClusterApply, apply_plan};
+use crate::apply::plan_files::{PolicyWrite, write_plan};
 use crate::exit::{self, ExitError};
-use crate::fix::cluster::{ClusterApply, apply_plan};
-use crate::fix::files::{PolicyWrite, write_plan};
 use crate::fix::yaml::{clean_for_apply, to_yaml};
 use crate::fix::{
     FixError, FixOptions, FixPlan, PatchAction, plan_delete_fallback, plan_fix_flows, table,

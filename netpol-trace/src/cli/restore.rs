@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::apply::files::{FileRestore, original_of_backup, restore_file};
 use crate::exit::{self, ExitError};
 use crate::k8s::backup::MANIFEST_FILE;
 use crate::k8s::client::{ClusterArgs, connect};
-use crate::k8s::files::{FileRestore, original_of_backup, restore_file};
 use crate::k8s::restore::{RestoreReport, restore};
 
 /// Output formats of `restore`.

@@ -22,15 +22,12 @@
 //! Modules: [`workload`] (stable labels), [`rule`] (peers, ports, rules), [`hints`] (except
 //! and likely typos), [`blast`] (verdict changes), `draft` (working copies and operations),
 //! [`fallback`] (the delete-policy last resort), [`yaml`], [`kubectl`], [`table`] (output).
-//! Everything above is pure; [`files`] and [`cluster`] write a plan to manifest files or the
-//! cluster.
+//! Everything here is pure; [`crate::apply`] writes a plan to manifest files or the cluster.
 
 pub mod blast;
-pub mod cluster;
 mod draft;
 pub mod error;
 pub mod fallback;
-pub mod files;
 pub mod hints;
 pub mod kubectl;
 pub mod rule;
