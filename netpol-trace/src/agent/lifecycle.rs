@@ -13,6 +13,7 @@ use tokio::{
 };
 
 use crate::{
+    fix::FixPlan,
     k8s::{events::EventRecorder, watch::ClusterCache},
     trace::{
         RestoredRecord, SummaryRecord, TraceEvent, Tracer, TracerMessage, TracerOptions,
@@ -22,7 +23,7 @@ use crate::{
 
 use super::{
     apply::{self, FixJob},
-    attribute::{Attribution, attribute},
+    attribute::attribute,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
     http,
@@ -276,10 +277,10 @@ impl Loop {
         let mut store = self.state.store();
         for key in store.dropping_keys() {
             if let Some(record) = store.get_mut(&key) {
-                let a = attribute(&self.view.inventory, record);
+                let (a, plan) = attribute(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
-                record.attributed = Some((self.generation, a.denial.clone()));
-                self.fix(key, a);
+                record.attributed = Some((self.generation, a.denial));
+                self.fix(key, plan);
             }
         }
         tracing::debug!(
@@ -302,17 +303,16 @@ impl Loop {
                 let denial = match &record.attributed {
                     Some((generation, denial)) if *generation == self.generation => denial.clone(),
                     _ => {
-                        let a = attribute(&self.view.inventory, record);
+                        let (a, plan) = attribute(&self.view.inventory, record);
                         metrics.observe_evaluation(a.took);
                         record.attributed = Some((self.generation, a.denial.clone()));
-                        let denial = a.denial.clone();
-                        self.fix(key, a);
-                        denial
+                        self.fix(key, plan);
+                        a.denial
                     }
                 };
                 metrics.add_drops(
-                    record.dst.namespace.as_deref(),
-                    &record.reason,
+                    record.drop.dst.namespace.as_deref(),
+                    &record.drop.reason,
                     update.new_drops,
                 );
                 let record = record.clone();
@@ -325,7 +325,7 @@ impl Loop {
                 {
                     queue.offer(ev);
                 }
-                self.emit(&TraceEvent::Drop(record.to_drop()))?;
+                self.emit(&TraceEvent::Drop(record.drop))?;
             }
             TracerMessage::Event(TraceEvent::Restored(mut restored)) => {
                 let named = self.restore(&mut restored);
@@ -353,8 +353,8 @@ impl Loop {
 
     /// With `--enable-fix`, hands the flow's plan to the applying task (once per
     /// attribution, that is once per cluster generation).
-    fn fix(&self, key: ConnKey, attribution: Attribution) {
-        if let (Some(tx), Some(plan)) = (&self.fixes, attribution.plan) {
+    fn fix(&self, key: ConnKey, plan: Option<FixPlan>) {
+        if let (Some(tx), Some(plan)) = (&self.fixes, plan) {
             let _ = tx.send(FixJob { key, plan });
         }
     }

@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         anyhow::Ok(records)
     })?;
     let mut records = records;
-    records.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
+    records.sort_by_key(|r| std::cmp::Reverse(r.drop.time));
     let mut out = std::io::stdout().lock();
     if args.fix {
         print_fixes(&mut out, args.output, &records)?;
@@ -137,11 +137,11 @@ fn print_fixes(
 ) -> anyhow::Result<()> {
     let suggestions: Vec<Suggestion> = records
         .iter()
-        .filter(|r| r.state == FlowState::Dropping && !r.policies.is_empty())
+        .filter(|r| r.state == FlowState::Dropping && !r.drop.policies.is_empty())
         .map(|r| Suggestion {
-            from: r.src.display_name(),
-            to: format!("{}:{}", r.dst.display_name(), r.dst.port),
-            port: r.dst.port,
+            from: r.drop.src.display_name(),
+            to: format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port),
+            port: r.drop.dst.port,
             kubectl: r.fix.as_ref().map_or(&[], |f| f.kubectl.as_slice()),
             command: fix_command(r),
         })
@@ -179,11 +179,12 @@ pub fn table(records: &[FlowRecord]) -> String {
                 FlowState::Dropping => "dropping",
                 FlowState::Restored => "restored",
             };
-            let mut dst = format!("{}:{}", r.dst.display_name(), r.dst.port);
-            if let (Some(ns), Some(svc)) = (&r.dst.namespace, &r.dst.service) {
+            let mut dst = format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port);
+            if let (Some(ns), Some(svc)) = (&r.drop.dst.namespace, &r.drop.dst.service) {
                 dst.push_str(&format!(" (svc/{ns}/{svc})"));
             }
             let denied: Vec<String> = r
+                .drop
                 .policies
                 .iter()
                 .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
@@ -191,10 +192,10 @@ pub fn table(records: &[FlowRecord]) -> String {
             [
                 state.into(),
                 r.node.clone().unwrap_or_else(|| "-".into()),
-                r.count.to_string(),
-                r.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                r.reason.clone(),
-                r.src.display_name(),
+                r.drop.count.to_string(),
+                r.drop.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                r.drop.reason.clone(),
+                r.drop.src.display_name(),
                 dst,
                 if denied.is_empty() { "-".into() } else { denied.join(", ") },
             ]

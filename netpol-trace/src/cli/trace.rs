@@ -6,12 +6,13 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::explain::load_inventory;
+use crate::attribution;
 use crate::{
     datapath::netns,
     exit,
     inventory::Inventory,
     trace::{
-        TraceEvent, Tracer, TracerMessage, TracerOptions, attribution,
+        TraceEvent, Tracer, TracerMessage, TracerOptions,
         pcap::{PcapWriter, ip_total_len},
         tracer::DEFAULT_PORT,
     },
@@ -171,11 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 msg = rx.recv() => match msg {
                     Some(TracerMessage::Event(mut ev)) => {
                         if let Some(inv) = &inventory {
-                            match &mut ev {
-                                TraceEvent::Drop(d) => attribution::attribute_drop(inv, d),
-                                TraceEvent::Restored(r) => attribution::attribute_restored(inv, r),
-                                TraceEvent::Summary(_) => {}
-                            }
+                            attribution::attribute_event(inv, &mut ev);
                         }
                         printer.event(&ev)?
                     }

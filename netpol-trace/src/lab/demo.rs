@@ -23,11 +23,12 @@ use super::{
     topology::LabPod,
 };
 use crate::{
+    attribution::{self, wording},
     fix::{FixOptions, plan_fix},
     flow::Flow,
     manifest,
     policy::Protocol,
-    trace::{RestoredRecord, TraceEvent, Tracer, TracerMessage, TracerOptions, attribution},
+    trace::{RestoredRecord, TraceEvent, Tracer, TracerMessage, TracerOptions},
 };
 
 /// The runbook's restore-time objective, for comparison.
@@ -182,11 +183,7 @@ fn wait_for<T>(
     while Instant::now() < deadline {
         match rx.try_recv() {
             Ok(TracerMessage::Event(mut ev)) => {
-                match &mut ev {
-                    TraceEvent::Drop(d) => attribution::attribute_drop(inventory, d),
-                    TraceEvent::Restored(r) => attribution::attribute_restored(inventory, r),
-                    TraceEvent::Summary(_) => {}
-                }
+                attribution::attribute_event(inventory, &mut ev);
                 timeline.trace(&ev);
                 if let Some(found) = pick(&ev) {
                     return Some(found);
@@ -294,20 +291,16 @@ pub fn run(
 
     // 4. Attribution: the policy and rule, from the real semantics.
     let attributed_at = Instant::now();
-    let explanation =
-        attribution::explain_traced(&inventory, drop.src.ip, drop.dst.ip, drop.dst.port);
-    let policies: Vec<String> = attribution::denying_policies(&explanation)
-        .iter()
-        .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
-        .collect();
+    let mut attributed = drop.clone();
+    let attribution = attribution::attribute_drop(&inventory, &mut attributed);
     timeline.step(
         "attributed",
         format!(
-            "denied by {}; {}",
-            policies.join(", "),
-            attribution::hint(&explanation).unwrap_or_default()
+            "{}; {}",
+            wording::denied_by(&attributed.policies),
+            attributed.hint.clone().unwrap_or_default()
         ),
-        json(&explanation),
+        json(&attribution.explanation),
     );
     let attribute_ms = attributed_at.elapsed().as_millis() as u64;
 

@@ -1,7 +1,6 @@
 //! `trace`: dropped SYNs on pod veths with the kernel's drop reason, restored handshakes,
 //! and the evidence (NDJSON, a live table, pcap).
 
-pub mod attribution;
 pub mod flows;
 pub mod model;
 pub mod pcap;
