@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod args;
 pub mod attribution;
 pub mod cli;
 pub mod datapath;

@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         };
         let answers = collect(&client, &locator, args.namespace.as_deref())
             .await
-            .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+            .map_err(exit::ExitError::from)?;
         let mut records = vec![];
         let mut answered = 0;
         for answer in &answers {
@@ -172,7 +172,7 @@ fn print_fixes(
 pub fn table(records: &[FlowRecord]) -> String {
     let header =
         ["STATE", "NODE", "COUNT", "LAST SEEN", "REASON", "SOURCE", "DESTINATION", "DENIED BY"];
-    let rows: Vec<[String; 8]> = records
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             let state = match r.state {
@@ -189,7 +189,7 @@ pub fn table(records: &[FlowRecord]) -> String {
                 .iter()
                 .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
                 .collect();
-            [
+            vec![
                 state.into(),
                 r.node.clone().unwrap_or_else(|| "-".into()),
                 r.drop.count.to_string(),
@@ -201,29 +201,7 @@ pub fn table(records: &[FlowRecord]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        for (i, cell) in cells.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
+    crate::output::table(&header, &rows)
 }
 
 #[cfg(test)]

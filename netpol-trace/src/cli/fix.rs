@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::explain::{FlowArgs, load_inventory};
 use crate::apply::cluster::{ClusterApply, apply_plan};
 use crate::apply::plan_files::{PolicyWrite, write_plan};
+use crate::args::{FlowArgs, load_inventory};
 use crate::exit::{self, ExitError};
 use crate::fix::yaml::{clean_for_apply, to_yaml};
 use crate::fix::{
@@ -191,15 +191,14 @@ fn load(
     let inventory = match target {
         Target::Files => load_inventory(&args.flow.filenames)?,
         Target::Cluster(client) => {
-            let objects = runtime
-                .block_on(load_cluster_with(client.clone()))
-                .map_err(|e| ExitError::bad_input(e.to_string()))?;
+            let objects =
+                runtime.block_on(load_cluster_with(client.clone())).map_err(ExitError::from)?;
             Inventory::from_objects(objects, InventoryOptions::default())
-                .map_err(|e| ExitError::bad_input(e.to_string()))?
+                .map_err(ExitError::from)?
         }
     };
     let flows = resolve_flows(&inventory, &args.flow.request())
-        .map_err(|e| ExitError::bad_input(e.to_string()))?
+        .map_err(ExitError::from)?
         .into_iter()
         .map(|resolved| resolved.flow)
         .collect();
@@ -253,8 +252,7 @@ fn no_safe_patch(
 
 /// Writes the plan into the manifest files; progress on stderr.
 fn apply_files(args: &Args, plan: &FixPlan) -> anyhow::Result<Value> {
-    let writes = write_plan(plan, &args.flow.filenames, args.dry_run)
-        .map_err(|e| ExitError::bad_input(e.to_string()))?;
+    let writes = write_plan(plan, &args.flow.filenames, args.dry_run).map_err(ExitError::from)?;
     for write in &writes {
         report_file(write);
     }

@@ -72,8 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             .build()
             .context("cannot start the async runtime")?;
         let report = runtime.block_on(async {
-            let client =
-                connect(&args.cluster).await.map_err(|e| ExitError::bad_input(e.to_string()))?;
+            let client = connect(&args.cluster).await.map_err(ExitError::from)?;
             restore(&client, &args.backup, args.dry_run)
                 .await
                 .map_err(|e| anyhow::Error::from(ExitError::bad_input(e.to_string())))
@@ -82,8 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(if report.restored() { exit::OK } else { exit::NO });
     }
     if args.backup.is_file() && original_of_backup(&args.backup).is_some() {
-        let done = restore_file(&args.backup, args.dry_run)
-            .map_err(|e| ExitError::bad_input(e.to_string()))?;
+        let done = restore_file(&args.backup, args.dry_run).map_err(ExitError::from)?;
         print_file_report(&done, args.output)?;
         return Ok(exit::OK);
     }
@@ -113,11 +111,11 @@ fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Resul
             if report.dry_run {
                 println!("dry run: nothing was written");
             }
-            let rows: Vec<[String; 5]> = report
+            let rows: Vec<Vec<String>> = report
                 .objects
                 .iter()
                 .map(|i| {
-                    [
+                    vec![
                         i.namespace.clone(),
                         i.name.clone(),
                         i.recorded_action.to_string(),
@@ -126,7 +124,10 @@ fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Resul
                     ]
                 })
                 .collect();
-            print_table(["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows);
+            print!(
+                "{}",
+                crate::output::table(&["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows)
+            );
         }
     }
     Ok(())
@@ -150,28 +151,4 @@ fn print_file_report(done: &FileRestore, output: Output) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }

@@ -22,7 +22,7 @@
 //! Modules: [`workload`] (stable labels), [`rule`] (peers, ports, rules), [`hints`] (except
 //! and likely typos), [`blast`] (verdict changes), `draft` (working copies and operations),
 //! [`fallback`] (the delete-policy last resort), [`yaml`], [`kubectl`], [`table`] (output).
-//! Everything here is pure; [`crate::apply`] writes a plan to manifest files or the cluster.
+//! Everything here is pure; `apply` writes a plan to manifest files or the cluster.
 
 pub mod blast;
 mod draft;

@@ -1,6 +1,6 @@
 //! Listing every object of a kind in all namespaces, raw (as the API server returned it) or
 //! typed, following `continue` pages. Reading the objects analysis needs is
-//! [`crate::manifest::load_cluster`].
+//! `manifest::load_cluster`.
 
 use kube::Resource;
 use serde::de::DeserializeOwned;

@@ -1,7 +1,7 @@
 //! The Kubernetes API layer: connecting, list calls and live reflectors, writing
 //! NetworkPolicies safely (backup, server-side dry run, resourceVersion guard, restore) and
-//! posting Events. Reading the objects analysis needs is [`crate::manifest`]; applying a fix
-//! plan is [`crate::apply`].
+//! posting Events. Reading the objects analysis needs is `manifest`; applying a fix
+//! plan is `apply`.
 
 pub mod apply;
 pub mod backup;

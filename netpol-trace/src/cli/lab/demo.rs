@@ -14,7 +14,8 @@ use crate::{
     trace::TraceEvent,
 };
 
-use super::{lab::Output, trace::render as render_trace};
+use super::Output;
+use crate::output::trace_line as render_trace;
 
 /// Arguments of `lab demo`.
 #[derive(Debug, ClapArgs)]
@@ -92,8 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     };
-    let summary =
-        demo::run(&ctx, &opts, &mut sink).map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    let summary = demo::run(&ctx, &opts, &mut sink).map_err(exit::ExitError::from)?;
     print_summary(output, &summary)?;
     Ok(if summary.restored { exit::OK } else { exit::NO })
 }
