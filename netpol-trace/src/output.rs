@@ -10,17 +10,41 @@ use crate::flow::ResolvedFlow;
 use crate::inventory::Inventory;
 use crate::trace::TraceEvent;
 
-/// `-o/--output`.
+/// `-o/--output`, the one output enum of every command; each command accepts the subset
+/// it can print ([`OutputFormat::parser`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// A table a person reads in seconds.
+    /// For people: a table, a timeline, one line per event.
     #[default]
     Table,
-    /// One pretty-printed JSON value.
+    /// JSON: one object, or NDJSON (one object a line) for streams of events.
     Json,
-    /// YAML.
+    /// YAML (for `fix`: the corrected and created policies, for `kubectl apply -f -`).
     Yaml,
+    /// `kubectl patch` / `kubectl apply` commands.
+    Kubectl,
 }
+
+impl OutputFormat {
+    /// A `-o` parser that accepts only `allowed` (clap lists them in `--help` and refuses
+    /// the others).
+    pub fn parser(
+        allowed: &'static [OutputFormat],
+    ) -> impl clap::builder::TypedValueParser<Value = OutputFormat> {
+        use clap::ValueEnum;
+        use clap::builder::TypedValueParser;
+        clap::builder::PossibleValuesParser::new(
+            allowed.iter().filter_map(OutputFormat::to_possible_value),
+        )
+        .map(|name| OutputFormat::from_str(&name, false).unwrap_or_default())
+    }
+}
+
+/// `-o table|json`, the formats of the commands that print no YAML.
+pub const TABLE_OR_JSON: &[OutputFormat] = &[OutputFormat::Table, OutputFormat::Json];
+/// `-o table|json|yaml`.
+pub const TABLE_JSON_YAML: &[OutputFormat] =
+    &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml];
 
 /// Writes `value` as pretty JSON followed by a newline.
 pub fn write_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
@@ -41,7 +65,9 @@ pub fn print_structured(format: OutputFormat, value: &impl Serialize) -> anyhow:
     let mut stdout = std::io::stdout().lock();
     match format {
         OutputFormat::Yaml => write_yaml(&mut stdout, value),
-        OutputFormat::Json | OutputFormat::Table => write_json(&mut stdout, value),
+        OutputFormat::Json | OutputFormat::Table | OutputFormat::Kubectl => {
+            write_json(&mut stdout, value)
+        }
     }
 }
 
@@ -57,7 +83,7 @@ pub fn print_explanations(
         flows.iter().map(|f| explain(inventory, &f.flow, options)).collect();
     let mut stdout = std::io::stdout().lock();
     match output {
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Kubectl => {
             for (index, (resolved, explanation)) in flows.iter().zip(&explanations).enumerate() {
                 if let Some(service) = &resolved.service {
                     if index > 0 {
@@ -143,5 +169,20 @@ pub fn trace_line(ev: &TraceEvent) -> String {
             s.events_lost,
             s.interfaces.join(" ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_accepts_only_its_formats() {
+        let command = clap::Command::new("t")
+            .arg(clap::Arg::new("o").short('o').value_parser(OutputFormat::parser(TABLE_OR_JSON)));
+        let matches = command.clone().try_get_matches_from(["t", "-o", "json"]).unwrap();
+        assert_eq!(matches.get_one::<OutputFormat>("o"), Some(&OutputFormat::Json));
+        let refused = command.try_get_matches_from(["t", "-o", "yaml"]).unwrap_err();
+        assert!(refused.to_string().contains("[possible values: table, json]"), "{refused}");
     }
 }

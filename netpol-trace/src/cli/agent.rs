@@ -12,18 +12,12 @@ use crate::{
     args::TracerArgs,
     exit,
     k8s::{client::ClusterArgs, events::DEFAULT_MIN_INTERVAL},
+    output::OutputFormat,
     trace::TracerOptions,
 };
 
 /// How long the agent waits for programs and caches before it keeps waiting silently.
 const READY_WARNING: Duration = Duration::from_secs(60);
-
-/// Output of `agent` on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AgentOutput {
-    /// NDJSON: the `trace -o json` lines (`drop`, `restored`, a final `summary`), attributed.
-    Json,
-}
 
 /// Arguments of `agent`.
 #[derive(Debug, clap::Args)]
@@ -78,9 +72,10 @@ pub struct Args {
     /// undoes one).
     #[arg(long, default_value = DEFAULT_BACKUP_DIR, value_name = "DIR", requires = "enable_fix")]
     pub backup_dir: PathBuf,
-    /// NDJSON on stdout.
-    #[arg(short = 'o', long, value_enum)]
-    pub output: Option<AgentOutput>,
+    /// `json`: NDJSON on stdout (the `trace -o json` lines: `drop`, `restored`, a final
+    /// `summary`), attributed.
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(&[OutputFormat::Json]))]
+    pub output: Option<OutputFormat>,
     /// Write this file once ready (programs attached, caches synced); it holds the HTTP
     /// address, e.g. `127.0.0.1:9090`.
     #[arg(long, value_name = "PATH")]

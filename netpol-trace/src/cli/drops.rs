@@ -15,7 +15,7 @@ use crate::{
     },
     exit,
     k8s::client::ClusterArgs,
-    output::{OutputFormat, write_json, write_yaml},
+    output::{OutputFormat, TABLE_JSON_YAML, write_json, write_yaml},
 };
 
 /// Arguments of `drops`.
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
     /// Print the suggested patches (kubectl commands) of the flows still dropping.
     #[arg(long)]
@@ -124,7 +124,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         match args.output {
             OutputFormat::Json => write_json(&mut out, &records)?,
             OutputFormat::Yaml => write_yaml(&mut out, &records)?,
-            OutputFormat::Table => out.write_all(table(&records).as_bytes())?,
+            OutputFormat::Table | OutputFormat::Kubectl => {
+                out.write_all(table(&records).as_bytes())?
+            }
         }
     }
     Ok(exit::OK)
@@ -149,7 +151,7 @@ fn print_fixes(
     match format {
         OutputFormat::Json => write_json(out, &suggestions),
         OutputFormat::Yaml => write_yaml(out, &suggestions),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Kubectl => {
             if suggestions.is_empty() {
                 writeln!(out, "# no flow is being dropped by a NetworkPolicy")?;
             }

@@ -1,7 +1,7 @@
 //! `netpol-trace explain`: which NetworkPolicy allows or denies a connection, rule by rule.
 
 use crate::args::FlowArgs;
-use crate::output::{OutputFormat, print_explanations};
+use crate::output::{OutputFormat, TABLE_JSON_YAML, print_explanations};
 
 const EXAMPLE: &str = "\
 Examples:
@@ -28,7 +28,7 @@ pub struct Args {
 
     /// Output format. json/yaml print one object; for a Service with several backing pods, a
     /// list with one object per pod.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
 }
 

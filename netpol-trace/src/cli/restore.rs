@@ -11,15 +11,7 @@ use crate::exit::{self, ExitError};
 use crate::k8s::backup::MANIFEST_FILE;
 use crate::k8s::client::{ClusterArgs, connect};
 use crate::k8s::restore::{RestoreReport, restore};
-
-/// Output formats of `restore`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// One line per object.
-    Table,
-    /// One JSON object.
-    Json,
-}
+use crate::output::{OutputFormat, TABLE_OR_JSON};
 
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
@@ -49,8 +41,8 @@ pub struct Args {
     pub dry_run: bool,
 
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 
     /// Which cluster.
     #[command(flatten)]
@@ -100,14 +92,14 @@ fn display_missing(path: &Path) -> String {
     }
 }
 
-fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Result<()> {
+fn print_cluster_report(report: &RestoreReport, output: OutputFormat) -> anyhow::Result<()> {
     match output {
-        Output::Json => {
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
             let mut value = serde_json::to_value(report)?;
             value["restored"] = json!(report.restored());
             println!("{}", serde_json::to_string(&value)?);
         }
-        Output::Table => {
+        OutputFormat::Table => {
             if report.dry_run {
                 println!("dry run: nothing was written");
             }
@@ -133,14 +125,14 @@ fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Resul
     Ok(())
 }
 
-fn print_file_report(done: &FileRestore, output: Output) -> anyhow::Result<()> {
+fn print_file_report(done: &FileRestore, output: OutputFormat) -> anyhow::Result<()> {
     match output {
-        Output::Json => {
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
             let mut value = serde_json::to_value(done)?;
             value["restored"] = json!(true);
             println!("{}", serde_json::to_string(&value)?);
         }
-        Output::Table => {
+        OutputFormat::Table => {
             let verb = match (done.outcome, done.dry_run) {
                 ("removed", true) => "would remove",
                 ("removed", false) => "removed",

@@ -7,6 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::{TracerArgs, load_inventory};
 use crate::attribution;
+use crate::output::{OutputFormat, TABLE_OR_JSON};
 use crate::{
     exit,
     inventory::Inventory,
@@ -15,15 +16,6 @@ use crate::{
         pcap::{PcapWriter, ip_total_len},
     },
 };
-
-/// Output formats of `trace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TraceOutput {
-    /// One line per event, for people.
-    Table,
-    /// NDJSON: one JSON object per line (`drop`, `restored`, and a final `summary`).
-    Json,
-}
 
 /// Arguments of `trace`.
 #[derive(Debug, clap::Args)]
@@ -57,9 +49,10 @@ pub struct Args {
     /// Write the captured SYN headers (first of each flow at each point) to a pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = TraceOutput::Table)]
-    pub output: TraceOutput,
+    /// Output format: `table` (one line per event) or `json` (NDJSON: `drop`, `restored`, and a
+    /// final `summary`).
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
     /// Manifests (file, directory, repeatable) to attribute drops to pods and policies;
     /// without it, the cluster of the kubeconfig (or in-cluster) when one is configured.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
@@ -108,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     tracing::info!(interfaces = ?tracer.interfaces, "tracing");
     if tracer.interfaces.is_empty() {
         eprintln!("netpol-trace: no matching interface yet; waiting for pods to appear");
-    } else if args.output == TraceOutput::Table {
+    } else if args.output == OutputFormat::Table {
         eprintln!(
             "attached to {} interface(s): {}",
             tracer.interfaces.len(),
@@ -172,15 +165,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 struct Printer<W: Write> {
-    output: TraceOutput,
+    output: OutputFormat,
     out: W,
 }
 
 impl<W: Write> Printer<W> {
     fn event(&mut self, ev: &TraceEvent) -> anyhow::Result<()> {
         match self.output {
-            TraceOutput::Json => writeln!(self.out, "{}", serde_json::to_string(ev)?)?,
-            TraceOutput::Table => writeln!(self.out, "{}", crate::output::trace_line(ev))?,
+            OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
+                writeln!(self.out, "{}", serde_json::to_string(ev)?)?
+            }
+            OutputFormat::Table => writeln!(self.out, "{}", crate::output::trace_line(ev))?,
         }
         self.out.flush()?;
         Ok(())

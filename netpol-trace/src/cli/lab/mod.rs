@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Subcommand};
 
 use crate::exit;
 use crate::explain::ExplainOptions;
@@ -21,7 +21,7 @@ use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
 use crate::lab::state::LabState;
 use crate::manifest;
-use crate::output::{OutputFormat, table};
+use crate::output::{OutputFormat, TABLE_JSON_YAML, TABLE_OR_JSON, table};
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
@@ -36,16 +36,6 @@ pub struct Args {
     /// The lab subcommand.
     #[command(subcommand)]
     pub command: LabCommand,
-}
-
-/// Output formats of the lab commands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Human-readable text.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
 }
 
 /// `lab` subcommands.
@@ -114,8 +104,8 @@ pub struct UpArgs {
     #[arg(long)]
     pub name: String,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab down`.
@@ -129,8 +119,8 @@ pub struct DownArgs {
 #[derive(Debug, ClapArgs)]
 pub struct LsArgs {
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab exec`.
@@ -166,8 +156,8 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "1s", value_parser = crate::args::parse_duration)]
     pub timeout: Duration,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab explain`.
@@ -191,7 +181,7 @@ pub struct ExplainArgs {
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
 }
 
@@ -261,8 +251,10 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
     let state =
         lifecycle::up(&ctx, &args.name, &objects, args.filename.first().map(PathBuf::as_path))?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&state)?),
-        Output::Table => print_pods(&state),
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
+            println!("{}", serde_json::to_string_pretty(&state)?)
+        }
+        OutputFormat::Table => print_pods(&state),
     }
     Ok(exit::OK)
 }
@@ -324,7 +316,7 @@ fn down(args: DownArgs) -> anyhow::Result<i32> {
 fn ls(args: LsArgs) -> anyhow::Result<i32> {
     let ctx = LabContext::from_env()?;
     let labs = lifecycle::list(&ctx)?;
-    if args.output == Output::Json {
+    if args.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&labs)?);
         return Ok(exit::OK);
     }
@@ -379,7 +371,7 @@ fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
     let protocol = args.protocol.or(named_protocol).unwrap_or(Protocol::Tcp);
     let result = probe(&from.netns, dst_ip, port, protocol, args.timeout)?;
     let flow = format!("{} -> {to_label} {dst_ip}:{port}/{protocol}", from.key());
-    if args.output == Output::Json {
+    if args.output == OutputFormat::Json {
         let value = serde_json::json!({
             "from": from.key(), "to": to_label, "ip": dst_ip, "port": port, "protocol": protocol,
             "outcome": result.outcome, "elapsed_ms": result.elapsed.as_millis() as u64,
