@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::explain::ExplainOptions;
+use crate::explain::{ExplainOptions, Verdict, is_allowed};
 use crate::flow::EndpointSpec;
-use crate::inventory::InventoryOptions;
+use crate::inventory::{InventoryOptions, PolicySource};
 use crate::manifest::load_paths;
+use crate::policy::{Direction, Protocol};
 
 const WEB: &str = "app/web-7d9f8b6c5-x2k4q";
 
