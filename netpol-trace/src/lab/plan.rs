@@ -142,7 +142,7 @@ impl EnforcementPlan {
                     "must be at most 120 characters without '\"' or control characters",
                 ));
             }
-            if !seen.insert(super::render::chain_name("", &pod.host_iface)) {
+            if !seen.insert(super::naming::chain_name("", &pod.host_iface)) {
                 return Err(LabError::invalid(
                     object,
                     format!("pods[{i}].host_iface"),

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
+use super::naming::chain_name;
 use super::plan::{AllowRule, EnforcementPlan, PeerSet, PodPlan, PortRange, PortSet, Protocol};
 
 /// The direction of a per-pod chain.
@@ -46,13 +47,6 @@ impl Direction {
             Self::Egress => "iifname",
         }
     }
-}
-
-/// The name of a per-pod chain (`ingress_cali0123456789a`).
-pub fn chain_name(direction_name: &str, host_iface: &str) -> String {
-    let iface: String =
-        host_iface.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    format!("{direction_name}_{iface}")
 }
 
 /// The complete `nft -f` input replacing table `inet <table>` with the plan's rules.
