@@ -4,9 +4,11 @@
 pub mod flows;
 pub mod model;
 pub mod pcap;
+pub mod source;
 pub mod tracer;
 
 pub use model::{
     DropRecord, Endpoint, Evidence, PolicyRef, RestoredRecord, SummaryRecord, TraceEvent,
 };
+pub use source::EventSource;
 pub use tracer::{Tracer, TracerMessage, TracerOptions};
