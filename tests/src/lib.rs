@@ -48,15 +48,9 @@ pub fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     sh(&full)
 }
 
-/// Fails unless running as root (the privileged tests need it; CI runs them as root).
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "privileged integration tests need root: run them with `cargo xtask test` as root"
-    );
-}
+/// Fails unless running as root: the rule of every privileged test
+/// ([`netpol_trace::lab::system::require_root`]).
+pub use netpol_trace::lab::system::require_root;
 
 /// A pod: its namespace, address and host-side interface in the node namespace.
 #[derive(Debug, Clone)]

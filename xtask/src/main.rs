@@ -161,6 +161,18 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
             );
         }
         ok &= cargo_test(
+            "privileged unit tests (marked `needs root`)",
+            cargo().current_dir(root).args([
+                "test",
+                "-p",
+                "netpol-trace",
+                "--lib",
+                "--",
+                "--ignored",
+            ]),
+            &mut tally,
+        )?;
+        ok &= cargo_test(
             "privileged integration tests",
             cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
             &mut tally,

@@ -345,11 +345,9 @@ table inet npt_t {
 
     /// The kernel's own verdict on the rendered syntax, in a throw-away network namespace.
     #[test]
-    fn rendered_rulesets_load_in_the_kernel_when_root() {
-        if crate::lab::system::ensure_root().is_err() {
-            eprintln!("skipped: `nft -c` needs root");
-            return;
-        }
+    #[ignore = "needs root"]
+    fn rendered_rulesets_load_in_the_kernel() {
+        crate::lab::system::require_root();
         let mut web = pod("caliweb", "10.244.0.1");
         web.egress = Some(vec![AllowRule {
             peers: PeerSet::Nets(vec![
