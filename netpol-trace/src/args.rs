@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::datapath::netns;
 use crate::exit::ExitError;
 use crate::explain::ExplainOptions;
 use crate::flow::{EndpointArg, FlowRequest, ResolvedFlow, resolve_flows};
 use crate::inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions, PortRef};
 use crate::manifest;
+use crate::netns;
 use crate::policy::{IpBlockPodMode, Protocol};
 use crate::trace::tracer::DEFAULT_PORT;
 

@@ -43,7 +43,7 @@ bad_input_from!(
     crate::flow::ResolveError,
     crate::apply::plan_files::FilesError,
     crate::k8s::Error,
-    crate::datapath::netns::NetnsError,
+    crate::netns::NetnsError,
     crate::trace::tracer::TracerError,
     crate::agent::lifecycle::AgentError,
     crate::agent::collect::CollectError,

@@ -33,6 +33,7 @@ pub mod inventory;
 pub mod k8s;
 pub mod lab;
 pub mod manifest;
+pub mod netns;
 pub mod output;
 pub mod policy;
 pub mod trace;

@@ -4,7 +4,6 @@
 //! kernel sees the handshake come back; `SELECT 1` answers. Every step is timed.
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -16,7 +15,6 @@ use super::{
     error::{LabError, Result},
     lifecycle::{self, LabContext},
     mariadb::{MARIADB_PASSWORD, MARIADB_USER},
-    paths::NETNS_DIR,
     scenarios::{self, Scenario},
     state::LabState,
     topology::LabPod,
@@ -241,7 +239,7 @@ pub fn run(
 
     // 2. The tracer in the node's namespace, on every pod veth.
     let mut source = EventSource::kernel(TracerOptions {
-        netns: Some(PathBuf::from(NETNS_DIR).join(&state.topology.node_netns)),
+        netns: Some(crate::netns::netns_path(&state.topology.node_netns)),
         ports: vec![info.flow.port],
         poll_interval: Duration::from_millis(50),
         ..TracerOptions::default()
