@@ -261,6 +261,19 @@ fn write_with_backup(path: &Path, original: Option<&str>, content: &str) -> Resu
     Ok(backup)
 }
 
+/// Writes `content` to `path` after its backup (unless `dry_run`) and reports the change;
+/// `original` is the file's text, `None` for a new file.
+fn changed(
+    path: &Path,
+    original: Option<&str>,
+    content: String,
+    action: FileAction,
+    dry_run: bool,
+) -> Result<FileChange> {
+    let backup = if dry_run { None } else { Some(write_with_backup(path, original, &content)?) };
+    Ok(FileChange { path: path.to_path_buf(), backup, action, dry_run, content })
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
@@ -274,14 +287,7 @@ pub fn replace_document(
 ) -> Result<FileChange> {
     let text = read(path)?;
     let content = rewritten(path, &text, location, object)?;
-    let backup = if dry_run { None } else { Some(write_with_backup(path, Some(&text), &content)?) };
-    Ok(FileChange {
-        path: path.to_path_buf(),
-        backup,
-        action: FileAction::Replaced,
-        dry_run,
-        content,
-    })
+    changed(path, Some(&text), content, FileAction::Replaced, dry_run)
 }
 
 /// Adds `object` as a new document at the end of a YAML file (or as a new item of a JSON
@@ -309,14 +315,7 @@ pub fn append_document(path: &Path, object: &Value, dry_run: bool) -> Result<Fil
     } else {
         format!("{text}{}", to_yaml(object)?)
     };
-    let backup = if dry_run { None } else { Some(write_with_backup(path, Some(&text), &content)?) };
-    Ok(FileChange {
-        path: path.to_path_buf(),
-        backup,
-        action: FileAction::Appended,
-        dry_run,
-        content,
-    })
+    changed(path, Some(&text), content, FileAction::Appended, dry_run)
 }
 
 /// Writes `object` to a new file `<dir>/<namespace>-<name>.yaml` (never over an existing
@@ -336,8 +335,7 @@ pub fn write_new_file(dir: &Path, object: &Value, dry_run: bool) -> Result<FileC
         return Err(manifest_err(dir, "is not a directory"));
     }
     let content = to_yaml(object)?;
-    let backup = if dry_run { None } else { Some(write_with_backup(&path, None, &content)?) };
-    Ok(FileChange { path, backup, action: FileAction::Created, dry_run, content })
+    changed(&path, None, content, FileAction::Created, dry_run)
 }
 
 /// Removes the document (or List item) equal to `original` from a manifest file; the leading
@@ -347,14 +345,7 @@ pub fn remove_document(path: &Path, original: &Value, dry_run: bool) -> Result<F
     let text = read(path)?;
     let content = without(path, &text, original)?
         .ok_or_else(|| manifest_err(path, "no document holds the object as it was read"))?;
-    let backup = if dry_run { None } else { Some(write_with_backup(path, Some(&text), &content)?) };
-    Ok(FileChange {
-        path: path.to_path_buf(),
-        backup,
-        action: FileAction::Replaced,
-        dry_run,
-        content,
-    })
+    changed(path, Some(&text), content, FileAction::Replaced, dry_run)
 }
 
 /// `text` without the document (or List item) equal to `original`; `None` when no document

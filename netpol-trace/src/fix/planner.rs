@@ -185,15 +185,13 @@ impl<'a> Planner<'a> {
         peer: RulePeer<'_>,
         hints: Vec<Hint>,
     ) -> Result<(), FixError> {
-        let policy = &self.current.policy(id).compiled;
-        let port = self.port_for(flow, policy);
+        let port = self.port_for(flow, &self.current.policy(id).compiled);
         let change = format!(
             "add {} to {direction} rule {index}, whose peers are exactly {}",
             describe_port(&port),
             peer.describe()
         );
-        let (namespace, name) = (policy.namespace.clone(), policy.name.clone());
-        self.record(&namespace, &name, direction, change, hints, |object| {
+        self.record_on(id, direction, change, hints, |object| {
             object.add_port(direction, index, port)
         })
     }
@@ -216,10 +214,21 @@ impl<'a> Planner<'a> {
             describe_port(&port)
         );
         let rule = rule::rule_value(direction, rule::peer_value(peer, &policy.namespace), port);
+        self.record_on(id, direction, change, hints, |object| object.append_rule(direction, rule))
+    }
+
+    /// [`Planner::record`] on policy `id` of the current inventory.
+    fn record_on(
+        &mut self,
+        id: PolicyId,
+        direction: Direction,
+        change: String,
+        hints: Vec<Hint>,
+        edit: impl FnOnce(&mut DraftObject) -> Result<Option<Patch>, FixError>,
+    ) -> Result<(), FixError> {
+        let policy = &self.current.policy(id).compiled;
         let (namespace, name) = (policy.namespace.clone(), policy.name.clone());
-        self.record(&namespace, &name, direction, change, hints, |object| {
-            object.append_rule(direction, rule)
-        })
+        self.record(&namespace, &name, direction, change, hints, edit)
     }
 
     /// Strategy 3: a new policy for the workload, that direction only, because every
