@@ -23,3 +23,42 @@ impl ExitError {
         Self { code: BAD_INPUT, message: message.into() }
     }
 }
+
+/// `From` conversions of the library's errors that mean "bad input or cannot run" (exit 2):
+/// each keeps its own message, which names the object and field at fault.
+macro_rules! bad_input_from {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ExitError {
+            fn from(error: $error) -> Self {
+                Self::bad_input(error.to_string())
+            }
+        }
+    )*};
+}
+
+bad_input_from!(
+    crate::manifest::ManifestError,
+    crate::manifest::ClusterError,
+    crate::inventory::InvalidPolicy,
+    crate::flow::ResolveError,
+    crate::apply::plan_files::FilesError,
+    crate::k8s::Error,
+    crate::netns::NetnsError,
+    crate::trace::tracer::TracerError,
+    crate::agent::lifecycle::AgentError,
+    crate::agent::collect::CollectError,
+    crate::lab::error::LabError,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_become_bad_input_with_their_own_message() {
+        let error = crate::k8s::Error::InvalidObject("networkpolicy db/x: spec.ingress".into());
+        let exit = ExitError::from(error);
+        assert_eq!(exit.code, BAD_INPUT);
+        assert!(exit.message.contains("networkpolicy db/x: spec.ingress"), "{}", exit.message);
+    }
+}

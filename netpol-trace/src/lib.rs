@@ -6,19 +6,23 @@
 //! * [`datapath`]: the eBPF object, loading, attaching to veths, reading maps and events.
 //! * [`lab`]: a local node replica from manifests, with policies enforced by nftables.
 //! * [`trace`]: dropped SYNs and restored handshakes as events, NDJSON and pcap.
-//! * [`k8s`]: the Kubernetes API: client, snapshots, reflectors, safe writes with backups,
-//!   restore, Events, and the same changes applied to manifest files.
+//! * [`k8s`]: the Kubernetes API: client, list calls, reflectors, guarded writes with backups,
+//!   restore, Events.
 //! * [`cli`]: the `netpol-trace` command line.
 //! * [`policy`]: pure NetworkPolicy semantics (validation, compilation, matching).
-//! * [`manifest`]: loading objects from manifest files or the live cluster.
+//! * [`manifest`]: reading objects, from manifest files or the live cluster.
+//! * [`apply`]: writing: manifest files changed with backups, fix plans written to files or
+//!   to the cluster.
 //! * [`inventory`]: the indexed snapshot of pods, namespaces, policies and services.
 //! * [`flow`]: a connection attempt resolved to pods or outside addresses.
 //! * [`explain`]: which policies and rules allow or deny a flow, with near-misses.
-//! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine, and writing
-//!   it back to manifest files.
+//! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine (pure).
 //! * [`output`]: table/JSON/YAML output helpers.
 
 pub mod agent;
+pub mod apply;
+pub mod args;
+pub mod attribution;
 pub mod cli;
 pub mod datapath;
 pub mod exit;
@@ -29,6 +33,7 @@ pub mod inventory;
 pub mod k8s;
 pub mod lab;
 pub mod manifest;
+pub mod netns;
 pub mod output;
 pub mod policy;
 pub mod trace;

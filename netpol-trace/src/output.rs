@@ -4,17 +4,47 @@ use std::io::Write;
 
 use serde::Serialize;
 
-/// `-o/--output`.
+use crate::exit;
+use crate::explain::{ExplainOptions, Explanation, explain, table};
+use crate::flow::ResolvedFlow;
+use crate::inventory::Inventory;
+use crate::trace::TraceEvent;
+
+/// `-o/--output`, the one output enum of every command; each command accepts the subset
+/// it can print ([`OutputFormat::parser`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// A table a person reads in seconds.
+    /// For people: a table, a timeline, one line per event.
     #[default]
     Table,
-    /// One pretty-printed JSON value.
+    /// JSON: one object, or NDJSON (one object a line) for streams of events.
     Json,
-    /// YAML.
+    /// YAML (for `fix`: the corrected and created policies, for `kubectl apply -f -`).
     Yaml,
+    /// `kubectl patch` / `kubectl apply` commands.
+    Kubectl,
 }
+
+impl OutputFormat {
+    /// A `-o` parser that accepts only `allowed` (clap lists them in `--help` and refuses
+    /// the others).
+    pub fn parser(
+        allowed: &'static [OutputFormat],
+    ) -> impl clap::builder::TypedValueParser<Value = OutputFormat> {
+        use clap::ValueEnum;
+        use clap::builder::TypedValueParser;
+        clap::builder::PossibleValuesParser::new(
+            allowed.iter().filter_map(OutputFormat::to_possible_value),
+        )
+        .map(|name| OutputFormat::from_str(&name, false).unwrap_or_default())
+    }
+}
+
+/// `-o table|json`, the formats of the commands that print no YAML.
+pub const TABLE_OR_JSON: &[OutputFormat] = &[OutputFormat::Table, OutputFormat::Json];
+/// `-o table|json|yaml`.
+pub const TABLE_JSON_YAML: &[OutputFormat] =
+    &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml];
 
 /// Writes `value` as pretty JSON followed by a newline.
 pub fn write_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
@@ -35,6 +65,124 @@ pub fn print_structured(format: OutputFormat, value: &impl Serialize) -> anyhow:
     let mut stdout = std::io::stdout().lock();
     match format {
         OutputFormat::Yaml => write_yaml(&mut stdout, value),
-        OutputFormat::Json | OutputFormat::Table => write_json(&mut stdout, value),
+        OutputFormat::Json | OutputFormat::Table | OutputFormat::Kubectl => {
+            write_json(&mut stdout, value)
+        }
+    }
+}
+
+/// Explains `flows` against `inventory`, prints them in `output` format and returns the exit
+/// code: 0 when every flow is allowed, else 1.
+pub fn print_explanations(
+    inventory: &Inventory,
+    flows: &[ResolvedFlow],
+    options: &ExplainOptions,
+    output: OutputFormat,
+) -> anyhow::Result<i32> {
+    let explanations: Vec<Explanation> =
+        flows.iter().map(|f| explain(inventory, &f.flow, options)).collect();
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        OutputFormat::Table | OutputFormat::Kubectl => {
+            for (index, (resolved, explanation)) in flows.iter().zip(&explanations).enumerate() {
+                if let Some(service) = &resolved.service {
+                    if index > 0 {
+                        writeln!(stdout)?;
+                    }
+                    writeln!(stdout, "via svc/{}/{}:", service.namespace, service.name)?;
+                }
+                stdout.write_all(table::render(explanation).as_bytes())?;
+            }
+        }
+        // One object for one flow (the contract); a Service with several backends gives a list.
+        OutputFormat::Json if explanations.len() == 1 => write_json(&mut stdout, &explanations[0])?,
+        OutputFormat::Json => write_json(&mut stdout, &explanations)?,
+        OutputFormat::Yaml if explanations.len() == 1 => write_yaml(&mut stdout, &explanations[0])?,
+        OutputFormat::Yaml => write_yaml(&mut stdout, &explanations)?,
+    }
+    Ok(if explanations.iter().all(Explanation::allowed) { exit::OK } else { exit::NO })
+}
+
+/// Rows as left-aligned columns under an upper-case header, two spaces apart (the last
+/// column is not padded): the one table layout of every command.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One line for people.
+pub fn trace_line(ev: &TraceEvent) -> String {
+    match ev {
+        TraceEvent::Drop(d) => {
+            let mut line = format!(
+                "{}  DROP      {:<16} {:<16} {}:{} -> {}:{}  x{}",
+                d.time.format("%H:%M:%S%.3f"),
+                d.reason,
+                d.ifname,
+                d.src.display_name(),
+                d.src.port,
+                d.dst.display_name(),
+                d.dst.port,
+                d.count
+            );
+            for p in &d.policies {
+                line.push_str(&format!("  [{} {}/{}]", p.direction, p.namespace, p.name));
+            }
+            if let Some(hint) = &d.hint {
+                line.push_str(&format!("  {hint}"));
+            }
+            line
+        }
+        TraceEvent::Restored(r) => format!(
+            "{}  RESTORED  {} -> {}:{} handshake completed after {} dropped SYN(s) since {}",
+            r.time.format("%H:%M:%S%.3f"),
+            r.src.display_name(),
+            r.dst.display_name(),
+            r.dst.port,
+            r.drops,
+            r.first_drop.format("%H:%M:%S%.3f"),
+        ),
+        TraceEvent::Summary(s) => format!(
+            "summary: {} dropped flow(s), {} restored, {} packets matched, {} events lost, interfaces: {}",
+            s.dropped_flows,
+            s.restored_flows,
+            s.matched,
+            s.events_lost,
+            s.interfaces.join(" ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_accepts_only_its_formats() {
+        let command = clap::Command::new("t")
+            .arg(clap::Arg::new("o").short('o').value_parser(OutputFormat::parser(TABLE_OR_JSON)));
+        let matches = command.clone().try_get_matches_from(["t", "-o", "json"]).unwrap();
+        assert_eq!(matches.get_one::<OutputFormat>("o"), Some(&OutputFormat::Json));
+        let refused = command.try_get_matches_from(["t", "-o", "yaml"]).unwrap_err();
+        assert!(refused.to_string().contains("[possible values: table, json]"), "{refused}");
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 const WEB: &str = "app/web-7d9f8b6c5-x2k4q";
 
 fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fix").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
 fn netpol_trace(args: &[&str]) -> Output {
@@ -56,7 +56,15 @@ fn web_to_mysql<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn json_output_follows_the_contract() {
-    let dir = scenario("port-typo");
+    // The policy as a cluster would hand it out, with a resourceVersion to guard the patch.
+    let copy = copy_scenario("port-typo");
+    let policy = copy.path().join("policy.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let versioned =
+        text.replace("  namespace: db\n", "  namespace: db\n  resourceVersion: \"4711\"\n");
+    assert_ne!(versioned, text);
+    std::fs::write(&policy, versioned).unwrap();
+    let dir = copy.path();
     let out = netpol_trace(&web_to_mysql(dir.to_str().unwrap(), &["-o", "json"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -165,7 +173,9 @@ fn yaml_output_is_the_corrected_policy_ready_for_apply() {
     assert_eq!(policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "web");
     // The corrected policy, fed back as a manifest, allows the flow.
     let fixed = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.join("workloads.yaml"), fixed.path().join("workloads.yaml")).unwrap();
+    for file in ["namespaces.yaml", "pods.yaml"] {
+        std::fs::copy(dir.join(file), fixed.path().join(file)).unwrap();
+    }
     std::fs::write(fixed.path().join("policy.yaml"), stdout(&out)).unwrap();
     let args = [
         "explain",
@@ -196,8 +206,8 @@ fn apply_writes_the_files_with_backups_and_explain_agrees() {
         let after = std::fs::read_to_string(dir.path().join("policy.yaml")).unwrap();
         assert_ne!(after, before, "{name}: policy.yaml changed");
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("workloads.yaml")).unwrap(),
-            std::fs::read_to_string(scenario(name).join("workloads.yaml")).unwrap()
+            std::fs::read_to_string(dir.path().join("pods.yaml")).unwrap(),
+            std::fs::read_to_string(scenario(name).join("pods.yaml")).unwrap()
         );
         let names = files(dir.path());
         let backup = names

@@ -32,8 +32,8 @@ fn stderr(output: &Output) -> String {
 /// A fake cluster holding the objects of a scenario folder, and a kubeconfig for it.
 async fn cluster(scenario: &str) -> (FakeApiServer, tempfile::TempDir, PathBuf) {
     let fake = FakeApiServer::start().await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fix").join(scenario);
-    for file in ["workloads.yaml", "policy.yaml"] {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(scenario);
+    for file in ["namespaces.yaml", "pods.yaml", "policy.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
             let mut object = Value::deserialize(document).unwrap();

@@ -98,7 +98,7 @@ async fn bad_input_and_file_backups() {
     let file = dir.path().join("db.yaml");
     let before = "# before\napiVersion: v1\nkind: Namespace\nmetadata: {name: db}\n";
     std::fs::write(&file, before).unwrap();
-    let change = netpol_trace::k8s::files::append_document(&file, &policy(), false).unwrap();
+    let change = netpol_trace::apply::files::append_document(&file, &policy(), false).unwrap();
     let backup = change.backup.unwrap();
     let out = run(&kubeconfig, &["restore", backup.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

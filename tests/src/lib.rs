@@ -16,11 +16,12 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use netpol_trace::lab::wiring;
 
 pub mod tc_drop;
 
-/// The link-local gateway pods route through (as Calico does).
-pub const GATEWAY: &str = "169.254.1.1";
+/// The link-local gateway pods route through (as Calico does), the lab's.
+pub use netpol_trace::lab::paths::NODE_GATEWAY as GATEWAY;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -48,15 +49,9 @@ pub fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     sh(&full)
 }
 
-/// Fails unless running as root (the privileged tests need it; CI runs them as root).
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "privileged integration tests need root: run them with `cargo xtask test` as root"
-    );
-}
+/// Fails unless running as root: the rule of every privileged test
+/// ([`netpol_trace::lab::system::require_root`]).
+pub use netpol_trace::lab::system::require_root;
 
 /// A pod: its namespace, address and host-side interface in the node namespace.
 #[derive(Debug, Clone)]
@@ -101,11 +96,7 @@ impl Topology {
         let node = format!("{prefix}-node");
         let mut topo =
             Self { prefix: prefix.clone(), node: node.clone(), pods: vec![], listeners: vec![] };
-        sh(&["ip", "netns", "add", &node])?;
-        in_ns(&node, &["ip", "link", "set", "lo", "up"])?;
-        // Proxy ARP answers only for routable addresses; with no default route, the gateway
-        // address must be local to the node namespace.
-        in_ns(&node, &["ip", "addr", "add", &format!("{GATEWAY}/32"), "dev", "lo"])?;
+        wiring::create_node(&node)?;
         let subnet = 200 + (SEQ.load(Ordering::SeqCst) % 50) as u8;
         for i in 0..n {
             let netns = format!("{prefix}-p{i}");
@@ -115,38 +106,8 @@ impl Topology {
                 v6.then(|| Ipv6Addr::new(0xfd00, u16::from(subnet), 0, 0, 0, 0, 0, i as u16 + 1));
             sh(&["ip", "netns", "add", &netns])?;
             topo.pods.push(Pod { netns: netns.clone(), ip, ip6, host_if: host_if.clone() });
-            sh(&[
-                "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
-                "eth0", "netns", &netns,
-            ])?;
-            in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
-            in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
-            in_ns(&netns, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
-            in_ns(&netns, &["ip", "route", "add", GATEWAY, "dev", "eth0"])?;
-            in_ns(
-                &netns,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    &format!("10.{subnet}.0.0/16"),
-                    "via",
-                    GATEWAY,
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            in_ns(&node, &["ip", "link", "set", &host_if, "up"])?;
-            in_ns(
-                &node,
-                &[
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
-                    &format!("net.ipv4.conf.{host_if}.forwarding=1"),
-                ],
-            )?;
-            in_ns(&node, &["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if])?;
+            // The lab's own Calico-style wiring: what the tests trace is what the lab builds.
+            wiring::wire_veth(&node, &netns, &host_if, IpAddr::V4(ip), &netns)?;
             if let Some(ip6) = ip6 {
                 wire_v6(&node, &netns, &host_if, ip6, subnet)?;
             }
@@ -303,6 +264,6 @@ fn wire_v6(
 
 /// Moves the calling thread into a named network namespace.
 pub fn enter_netns(name: &str) -> std::io::Result<()> {
-    netpol_trace::datapath::netns::enter(&PathBuf::from("/run/netns").join(name))
+    netpol_trace::netns::enter(&PathBuf::from("/run/netns").join(name))
         .map_err(std::io::Error::other)
 }

@@ -2,13 +2,15 @@
 //! enforcement by the kernel, listeners and MariaDB. Each test builds its own lab with a unique
 //! name in its own labs directory, behind a guard that runs `lab down` when it goes out of scope,
 //! so tests run in parallel and leave nothing behind even when they fail. Without root they
-//! are skipped.
+//! fail loudly (`require_root`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
+
+use netpol_trace::lab::system::require_root;
 
 use netpol_trace::lab::{
     AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, Protocol,
@@ -68,19 +70,6 @@ kind: Pod
 metadata: {name: server, namespace: b}
 spec: {containers: [{name: s, image: s, ports: [{containerPort: 80}]}]}
 ";
-
-fn is_root() -> bool {
-    netpol_trace::lab::system::ensure_root().is_ok()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: the lab needs root");
-            return;
-        }
-    };
-}
 
 /// A lab of this test run: unique name, private labs directory, torn down on drop.
 struct LabGuard {
@@ -255,7 +244,7 @@ fn db_only_from(db: &PodInfo, peer: IpAddr, port: u16) -> EnforcementPlan {
 
 #[test]
 fn lab_enforces_plans_with_real_kernel_drops_and_leaves_nothing() {
-    require_root!();
+    require_root();
     let started = Instant::now();
     let lab = LabGuard::new(MANIFESTS);
     let state = lab.up();
@@ -366,7 +355,7 @@ spec:
 
 #[test]
 fn up_enforces_the_manifest_policies_and_apply_replaces_them() {
-    require_root!();
+    require_root();
     let lab = LabGuard::new(&format!("{SMALL_MANIFESTS}{DENY_SERVER}"));
     let state = lab.up();
     assert_eq!(state["policies"].as_array().map(Vec::len), Some(1), "{state}");
@@ -440,7 +429,7 @@ fn up_enforces_the_manifest_policies_and_apply_replaces_them() {
 
 #[test]
 fn down_after_a_crash_finds_processes_and_namespaces_without_state() {
-    require_root!();
+    require_root();
     let lab = LabGuard::new(SMALL_MANIFESTS);
     let state = lab.up();
     assert_eq!(lab.probe("a/client", "b/server", "80", &[]).0, 0);
@@ -464,7 +453,7 @@ fn down_after_a_crash_finds_processes_and_namespaces_without_state() {
 
 #[test]
 fn bad_input_exits_2_and_creates_nothing() {
-    require_root!();
+    require_root();
     let lab = LabGuard::new(
         "kind: Pod\nmetadata: {name: a}\nstatus: {podIP: 10.244.0.5}\n---\n\
          kind: Pod\nmetadata: {name: b}\nstatus: {podIP: 10.244.0.5}\n",
@@ -488,7 +477,7 @@ fn bad_input_exits_2_and_creates_nothing() {
 
 #[test]
 fn exec_passes_the_exit_code_through_and_up_refuses_an_existing_lab() {
-    require_root!();
+    require_root();
     let lab = LabGuard::new(SMALL_MANIFESTS);
     lab.up();
     let out = lab.lab("exec", &["client", "--", "sh", "-c", "ip -o addr show eth0; exit 7"]);
@@ -506,7 +495,7 @@ fn exec_passes_the_exit_code_through_and_up_refuses_an_existing_lab() {
 
 #[test]
 fn a_failing_up_removes_what_it_created() {
-    require_root!();
+    require_root();
     use netpol_trace::lab::{LabContext, lifecycle};
     let lab = LabGuard::new(SMALL_MANIFESTS);
     let input = netpol_trace::manifest::load_paths(&[lab.manifests.path().to_owned()]).unwrap();

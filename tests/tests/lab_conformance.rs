@@ -13,7 +13,7 @@
 //!
 //! By default a sample of cases chosen for feature coverage runs (CI); with
 //! `NETPOL_TRACE_LAB_CONFORMANCE=all` (see `scripts/lab-conformance.sh`) every case runs. Both
-//! print `lab conformance: N probes, M agree` and list the disagreements. Needs root; skipped
+//! print `lab conformance: N probes, M agree` and list the disagreements. Needs root; fails
 //! without it.
 
 use std::collections::BTreeMap;
@@ -244,10 +244,7 @@ fn selected_cases() -> Vec<PathBuf> {
 
 #[test]
 fn lab_enforcement_agrees_with_the_conformance_corpus() {
-    if netpol_trace::lab::system::ensure_root().is_err() {
-        eprintln!("skipped: the lab needs root");
-        return;
-    }
+    netpol_trace::lab::system::require_root();
     let started = Instant::now();
     let cases: Vec<Case> = selected_cases().iter().map(|dir| Case::load(dir)).collect();
     // One lab per distinct set of pods and namespaces, in order of first appearance.

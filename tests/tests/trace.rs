@@ -93,7 +93,7 @@ fn drop_then_restore(
     assert_eq!(d.src.ip.to_string(), topo.pods[0].ip.to_string());
     assert_eq!(d.dst.ip.to_string(), dst.to_string());
     assert_eq!(d.dst.port, PORT);
-    assert_eq!(d.protocol, "TCP");
+    assert_eq!(d.protocol, netpol_trace::policy::Protocol::Tcp);
     assert!(d.count >= 1 && d.src.port > 1024);
     assert!(d.evidence.syn_left_source >= 1, "{:?}", d.evidence);
 

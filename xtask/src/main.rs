@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
 };
 
@@ -29,6 +29,9 @@ enum Cmd {
     /// Clippy with -D warnings for the host crates and for the bpf target.
     Clippy,
 }
+
+#[path = "../../netpol-trace/build/toolchain.rs"]
+mod toolchain;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -75,33 +78,24 @@ fn clippy(root: &Path) -> anyhow::Result<()> {
     run("clippy (bpf target)", &mut bpf)
 }
 
-/// Cargo for the bpf target: rustup's nightly with rust-src when present (the standard aya
-/// set-up), else the system toolchain with its library source (Debian's rustc-web).
+/// Cargo for the bpf target: the toolchain `build.rs` builds the programs with
+/// (`NETPOL_TRACE_EBPF_TOOLCHAIN`, else rustup's nightly with rust-src, else the system Rust),
+/// which must also have clippy.
 fn bpf_cargo() -> anyhow::Result<Command> {
-    let nightly_src = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|s| s.join("lib/rustlib/src/rust/library/core").exists());
-    let mut cmd;
-    if nightly_src {
-        cmd = Command::new("rustup");
-        cmd.args(["run", "nightly", "cargo"]);
-    } else if Path::new("/usr/lib/rustlib/src/rust/library/core").exists()
-        && Path::new("/usr/bin/cargo-clippy").exists()
-    {
-        cmd = Command::new("/usr/bin/cargo");
+    let toolchain = toolchain::pick_toolchain().map_err(|e| anyhow::anyhow!(e))?;
+    let mut cmd = toolchain.cargo();
+    toolchain.apply_env(&mut cmd);
+    if let toolchain::Toolchain::System { cargo, .. } = &toolchain {
+        let clippy = cargo.with_file_name("cargo-clippy");
+        if !clippy.exists() {
+            bail!(
+                "{} has no clippy: apt-get install rust-web-clippy (scripts/setup.sh does)",
+                toolchain.describe()
+            );
+        }
         let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("/usr/bin:{path}"))
-            .env("RUSTC", "/usr/bin/rustc")
-            .env("RUSTC_BOOTSTRAP", "1");
-    } else {
-        bail!(
-            "no toolchain for the bpf target: install nightly with rust-src, or run scripts/setup.sh (rustc-web, rust-web-src, rust-web-clippy)"
-        );
+        let bin = cargo.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        cmd.env("PATH", format!("{bin}:{path}"));
     }
     for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC_WRAPPER", "CARGO_TARGET_DIR"] {
         cmd.env_remove(var);
@@ -163,12 +157,30 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             ok &= cargo_test(
+                "privileged unit tests (marked `needs root`)",
+                cargo().current_dir(root).args([
+                    "test",
+                    "-p",
+                    "netpol-trace",
+                    "--lib",
+                    "--",
+                    "--ignored",
+                ]),
+                &mut tally,
+            )?;
+            ok &= cargo_test(
                 "privileged integration tests",
                 cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
                 &mut tally,
             )?;
         } else {
-            ok &= privileged_tests_through_sudo(root, &mut tally)?;
+            ok &= tests_through_sudo(
+                root,
+                &["-p", "netpol-trace", "--lib"],
+                &["--ignored"],
+                &mut tally,
+            )?;
+            ok &= tests_through_sudo(root, &["-p", "netpol-trace-integration"], &[], &mut tally)?;
         }
     }
     println!("xtask: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
@@ -178,24 +190,32 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For a user with sudo: builds the privileged test binaries as that user (the target
-/// directory stays theirs), then runs only the binaries as root.
-fn privileged_tests_through_sudo(root: &Path, tally: &mut Tally) -> anyhow::Result<bool> {
+/// For a user with sudo: builds the test binaries that `cargo test <select>` would run as that
+/// user (the target directory stays theirs), then runs only the binaries as root, with
+/// `test_args` (e.g. `--ignored`).
+fn tests_through_sudo(
+    root: &Path,
+    select: &[&str],
+    test_args: &[&str],
+    tally: &mut Tally,
+) -> anyhow::Result<bool> {
     if Command::new("sudo").arg("--version").output().is_err() {
         bail!(
             "the privileged integration tests need root (namespaces, nftables, eBPF) and there is no sudo: run `cargo xtask test` as root, or pass --unprivileged"
         );
     }
-    eprintln!("xtask: building the privileged integration tests");
+    eprintln!("xtask: building the privileged tests ({})", select.join(" "));
     let out = cargo()
         .current_dir(root)
-        .args(["test", "-p", "netpol-trace-integration", "--no-run"])
+        .arg("test")
+        .args(select)
+        .arg("--no-run")
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot start cargo")?;
     if !out.status.success() {
-        bail!("building the privileged integration tests failed ({})", out.status);
+        bail!("building the privileged tests failed ({})", out.status);
     }
     let mut ok = true;
     for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -1,5 +1,5 @@
 //! `--enable-fix`: the agent applies the minimal patch of a flow the policies deny, through
-//! [`crate::fix::cluster::apply_plan`] (server-side dry run of every change first, a backup
+//! [`crate::apply::cluster::apply_plan`] (server-side dry run of every change first, a backup
 //! folder, resourceVersion-guarded writes, rollback of a half-applied plan). Off by default:
 //! the agent then only suggests. A plan is applied at most once per cluster generation: the
 //! write comes back through the watch, the flow is re-attributed, and an allowed flow has no
@@ -9,7 +9,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::{fix::FixPlan, fix::cluster::apply_plan, trace::flows::ConnKey};
+use crate::{apply::cluster::apply_plan, fix::FixPlan, trace::flows::ConnKey};
 
 use super::state::AgentState;
 

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::{
-    inventory::{self, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
-    k8s::ClusterObjects,
+    inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
     policy::compile_policy,
 };
 
@@ -23,7 +22,7 @@ impl ClusterView {
     /// Builds the view. A policy the engine cannot compile is left out with a warning (the
     /// API server validated it, so this only happens with fields the engine does not know),
     /// rather than losing attribution for every other policy.
-    pub fn build(objects: ClusterObjects) -> Self {
+    pub fn build(mut objects: ClusterObjects) -> Self {
         let uids = objects
             .pods
             .iter()
@@ -34,7 +33,6 @@ impl ClusterView {
                 ))
             })
             .collect();
-        let mut objects = objects.into_inventory_objects();
         objects.network_policies.retain(|sourced| {
             let policy = &sourced.policy;
             match compile_policy(policy, DEFAULT_NAMESPACE) {
@@ -74,6 +72,6 @@ impl ClusterView {
 }
 
 fn empty_inventory() -> Inventory {
-    Inventory::from_objects(inventory::ClusterObjects::default(), InventoryOptions::default())
+    Inventory::from_objects(ClusterObjects::default(), InventoryOptions::default())
         .expect("an empty inventory has no policy to reject")
 }

@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(a.node.as_deref(), Some("node-a"));
         let drops = a.drops.as_ref().unwrap();
         assert_eq!(drops.len(), 1);
-        assert_eq!(drops[0].dst.port, 3306);
+        assert_eq!(drops[0].drop.dst.port, 3306);
         let b = answers.iter().find(|a| a.pod == "agent-b").unwrap();
         assert!(b.drops.is_err());
         let proxied: Vec<_> =

@@ -34,31 +34,31 @@ pub struct DropEvent {
 
 /// The `netpol-trace fix` command for a record's flow (the Service when one was addressed).
 pub fn fix_command(record: &FlowRecord) -> String {
-    let to = match (&record.dst.namespace, &record.dst.service, &record.dst.pod) {
+    let to = match (&record.drop.dst.namespace, &record.drop.dst.service, &record.drop.dst.pod) {
         (Some(ns), Some(svc), _) => format!("svc/{ns}/{svc}"),
-        _ => record.dst.display_name(),
+        _ => record.drop.dst.display_name(),
     };
     format!(
         "netpol-trace fix --from {} --to {to} --port {}",
-        record.src.display_name(),
-        record.dst.port
+        record.drop.src.display_name(),
+        record.drop.dst.port
     )
 }
 
 /// "12 SYNs from app/web-1 to db/mysql-0:3306 dropped: denied by NetworkPolicy
 /// db/mysql-ingress, rule 0 allows port 3307; suggested: netpol-trace fix ..."
 pub fn note(record: &FlowRecord, denial: &str) -> String {
-    let syns = if record.count == 1 { "SYN" } else { "SYNs" };
-    let via = match (&record.dst.namespace, &record.dst.service) {
+    let syns = if record.drop.count == 1 { "SYN" } else { "SYNs" };
+    let via = match (&record.drop.dst.namespace, &record.drop.dst.service) {
         (Some(ns), Some(svc)) => format!(" (Service {ns}/{svc})"),
         _ => String::new(),
     };
     format!(
         "{} {syns} from {} to {}:{}{via} dropped: {denial}; suggested: {}",
-        record.count,
-        record.src.display_name(),
-        record.dst.display_name(),
-        record.dst.port,
+        record.drop.count,
+        record.drop.src.display_name(),
+        record.drop.dst.display_name(),
+        record.drop.dst.port,
         fix_command(record)
     )
 }
@@ -70,7 +70,7 @@ pub fn drop_event(
     reference: impl Fn(&str, &str) -> ObjectReference,
 ) -> Option<DropEvent> {
     let denial = denial?;
-    let (ns, pod) = (record.dst.namespace.as_deref()?, record.dst.pod.as_deref()?);
+    let (ns, pod) = (record.drop.dst.namespace.as_deref()?, record.drop.dst.pod.as_deref()?);
     Some(DropEvent { regarding: reference(ns, pod), note: note(record, denial) })
 }
 
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn the_note_says_who_what_why_and_what_to_run() {
         let mut r = record("10.0.1.5", "10.0.2.7", 3306);
-        let a = attribute(&inventory_of(MANIFESTS), &mut r);
+        let (a, _) = attribute(&inventory_of(MANIFESTS), &mut r);
         let ev = drop_event(&r, a.denial.as_deref(), reference).unwrap();
         assert_eq!(
             ev.note,
@@ -163,8 +163,8 @@ mod tests {
     #[test]
     fn a_service_is_named_and_is_the_fix_target() {
         let mut r = record("10.0.1.5", "10.96.0.10", 13306);
-        r.count = 1;
-        let a = attribute(&inventory_of(MANIFESTS), &mut r);
+        r.drop.count = 1;
+        let (a, _) = attribute(&inventory_of(MANIFESTS), &mut r);
         let ev = drop_event(&r, a.denial.as_deref(), reference).unwrap();
         assert!(
             ev.note
@@ -179,10 +179,10 @@ mod tests {
     fn no_event_without_a_policy_decision_or_a_destination_pod() {
         let inv = inventory_of(&MANIFESTS.replace("port: 3307", "port: 3306"));
         let mut allowed = record("10.0.1.5", "10.0.2.7", 3306);
-        let a = attribute(&inv, &mut allowed);
+        let (a, _) = attribute(&inv, &mut allowed);
         assert!(drop_event(&allowed, a.denial.as_deref(), reference).is_none());
         let mut outside = record("10.0.1.5", "192.0.2.9", 3306);
-        let a = attribute(&inv, &mut outside);
+        let (a, _) = attribute(&inv, &mut outside);
         assert!(drop_event(&outside, a.denial.as_deref(), reference).is_none());
     }
 
@@ -195,7 +195,7 @@ mod tests {
             .with_min_interval(Duration::from_secs(60));
         let (queue, task) = start(recorder, metrics.clone());
         let mut r = record("10.0.1.5", "10.0.2.7", 3306);
-        let a = attribute(&inventory_of(MANIFESTS), &mut r);
+        let (a, _) = attribute(&inventory_of(MANIFESTS), &mut r);
         for _ in 0..5 {
             queue.offer(drop_event(&r, a.denial.as_deref(), reference).unwrap());
         }

@@ -159,7 +159,7 @@ mod tests {
             reason_raw: 11,
             ifname: "cali0".into(),
             count: 2,
-            protocol: "TCP".into(),
+            protocol: crate::policy::Protocol::Tcp,
             src: Endpoint::addr(src.parse().unwrap(), 40000),
             dst: Endpoint {
                 namespace: Some(ns.into()),

@@ -13,16 +13,17 @@ use tokio::{
 };
 
 use crate::{
+    fix::FixPlan,
     k8s::{events::EventRecorder, watch::ClusterCache},
     trace::{
-        RestoredRecord, SummaryRecord, TraceEvent, Tracer, TracerMessage, TracerOptions,
+        EventSource, RestoredRecord, SummaryRecord, TraceEvent, TracerMessage, TracerOptions,
         flows::ConnKey, tracer::TracerError,
     },
 };
 
 use super::{
     apply::{self, FixJob},
-    attribute::{Attribution, attribute},
+    attribute::attribute,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
     http,
@@ -108,6 +109,17 @@ impl Agent {
         client: kube::Client,
         output: Option<Output>,
     ) -> Result<Self, AgentError> {
+        Self::start_with(opts, client, output, None).await
+    }
+
+    /// Like [`Agent::start`], with the events of `source` instead of the kernel's (`None`:
+    /// the kernel, with `opts.tracer`): recorded events replay through the whole agent.
+    pub async fn start_with(
+        opts: AgentOptions,
+        client: kube::Client,
+        output: Option<Output>,
+        source: Option<EventSource>,
+    ) -> Result<Self, AgentError> {
         let state = Arc::new(AgentState::new(opts.capacity));
         let listener = http::bind(opts.listen)
             .await
@@ -117,7 +129,7 @@ impl Agent {
         let server = http::serve(listener, state.clone(), stop_rx.clone());
         state.set_running(true);
         tracing::info!(%addr, "HTTP endpoints up");
-        let task = tokio::spawn(run(opts, client, output, state.clone(), stop_rx));
+        let task = tokio::spawn(run(opts, client, output, source, state.clone(), stop_rx));
         Ok(Self { addr, state, stop, task, server })
     }
 
@@ -186,6 +198,7 @@ async fn run(
     opts: AgentOptions,
     client: kube::Client,
     output: Option<Output>,
+    source: Option<EventSource>,
     state: Arc<AgentState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<SummaryRecord, AgentError> {
@@ -197,16 +210,20 @@ async fn run(
         .with_min_interval(opts.event_interval);
     let (queue, events_task) = events::start(recorder, state.metrics.clone());
 
-    let tracer_opts = opts.tracer.clone();
-    let started = tokio::task::spawn_blocking(move || Tracer::start(tracer_opts)).await;
-    let (tracer, mut rx) = match started {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(e.into()),
-        Err(e) => return Err(AgentError::TracerFailed(e.to_string())),
+    let mut source = match source {
+        Some(source) => source,
+        None => {
+            let tracer_opts = opts.tracer.clone();
+            match tokio::task::spawn_blocking(move || EventSource::kernel(tracer_opts)).await {
+                Ok(Ok(source)) => source,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(AgentError::TracerFailed(e.to_string())),
+            }
+        }
     };
-    tracing::info!(interfaces = ?tracer.interfaces, "programs attached");
+    tracing::info!(interfaces = ?source.interfaces, "programs attached");
     let mut lp = Loop {
-        interfaces: tracer.interfaces.iter().cloned().collect(),
+        interfaces: source.interfaces.iter().cloned().collect(),
         opts,
         state: state.clone(),
         view: ClusterView::empty(),
@@ -234,7 +251,7 @@ async fn run(
                     state.set_synced(true);
                 }
             }
-            msg = rx.recv() => match msg {
+            msg = source.events.recv() => match msg {
                 Some(TracerMessage::Failed(e)) => break Err(AgentError::TracerFailed(e)),
                 Some(msg) => {
                     if let Err(e) = lp.handle(msg) {
@@ -246,7 +263,7 @@ async fn run(
         }
     };
     state.set_attached(false);
-    let summary = tokio::task::spawn_blocking(move || tracer.stop()).await.unwrap_or_default();
+    let summary = tokio::task::spawn_blocking(move || source.stop()).await.unwrap_or_default();
     tracing::info!(?summary, "programs detached");
     lp.events.take();
     lp.fixes.take();
@@ -276,10 +293,10 @@ impl Loop {
         let mut store = self.state.store();
         for key in store.dropping_keys() {
             if let Some(record) = store.get_mut(&key) {
-                let a = attribute(&self.view.inventory, record);
+                let (a, plan) = attribute(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
-                record.attributed = Some((self.generation, a.denial.clone()));
-                self.fix(key, a);
+                record.attributed = Some((self.generation, a.denial));
+                self.fix(key, plan);
             }
         }
         tracing::debug!(
@@ -302,17 +319,16 @@ impl Loop {
                 let denial = match &record.attributed {
                     Some((generation, denial)) if *generation == self.generation => denial.clone(),
                     _ => {
-                        let a = attribute(&self.view.inventory, record);
+                        let (a, plan) = attribute(&self.view.inventory, record);
                         metrics.observe_evaluation(a.took);
                         record.attributed = Some((self.generation, a.denial.clone()));
-                        let denial = a.denial.clone();
-                        self.fix(key, a);
-                        denial
+                        self.fix(key, plan);
+                        a.denial
                     }
                 };
                 metrics.add_drops(
-                    record.dst.namespace.as_deref(),
-                    &record.reason,
+                    record.drop.dst.namespace.as_deref(),
+                    &record.drop.reason,
                     update.new_drops,
                 );
                 let record = record.clone();
@@ -325,7 +341,7 @@ impl Loop {
                 {
                     queue.offer(ev);
                 }
-                self.emit(&TraceEvent::Drop(record.to_drop()))?;
+                self.emit(&TraceEvent::Drop(record.drop))?;
             }
             TracerMessage::Event(TraceEvent::Restored(mut restored)) => {
                 let named = self.restore(&mut restored);
@@ -353,8 +369,8 @@ impl Loop {
 
     /// With `--enable-fix`, hands the flow's plan to the applying task (once per
     /// attribution, that is once per cluster generation).
-    fn fix(&self, key: ConnKey, attribution: Attribution) {
-        if let (Some(tx), Some(plan)) = (&self.fixes, attribution.plan) {
+    fn fix(&self, key: ConnKey, plan: Option<FixPlan>) {
+        if let (Some(tx), Some(plan)) = (&self.fixes, plan) {
             let _ = tx.send(FixJob { key, plan });
         }
     }
@@ -379,5 +395,55 @@ impl Loop {
             Some(out) => print(out, ev),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `trace -o json` line as the kernel side produced it: web-1 -> mysql-0:3306 dropped.
+    const RECORDED_DROP: &str = r#"{"type":"drop","time":"2026-01-01T00:00:02Z","first_seen":"2026-01-01T00:00:00Z","reason":"NETFILTER_DROP","reason_raw":12,"ifname":"cali0","count":3,"protocol":"TCP","src":{"ip":"10.0.1.5","port":51514},"dst":{"ip":"10.0.2.7","port":3306},"policies":[],"evidence":{"syn_left_source":3,"syn_reached_destination":0,"synack_returned":0,"dropped":3}}"#;
+
+    #[tokio::test]
+    async fn recorded_kernel_events_replay_through_the_agent_without_root() {
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        crate::k8s::list::tests::seed(&fake);
+        let (tx, source) = EventSource::channel(vec!["cali0".into()]);
+        let opts = AgentOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_name: Some("node-1".into()),
+            ..AgentOptions::default()
+        };
+        let mut agent = Agent::start_with(opts, fake.client(), None, Some(source)).await.unwrap();
+        assert!(agent.wait_ready(Duration::from_secs(10)).await.unwrap(), "ready in time");
+
+        let drop: TraceEvent = serde_json::from_str(RECORDED_DROP).unwrap();
+        tx.send(TracerMessage::Event(drop)).unwrap();
+        let key = ConnKey {
+            src: "10.0.1.5".parse().unwrap(),
+            dst: "10.0.2.7".parse().unwrap(),
+            dport: 3306,
+        };
+        let record = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(record) = agent.state().store().get(&key).cloned() {
+                    return record;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the replayed drop reaches the store");
+        assert_eq!(record.node.as_deref(), Some("node-1"));
+        assert_eq!(record.drop.src.pod.as_deref(), Some("web-1"));
+        assert_eq!(record.drop.dst.pod.as_deref(), Some("mysql-0"));
+        assert_eq!(record.drop.policies.len(), 1);
+        assert_eq!(record.drop.policies[0].name, "mysql-ingress");
+        assert!(record.drop.hint.as_deref().is_some_and(|h| h.contains("3307")), "{record:?}");
+        assert!(record.fix.is_some(), "a port typo has a fix");
+
+        let summary = agent.stop().await.unwrap();
+        assert_eq!(summary.interfaces, ["cali0"]);
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::trace::{DropRecord, Endpoint, Evidence, PolicyRef, RestoredRecord, flows::ConnKey};
+use crate::trace::{DropRecord, Endpoint, RestoredRecord, flows::ConnKey};
 
 /// Whether a flow is still being dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,44 +31,25 @@ pub struct SuggestedFix {
     pub applied_at: Option<DateTime<Utc>>,
 }
 
-/// One dropped flow (client → server:port, any client port), as served on `/drops`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One dropped flow (client → server:port, any client port), as served on `/drops`: the
+/// latest drop record of the flow (`trace -o json`'s fields, with `last_seen` repeating its
+/// `time`) and the agent's lifecycle, node and fix around it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct FlowRecord {
     /// `dropping` or `restored`.
     pub state: FlowState,
-    /// First drop of the current (or last) outage.
-    pub first_seen: DateTime<Utc>,
-    /// Latest drop.
-    pub last_seen: DateTime<Utc>,
-    /// Dropped SYNs in the current (or last) outage.
-    pub count: u64,
+    /// The latest drop: `time` is the latest drop, `first_seen` the first of the current (or
+    /// last) outage, `count` the dropped SYNs in it, `src` carries the client's latest port.
+    #[serde(flatten)]
+    pub drop: DropRecord,
     /// When the handshake completed, for a restored flow.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub restored_at: Option<DateTime<Utc>>,
     /// The node whose agent saw the drops.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub node: Option<String>,
-    /// The kernel's drop reason of the latest drop.
-    pub reason: String,
-    /// The raw reason value.
-    pub reason_raw: u32,
-    /// Interface of the latest dropped packet.
-    pub ifname: String,
-    /// Transport protocol.
-    pub protocol: String,
-    /// Client (its latest port).
-    pub src: Endpoint,
-    /// Server.
-    pub dst: Endpoint,
-    /// Policies that isolate an end of the flow and do not allow it.
-    pub policies: Vec<PolicyRef>,
-    /// The closest rule and what it lacks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    /// Hop-by-hop counts.
-    pub evidence: Evidence,
     /// The minimal change that would allow the flow, when one was found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub fix: Option<SuggestedFix>,
     /// The cluster view generation of the latest attribution and its denial phrase (not
     /// served: the loop's cache, so that repeated reports are not re-evaluated).
@@ -76,25 +57,43 @@ pub struct FlowRecord {
     pub attributed: Option<(u64, Option<String>)>,
 }
 
+impl Serialize for FlowRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The `/drops` shape: the drop's fields plus `last_seen`, kept for readers of the
+        /// first version of `/drops`.
+        #[derive(Serialize)]
+        struct Served<'a> {
+            state: FlowState,
+            #[serde(flatten)]
+            drop: &'a DropRecord,
+            last_seen: DateTime<Utc>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            restored_at: Option<DateTime<Utc>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            node: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fix: Option<&'a SuggestedFix>,
+        }
+        Served {
+            state: self.state,
+            drop: &self.drop,
+            last_seen: self.drop.time,
+            restored_at: self.restored_at,
+            node: self.node.as_deref(),
+            fix: self.fix.as_ref(),
+        }
+        .serialize(serializer)
+    }
+}
+
 impl FlowRecord {
     /// A new record from the first drop report of a flow.
     pub fn from_drop(drop: &DropRecord, node: Option<&str>) -> Self {
         Self {
             state: FlowState::Dropping,
-            first_seen: drop.first_seen,
-            last_seen: drop.time,
-            count: drop.count,
+            drop: drop.clone(),
             restored_at: None,
             node: node.map(str::to_string),
-            reason: drop.reason.clone(),
-            reason_raw: drop.reason_raw,
-            ifname: drop.ifname.clone(),
-            protocol: drop.protocol.clone(),
-            src: drop.src.clone(),
-            dst: drop.dst.clone(),
-            policies: drop.policies.clone(),
-            hint: drop.hint.clone(),
-            evidence: drop.evidence.clone(),
             fix: None,
             attributed: None,
         }
@@ -108,44 +107,32 @@ impl FlowRecord {
             self.state = FlowState::Dropping;
             self.restored_at = None;
         }
-        self.first_seen = drop.first_seen;
-        self.last_seen = drop.time;
-        self.count = drop.count;
-        self.reason = drop.reason.clone();
-        self.reason_raw = drop.reason_raw;
-        self.ifname = drop.ifname.clone();
-        self.src.port = drop.src.port;
-        self.evidence = drop.evidence.clone();
+        let d = &mut self.drop;
+        d.first_seen = drop.first_seen;
+        d.time = drop.time;
+        d.count = drop.count;
+        d.reason = drop.reason.clone();
+        d.reason_raw = drop.reason_raw;
+        d.ifname = drop.ifname.clone();
+        d.src.port = drop.src.port;
+        d.evidence = drop.evidence.clone();
+    }
+
+    /// When the latest drop was seen.
+    pub fn last_seen(&self) -> DateTime<Utc> {
+        self.drop.time
     }
 
     /// The connection this record is about.
     pub fn key(&self) -> ConnKey {
-        ConnKey { src: self.src.ip, dst: self.dst.ip, dport: self.dst.port }
-    }
-
-    /// The record as a `trace -o json` drop line.
-    pub fn to_drop(&self) -> DropRecord {
-        DropRecord {
-            time: self.last_seen,
-            first_seen: self.first_seen,
-            reason: self.reason.clone(),
-            reason_raw: self.reason_raw,
-            ifname: self.ifname.clone(),
-            count: self.count,
-            protocol: self.protocol.clone(),
-            src: self.src.clone(),
-            dst: self.dst.clone(),
-            policies: self.policies.clone(),
-            hint: self.hint.clone(),
-            evidence: self.evidence.clone(),
-        }
+        ConnKey { src: self.drop.src.ip, dst: self.drop.dst.ip, dport: self.drop.dst.port }
     }
 
     /// Names the ends of a restored line as this record names them.
     pub fn name_restored(&self, restored: &mut RestoredRecord) {
         let port = restored.src.port;
-        restored.src = Endpoint { port, ..self.src.clone() };
-        restored.dst = self.dst.clone();
+        restored.src = Endpoint { port, ..self.drop.src.clone() };
+        restored.dst = self.drop.dst.clone();
     }
 
     /// Whether `namespace`/`pod` (either optional) names one end of the flow. `pod` may be
@@ -155,7 +142,7 @@ impl FlowRecord {
             Some((ns, name)) => (Some(ns), Some(name)),
             None => (namespace, pod),
         };
-        [&self.src, &self.dst].into_iter().any(|end| {
+        [&self.drop.src, &self.drop.dst].into_iter().any(|end| {
             namespace.is_none_or(|ns| end.namespace.as_deref() == Some(ns))
                 && pod.is_none_or(|p| end.pod.as_deref() == Some(p))
         })

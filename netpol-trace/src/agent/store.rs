@@ -73,9 +73,9 @@ impl DropStore {
                 // The tracer counts drops per outage: a later first drop, a smaller count or a
                 // restored flow is a new outage.
                 let same_outage = rec.state == FlowState::Dropping
-                    && drop.first_seen == rec.first_seen
-                    && drop.count >= rec.count;
-                let new_drops = if same_outage { drop.count - rec.count } else { drop.count };
+                    && drop.first_seen == rec.drop.first_seen
+                    && drop.count >= rec.drop.count;
+                let new_drops = if same_outage { drop.count - rec.drop.count } else { drop.count };
                 let started = rec.state != FlowState::Dropping;
                 rec.update_from(drop);
                 DropUpdate { new_drops, started }
@@ -100,7 +100,7 @@ impl DropStore {
         }
         slot.record.state = FlowState::Restored;
         slot.record.restored_at = Some(restored.time);
-        slot.record.evidence = restored.evidence.clone();
+        slot.record.drop.evidence = restored.evidence.clone();
         self.touch(key);
         self.flows.get(&key).map(|s| &s.record)
     }
@@ -133,7 +133,7 @@ impl DropStore {
             .filter(|r| r.concerns(namespace, pod))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.key().cmp(&b.key())));
+        out.sort_by(|a, b| b.drop.time.cmp(&a.drop.time).then_with(|| a.key().cmp(&b.key())));
         out
     }
 
@@ -186,7 +186,7 @@ mod tests {
             reason_raw: 11,
             ifname: "cali0".into(),
             count,
-            protocol: "TCP".into(),
+            protocol: crate::policy::Protocol::Tcp,
             src: Endpoint::addr(format!("10.0.1.{src}").parse().unwrap(), 40000),
             dst: Endpoint::addr("10.0.2.7".parse().unwrap(), 3306),
             policies: vec![],
@@ -210,7 +210,7 @@ mod tests {
             time: t(at),
             first_drop: t(0),
             drops: 3,
-            protocol: "TCP".into(),
+            protocol: crate::policy::Protocol::Tcp,
             src: Endpoint::addr(format!("10.0.1.{src}").parse().unwrap(), 40001),
             dst: Endpoint::addr("10.0.2.7".parse().unwrap(), 3306),
             evidence: Evidence { synack_returned: 1, ..Evidence::default() },
@@ -222,25 +222,25 @@ mod tests {
         let mut store = DropStore::new(10);
         let u = store.record_drop(&drop_of(1, 0, 0, 1), Some("node-1"));
         assert_eq!(u, DropUpdate { new_drops: 1, started: true });
-        store.get_mut(&drop_of(1, 0, 0, 1).src_key()).unwrap().policies =
+        store.get_mut(&drop_of(1, 0, 0, 1).src_key()).unwrap().drop.policies =
             vec![crate::trace::PolicyRef {
                 namespace: "db".into(),
                 name: "p".into(),
-                direction: "ingress".into(),
+                direction: crate::policy::Direction::Ingress,
             }];
         let u = store.record_drop(&drop_of(1, 0, 2, 3), Some("node-1"));
         assert_eq!(u, DropUpdate { new_drops: 2, started: false });
-        assert_eq!(store.records(None, None)[0].policies.len(), 1, "attribution is kept");
+        assert_eq!(store.records(None, None)[0].drop.policies.len(), 1, "attribution is kept");
         let rec = &store.records(None, None)[0];
         assert_eq!(
-            (rec.state, rec.count, rec.first_seen, rec.last_seen),
+            (rec.state, rec.drop.count, rec.drop.first_seen, rec.drop.time),
             (FlowState::Dropping, 3, t(0), t(2))
         );
         assert_eq!(rec.node.as_deref(), Some("node-1"));
         assert_eq!(store.dropping(), 1);
 
         let r = store.record_restored(&restored_of(1, 5)).expect("was dropping");
-        assert_eq!((r.state, r.restored_at, r.count), (FlowState::Restored, Some(t(5)), 3));
+        assert_eq!((r.state, r.restored_at, r.drop.count), (FlowState::Restored, Some(t(5)), 3));
         assert!(store.record_restored(&restored_of(1, 6)).is_none(), "restored once");
         assert_eq!(store.dropping(), 0);
 
@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(u, DropUpdate { new_drops: 1, started: true });
         let rec = &store.records(None, None)[0];
         assert_eq!(
-            (rec.state, rec.count, rec.first_seen, rec.restored_at),
+            (rec.state, rec.drop.count, rec.drop.first_seen, rec.restored_at),
             (FlowState::Dropping, 1, t(10), None)
         );
     }
@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(store.len(), 3);
         assert_eq!(store.evicted(), 1);
         let srcs: Vec<String> =
-            store.records(None, None).iter().map(|r| r.src.ip.to_string()).collect();
+            store.records(None, None).iter().map(|r| r.drop.src.ip.to_string()).collect();
         assert!(!srcs.contains(&"10.0.1.2".to_string()), "{srcs:?}");
         for src in 5..100 {
             store.record_drop(&drop_of(src, 0, src as i64, 1), None);
@@ -300,6 +300,6 @@ mod tests {
         assert_eq!(store.records(Some("app"), Some("web-1")).len(), 1);
         assert_eq!(store.records(None, Some("db/mysql-0")).len(), 1);
         assert_eq!(store.records(Some("db"), Some("web-1")).len(), 0);
-        assert_eq!(store.records(Some("batch"), None)[0].src.ip.to_string(), "10.0.1.2");
+        assert_eq!(store.records(Some("batch"), None)[0].drop.src.ip.to_string(), "10.0.1.2");
     }
 }

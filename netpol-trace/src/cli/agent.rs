@@ -9,20 +9,15 @@ use crate::{
     agent::{
         Agent, AgentOptions, apply::DEFAULT_BACKUP_DIR, lifecycle::Output, store::DEFAULT_CAPACITY,
     },
+    args::TracerArgs,
     exit,
     k8s::{client::ClusterArgs, events::DEFAULT_MIN_INTERVAL},
-    trace::{TracerOptions, tracer::DEFAULT_PORT},
+    output::OutputFormat,
+    trace::TracerOptions,
 };
 
 /// How long the agent waits for programs and caches before it keeps waiting silently.
 const READY_WARNING: Duration = Duration::from_secs(60);
-
-/// Output of `agent` on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AgentOutput {
-    /// NDJSON: the `trace -o json` lines (`drop`, `restored`, a final `summary`), attributed.
-    Json,
-}
 
 /// Arguments of `agent`.
 #[derive(Debug, clap::Args)]
@@ -55,29 +50,12 @@ pub struct Args {
     /// HTTP address of /healthz, /readyz, /metrics and /drops.
     #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// TCP server port to watch (repeatable, or comma-separated in NETPOL_TRACE_PORTS).
-    #[arg(
-        long = "port",
-        short = 'p',
-        value_name = "PORT",
-        env = "NETPOL_TRACE_PORTS",
-        value_delimiter = ',',
-        default_values_t = [DEFAULT_PORT]
-    )]
-    pub ports: Vec<u16>,
-    /// Watch every TCP port.
-    #[arg(long, conflicts_with = "ports")]
-    pub all_ports: bool,
+    /// The node's namespace, interfaces and ports.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
     /// The node this agent runs on (recorded in every flow and Event).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
-    /// Network namespace of the node: an `ip netns` name or a path (default: the current one,
-    /// the node's with hostNetwork).
-    #[arg(long, value_name = "NAME|PATH")]
-    pub netns: Option<String>,
-    /// Only interfaces matching this glob (default: every veth), e.g. 'cali*'.
-    #[arg(long, value_name = "GLOB")]
-    pub iface: Option<String>,
     /// Minimum time between two writes of the Event about one pod (occurrences in between
     /// are counted and carried by the next write).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
@@ -94,9 +72,10 @@ pub struct Args {
     /// undoes one).
     #[arg(long, default_value = DEFAULT_BACKUP_DIR, value_name = "DIR", requires = "enable_fix")]
     pub backup_dir: PathBuf,
-    /// NDJSON on stdout.
-    #[arg(short = 'o', long, value_enum)]
-    pub output: Option<AgentOutput>,
+    /// `json`: NDJSON on stdout (the `trace -o json` lines: `drop`, `restored`, a final
+    /// `summary`), attributed.
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(&[OutputFormat::Json]))]
+    pub output: Option<OutputFormat>,
     /// Write this file once ready (programs attached, caches synced); it holds the HTTP
     /// address, e.g. `127.0.0.1:9090`.
     #[arg(long, value_name = "PATH")]
@@ -108,13 +87,13 @@ pub struct Args {
 
 /// Runs `agent` until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let netns = super::trace::netns_and_ports(args.netns.as_deref(), &args.ports)?;
+    let netns = args.tracer.netns_path()?;
     let opts = AgentOptions {
         tracer: TracerOptions {
             netns,
-            iface_glob: args.iface.clone(),
-            ports: args.ports.clone(),
-            all_ports: args.all_ports,
+            iface_glob: args.tracer.iface.clone(),
+            ports: args.tracer.ports.clone(),
+            all_ports: args.tracer.all_ports,
             capture_packets: false,
             ..TracerOptions::default()
         },
@@ -133,9 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let config = crate::k8s::client::load_config(&args.cluster).await?;
         let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
         let output: Option<Output> = args.output.map(|_| Box::new(std::io::stdout()) as Output);
-        let mut agent = Agent::start(opts, client, output)
-            .await
-            .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+        let mut agent = Agent::start(opts, client, output).await.map_err(exit::ExitError::from)?;
         let mut term = signal(SignalKind::terminate())?;
         let ready = async {
             loop {
@@ -153,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             _ = tokio::signal::ctrl_c() => true,
             _ = term.recv() => true,
             ready = ready => {
-                ready.map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+                ready.map_err(exit::ExitError::from)?;
                 false
             }
         };
@@ -189,12 +166,12 @@ mod tests {
         let cli = Cli::try_parse_from(["netpol-trace", "agent"]).unwrap();
         let Command::Agent(args) = cli.command else { panic!("not agent") };
         assert_eq!(args.listen.to_string(), "0.0.0.0:9090");
-        assert_eq!(args.ports, [3306]);
+        assert_eq!(args.tracer.ports, [3306]);
         assert!(!args.enable_fix && args.output.is_none());
         let cli = Cli::try_parse_from(["netpol-trace", "agent", "-p", "3306", "-p", "5432,6379"])
             .unwrap();
         let Command::Agent(args) = cli.command else { panic!("not agent") };
-        assert_eq!(args.ports, [3306, 5432, 6379]);
+        assert_eq!(args.tracer.ports, [3306, 5432, 6379]);
         assert!(Cli::try_parse_from(["netpol-trace", "agent", "--backup-dir", "/x"]).is_err());
     }
 }

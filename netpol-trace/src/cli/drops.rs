@@ -15,7 +15,7 @@ use crate::{
     },
     exit,
     k8s::client::ClusterArgs,
-    output::{OutputFormat, write_json, write_yaml},
+    output::{OutputFormat, TABLE_JSON_YAML, write_json, write_yaml},
 };
 
 /// Arguments of `drops`.
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
     /// Print the suggested patches (kubectl commands) of the flows still dropping.
     #[arg(long)]
@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         };
         let answers = collect(&client, &locator, args.namespace.as_deref())
             .await
-            .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+            .map_err(exit::ExitError::from)?;
         let mut records = vec![];
         let mut answered = 0;
         for answer in &answers {
@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         anyhow::Ok(records)
     })?;
     let mut records = records;
-    records.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
+    records.sort_by_key(|r| std::cmp::Reverse(r.drop.time));
     let mut out = std::io::stdout().lock();
     if args.fix {
         print_fixes(&mut out, args.output, &records)?;
@@ -124,7 +124,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         match args.output {
             OutputFormat::Json => write_json(&mut out, &records)?,
             OutputFormat::Yaml => write_yaml(&mut out, &records)?,
-            OutputFormat::Table => out.write_all(table(&records).as_bytes())?,
+            OutputFormat::Table | OutputFormat::Kubectl => {
+                out.write_all(table(&records).as_bytes())?
+            }
         }
     }
     Ok(exit::OK)
@@ -137,11 +139,11 @@ fn print_fixes(
 ) -> anyhow::Result<()> {
     let suggestions: Vec<Suggestion> = records
         .iter()
-        .filter(|r| r.state == FlowState::Dropping && !r.policies.is_empty())
+        .filter(|r| r.state == FlowState::Dropping && !r.drop.policies.is_empty())
         .map(|r| Suggestion {
-            from: r.src.display_name(),
-            to: format!("{}:{}", r.dst.display_name(), r.dst.port),
-            port: r.dst.port,
+            from: r.drop.src.display_name(),
+            to: format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port),
+            port: r.drop.dst.port,
             kubectl: r.fix.as_ref().map_or(&[], |f| f.kubectl.as_slice()),
             command: fix_command(r),
         })
@@ -149,7 +151,7 @@ fn print_fixes(
     match format {
         OutputFormat::Json => write_json(out, &suggestions),
         OutputFormat::Yaml => write_yaml(out, &suggestions),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Kubectl => {
             if suggestions.is_empty() {
                 writeln!(out, "# no flow is being dropped by a NetworkPolicy")?;
             }
@@ -172,57 +174,36 @@ fn print_fixes(
 pub fn table(records: &[FlowRecord]) -> String {
     let header =
         ["STATE", "NODE", "COUNT", "LAST SEEN", "REASON", "SOURCE", "DESTINATION", "DENIED BY"];
-    let rows: Vec<[String; 8]> = records
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             let state = match r.state {
                 FlowState::Dropping => "dropping",
                 FlowState::Restored => "restored",
             };
-            let mut dst = format!("{}:{}", r.dst.display_name(), r.dst.port);
-            if let (Some(ns), Some(svc)) = (&r.dst.namespace, &r.dst.service) {
+            let mut dst = format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port);
+            if let (Some(ns), Some(svc)) = (&r.drop.dst.namespace, &r.drop.dst.service) {
                 dst.push_str(&format!(" (svc/{ns}/{svc})"));
             }
             let denied: Vec<String> = r
+                .drop
                 .policies
                 .iter()
                 .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
                 .collect();
-            [
+            vec![
                 state.into(),
                 r.node.clone().unwrap_or_else(|| "-".into()),
-                r.count.to_string(),
-                r.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                r.reason.clone(),
-                r.src.display_name(),
+                r.drop.count.to_string(),
+                r.drop.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                r.drop.reason.clone(),
+                r.drop.src.display_name(),
                 dst,
                 if denied.is_empty() { "-".into() } else { denied.join(", ") },
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        for (i, cell) in cells.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
+    crate::output::table(&header, &rows)
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::explain::{FlowArgs, load_inventory};
+use crate::apply::cluster::{ClusterApply, apply_plan};
+use crate::apply::plan_files::{PolicyWrite, write_plan};
+use crate::args::{FlowArgs, load_inventory};
 use crate::exit::{self, ExitError};
-use crate::fix::cluster::{ClusterApply, apply_plan};
-use crate::fix::files::{PolicyWrite, write_plan};
 use crate::fix::yaml::{clean_for_apply, to_yaml};
 use crate::fix::{
     FixError, FixOptions, FixPlan, PatchAction, plan_delete_fallback, plan_fix_flows, table,
@@ -21,7 +21,7 @@ use crate::inventory::{Inventory, InventoryOptions};
 use crate::k8s::backup::DEFAULT_BACKUP_ROOT;
 use crate::k8s::client::{ClusterArgs, connect};
 use crate::manifest::load_cluster_with;
-use crate::output::write_json;
+use crate::output::{OutputFormat, write_json};
 
 const EXAMPLE: &str = "\
 Examples:
@@ -65,20 +65,6 @@ persisted after one re-read), 2 bad input (or a write the API server refused).
 json_patch | object, kubectl, newly_allowed[{from, to, port, protocol}], change, hints, source}],
 newly_allowed, summary; with --apply/--dry-run also applied; with no safe patch, error.";
 
-/// `-o/--output` of `fix`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum FixOutput {
-    /// Verdicts, the added YAML lines, blast radius and hints, for people.
-    #[default]
-    Table,
-    /// One object: flow, verdict_before, verdict_after, patches[...].
-    Json,
-    /// The corrected and created policies, multi-document, for `kubectl apply -f -`.
-    Yaml,
-    /// `kubectl patch` / `kubectl apply` commands.
-    Kubectl,
-}
-
 /// What to do when no safe patch exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fallback {
@@ -94,9 +80,10 @@ pub struct Args {
     #[command(flatten)]
     pub flow: FlowArgs,
 
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = FixOutput::Table)]
-    pub output: FixOutput,
+    /// Output format: `table` (verdicts, added YAML lines, blast radius, hints), `json` (one
+    /// object), `yaml` (the corrected and created policies) or `kubectl` (the commands).
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 
     /// Write the fix: with -f into those manifest files (each backed up beside itself as
     /// FILE.netpol-trace-TIME.bak), else into the cluster (server-side dry run first, backup
@@ -191,15 +178,14 @@ fn load(
     let inventory = match target {
         Target::Files => load_inventory(&args.flow.filenames)?,
         Target::Cluster(client) => {
-            let objects = runtime
-                .block_on(load_cluster_with(client.clone()))
-                .map_err(|e| ExitError::bad_input(e.to_string()))?;
+            let objects =
+                runtime.block_on(load_cluster_with(client.clone())).map_err(ExitError::from)?;
             Inventory::from_objects(objects, InventoryOptions::default())
-                .map_err(|e| ExitError::bad_input(e.to_string()))?
+                .map_err(ExitError::from)?
         }
     };
     let flows = resolve_flows(&inventory, &args.flow.request())
-        .map_err(|e| ExitError::bad_input(e.to_string()))?
+        .map_err(ExitError::from)?
         .into_iter()
         .map(|resolved| resolved.flow)
         .collect();
@@ -232,7 +218,7 @@ fn no_safe_patch(
     let explanation = crate::explain::explain(inventory, &flows[0], &options.explain);
     let mut stdout = std::io::stdout().lock();
     match args.output {
-        FixOutput::Json => {
+        OutputFormat::Json => {
             let value = json!({
                 "flow": explanation.flow,
                 "verdict_before": explanation.verdict,
@@ -242,10 +228,10 @@ fn no_safe_patch(
             });
             write_json(&mut stdout, &value)?;
         }
-        FixOutput::Table => {
+        OutputFormat::Table => {
             writeln!(stdout, "no safe patch: {error}")?;
         }
-        FixOutput::Yaml | FixOutput::Kubectl => writeln!(stdout, "# no safe patch: {error}")?,
+        OutputFormat::Yaml | OutputFormat::Kubectl => writeln!(stdout, "# no safe patch: {error}")?,
     }
     eprintln!("error: no safe patch: {error}");
     Ok(exit::NO)
@@ -253,8 +239,7 @@ fn no_safe_patch(
 
 /// Writes the plan into the manifest files; progress on stderr.
 fn apply_files(args: &Args, plan: &FixPlan) -> anyhow::Result<Value> {
-    let writes = write_plan(plan, &args.flow.filenames, args.dry_run)
-        .map_err(|e| ExitError::bad_input(e.to_string()))?;
+    let writes = write_plan(plan, &args.flow.filenames, args.dry_run).map_err(ExitError::from)?;
     for write in &writes {
         report_file(write);
     }
@@ -393,9 +378,9 @@ struct JsonOutput<'a> {
 fn print(args: &Args, plan: &FixPlan, applied: Option<&Value>) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match args.output {
-        FixOutput::Table => stdout.write_all(table::render(plan).as_bytes())?,
-        FixOutput::Json => write_json(&mut stdout, &JsonOutput { plan, applied })?,
-        FixOutput::Yaml => {
+        OutputFormat::Table => stdout.write_all(table::render(plan).as_bytes())?,
+        OutputFormat::Json => write_json(&mut stdout, &JsonOutput { plan, applied })?,
+        OutputFormat::Yaml => {
             if plan.is_noop() {
                 writeln!(stdout, "# {}", plan.summary)?;
             }
@@ -414,7 +399,7 @@ fn print(args: &Args, plan: &FixPlan, applied: Option<&Value>) -> anyhow::Result
                 }
             }
         }
-        FixOutput::Kubectl => {
+        OutputFormat::Kubectl => {
             if plan.is_noop() {
                 writeln!(stdout, "# {}", plan.summary)?;
             }

@@ -8,7 +8,6 @@ pub mod drops;
 pub mod explain;
 pub mod fix;
 pub mod lab;
-pub mod lab_demo;
 pub mod restore;
 pub mod trace;
 

@@ -6,20 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::apply::files::{FileRestore, original_of_backup, restore_file};
 use crate::exit::{self, ExitError};
 use crate::k8s::backup::MANIFEST_FILE;
 use crate::k8s::client::{ClusterArgs, connect};
-use crate::k8s::files::{FileRestore, original_of_backup, restore_file};
 use crate::k8s::restore::{RestoreReport, restore};
-
-/// Output formats of `restore`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// One line per object.
-    Table,
-    /// One JSON object.
-    Json,
-}
+use crate::output::{OutputFormat, TABLE_OR_JSON};
 
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
@@ -49,8 +41,8 @@ pub struct Args {
     pub dry_run: bool,
 
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 
     /// Which cluster.
     #[command(flatten)]
@@ -72,8 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             .build()
             .context("cannot start the async runtime")?;
         let report = runtime.block_on(async {
-            let client =
-                connect(&args.cluster).await.map_err(|e| ExitError::bad_input(e.to_string()))?;
+            let client = connect(&args.cluster).await.map_err(ExitError::from)?;
             restore(&client, &args.backup, args.dry_run)
                 .await
                 .map_err(|e| anyhow::Error::from(ExitError::bad_input(e.to_string())))
@@ -82,8 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(if report.restored() { exit::OK } else { exit::NO });
     }
     if args.backup.is_file() && original_of_backup(&args.backup).is_some() {
-        let done = restore_file(&args.backup, args.dry_run)
-            .map_err(|e| ExitError::bad_input(e.to_string()))?;
+        let done = restore_file(&args.backup, args.dry_run).map_err(ExitError::from)?;
         print_file_report(&done, args.output)?;
         return Ok(exit::OK);
     }
@@ -102,22 +92,22 @@ fn display_missing(path: &Path) -> String {
     }
 }
 
-fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Result<()> {
+fn print_cluster_report(report: &RestoreReport, output: OutputFormat) -> anyhow::Result<()> {
     match output {
-        Output::Json => {
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
             let mut value = serde_json::to_value(report)?;
             value["restored"] = json!(report.restored());
             println!("{}", serde_json::to_string(&value)?);
         }
-        Output::Table => {
+        OutputFormat::Table => {
             if report.dry_run {
                 println!("dry run: nothing was written");
             }
-            let rows: Vec<[String; 5]> = report
+            let rows: Vec<Vec<String>> = report
                 .objects
                 .iter()
                 .map(|i| {
-                    [
+                    vec![
                         i.namespace.clone(),
                         i.name.clone(),
                         i.recorded_action.to_string(),
@@ -126,20 +116,23 @@ fn print_cluster_report(report: &RestoreReport, output: Output) -> anyhow::Resul
                     ]
                 })
                 .collect();
-            print_table(["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows);
+            print!(
+                "{}",
+                crate::output::table(&["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows)
+            );
         }
     }
     Ok(())
 }
 
-fn print_file_report(done: &FileRestore, output: Output) -> anyhow::Result<()> {
+fn print_file_report(done: &FileRestore, output: OutputFormat) -> anyhow::Result<()> {
     match output {
-        Output::Json => {
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
             let mut value = serde_json::to_value(done)?;
             value["restored"] = json!(true);
             println!("{}", serde_json::to_string(&value)?);
         }
-        Output::Table => {
+        OutputFormat::Table => {
             let verb = match (done.outcome, done.dry_run) {
                 ("removed", true) => "would remove",
                 ("removed", false) => "removed",
@@ -150,28 +143,4 @@ fn print_file_report(done: &FileRestore, output: Output) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }

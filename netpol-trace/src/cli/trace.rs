@@ -5,26 +5,17 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::explain::load_inventory;
+use crate::args::{TracerArgs, load_inventory};
+use crate::attribution;
+use crate::output::{OutputFormat, TABLE_OR_JSON};
 use crate::{
-    datapath::netns,
     exit,
     inventory::Inventory,
     trace::{
-        TraceEvent, Tracer, TracerMessage, TracerOptions, attribution,
+        TraceEvent, Tracer, TracerMessage, TracerOptions,
         pcap::{PcapWriter, ip_total_len},
-        tracer::DEFAULT_PORT,
     },
 };
-
-/// Output formats of `trace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TraceOutput {
-    /// One line per event, for people.
-    Table,
-    /// NDJSON: one JSON object per line (`drop`, `restored`, and a final `summary`).
-    Json,
-}
 
 /// Arguments of `trace`.
 #[derive(Debug, clap::Args)]
@@ -46,18 +37,9 @@ Programs are observe-only: they never change, delay or drop a packet, and everyt
 detached on exit (Ctrl-C, SIGTERM, --duration). Exit codes: 0 done, 2 cannot trace
 (privileges, BTF, missing namespace).")]
 pub struct Args {
-    /// Network namespace of the node: an `ip netns` name or a path (default: the current one).
-    #[arg(long, value_name = "NAME|PATH")]
-    pub netns: Option<String>,
-    /// Only interfaces matching this glob (default: every veth), e.g. 'cali*'.
-    #[arg(long, value_name = "GLOB")]
-    pub iface: Option<String>,
-    /// TCP server port to watch (repeatable).
-    #[arg(long = "port", short = 'p', value_name = "PORT", default_values_t = [DEFAULT_PORT])]
-    pub ports: Vec<u16>,
-    /// Watch every TCP port.
-    #[arg(long, conflicts_with = "ports")]
-    pub all_ports: bool,
+    /// The node's namespace, interfaces and ports.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
     /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -67,9 +49,10 @@ pub struct Args {
     /// Write the captured SYN headers (first of each flow at each point) to a pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = TraceOutput::Table)]
-    pub output: TraceOutput,
+    /// Output format: `table` (one line per event) or `json` (NDJSON: `drop`, `restored`, and a
+    /// final `summary`).
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
     /// Manifests (file, directory, repeatable) to attribute drops to pods and policies;
     /// without it, the cluster of the kubeconfig (or in-cluster) when one is configured.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
@@ -102,38 +85,23 @@ fn attribution_inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
     }
 }
 
-/// Checks `--netns` (must exist) and `--port` (no 0); errors are bad input (exit 2).
-pub(crate) fn netns_and_ports(
-    netns: Option<&str>,
-    ports: &[u16],
-) -> anyhow::Result<Option<PathBuf>> {
-    if ports.contains(&0) {
-        return Err(exit::ExitError::bad_input("--port: 0 is not a port").into());
-    }
-    Ok(netns
-        .map(netns::resolve)
-        .transpose()
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?)
-}
-
 /// Runs `trace`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let netns = netns_and_ports(args.netns.as_deref(), &args.ports)?;
+    let netns = args.tracer.netns_path()?;
     let inventory = attribution_inventory(&args)?;
     let opts = TracerOptions {
         netns,
-        iface_glob: args.iface.clone(),
-        ports: args.ports.clone(),
-        all_ports: args.all_ports,
+        iface_glob: args.tracer.iface.clone(),
+        ports: args.tracer.ports.clone(),
+        all_ports: args.tracer.all_ports,
         capture_packets: args.pcap.is_some(),
         ..TracerOptions::default()
     };
-    let (tracer, rx) =
-        Tracer::start(opts).map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    let (tracer, rx) = Tracer::start(opts).map_err(exit::ExitError::from)?;
     tracing::info!(interfaces = ?tracer.interfaces, "tracing");
     if tracer.interfaces.is_empty() {
         eprintln!("netpol-trace: no matching interface yet; waiting for pods to appear");
-    } else if args.output == TraceOutput::Table {
+    } else if args.output == OutputFormat::Table {
         eprintln!(
             "attached to {} interface(s): {}",
             tracer.interfaces.len(),
@@ -171,11 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 msg = rx.recv() => match msg {
                     Some(TracerMessage::Event(mut ev)) => {
                         if let Some(inv) = &inventory {
-                            match &mut ev {
-                                TraceEvent::Drop(d) => attribution::attribute_drop(inv, d),
-                                TraceEvent::Restored(r) => attribution::attribute_restored(inv, r),
-                                TraceEvent::Summary(_) => {}
-                            }
+                            attribution::attribute_event(inv, &mut ev);
                         }
                         printer.event(&ev)?
                     }
@@ -201,60 +165,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 struct Printer<W: Write> {
-    output: TraceOutput,
+    output: OutputFormat,
     out: W,
 }
 
 impl<W: Write> Printer<W> {
     fn event(&mut self, ev: &TraceEvent) -> anyhow::Result<()> {
         match self.output {
-            TraceOutput::Json => writeln!(self.out, "{}", serde_json::to_string(ev)?)?,
-            TraceOutput::Table => writeln!(self.out, "{}", render(ev))?,
+            OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
+                writeln!(self.out, "{}", serde_json::to_string(ev)?)?
+            }
+            OutputFormat::Table => writeln!(self.out, "{}", crate::output::trace_line(ev))?,
         }
         self.out.flush()?;
         Ok(())
-    }
-}
-
-/// One line for people.
-pub fn render(ev: &TraceEvent) -> String {
-    match ev {
-        TraceEvent::Drop(d) => {
-            let mut line = format!(
-                "{}  DROP      {:<16} {:<16} {}:{} -> {}:{}  x{}",
-                d.time.format("%H:%M:%S%.3f"),
-                d.reason,
-                d.ifname,
-                d.src.display_name(),
-                d.src.port,
-                d.dst.display_name(),
-                d.dst.port,
-                d.count
-            );
-            for p in &d.policies {
-                line.push_str(&format!("  [{} {}/{}]", p.direction, p.namespace, p.name));
-            }
-            if let Some(hint) = &d.hint {
-                line.push_str(&format!("  {hint}"));
-            }
-            line
-        }
-        TraceEvent::Restored(r) => format!(
-            "{}  RESTORED  {} -> {}:{} handshake completed after {} dropped SYN(s) since {}",
-            r.time.format("%H:%M:%S%.3f"),
-            r.src.display_name(),
-            r.dst.display_name(),
-            r.dst.port,
-            r.drops,
-            r.first_drop.format("%H:%M:%S%.3f"),
-        ),
-        TraceEvent::Summary(s) => format!(
-            "summary: {} dropped flow(s), {} restored, {} packets matched, {} events lost, interfaces: {}",
-            s.dropped_flows,
-            s.restored_flows,
-            s.matched,
-            s.events_lost,
-            s.interfaces.join(" ")
-        ),
     }
 }

@@ -4,9 +4,9 @@
 pub mod btf;
 pub mod kernel;
 pub mod links;
-pub mod netns;
 pub mod object;
 pub mod preflight;
 pub mod programs;
 
+pub use crate::netns;
 pub use programs::{Counters, Datapath, DatapathError, DatapathOptions};

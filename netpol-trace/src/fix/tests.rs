@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::explain::ExplainOptions;
+use crate::explain::{ExplainOptions, Verdict, is_allowed};
 use crate::flow::EndpointSpec;
-use crate::inventory::InventoryOptions;
+use crate::inventory::{InventoryOptions, PolicySource};
 use crate::manifest::load_paths;
+use crate::policy::{Direction, Protocol};
 
 const WEB: &str = "app/web-7d9f8b6c5-x2k4q";
 
 fn scenario_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fix").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
 fn load_dir(dir: &Path) -> Inventory {
@@ -88,7 +89,6 @@ fn scenarios_table() {
             policy: "db/mysql-ingress",
             direction: Direction::Ingress,
             ops: json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "4711"},
                 {"op": "add", "path": "/spec/ingress/0/ports/-", "value": {"protocol": "TCP", "port": 3306}}
             ]),
             hint: Some("rule 0 allows 3307; the destination declares 3306 (mysql) — a typo?"),

@@ -21,8 +21,11 @@ pub struct ResolvedPeers {
     pub ip_blocks: Vec<IpBlock>,
 }
 
-/// An inclusive range of ports of one protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// An inclusive range of ports of one protocol (`start == end` for a single port); also the
+/// lab's enforcement plan's ranges.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PortRange {
     /// Protocol.
     pub protocol: Protocol,
@@ -30,6 +33,13 @@ pub struct PortRange {
     pub start: u16,
     /// Last port, inclusive.
     pub end: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(protocol: Protocol, port: u16) -> Self {
+        Self { protocol, start: port, end: port }
+    }
 }
 
 /// Ports a rule opens on one destination.

@@ -81,18 +81,6 @@ fn check_applies(
     Ok(patched)
 }
 
-/// Whether a failed guarded write means "somebody else wrote first": 409 Conflict, or the 422
-/// the API server answers when a JSON patch `test` operation fails.
-fn lost_race(err: &Error) -> bool {
-    match err {
-        Error::Api(f) => {
-            f.code == 409
-                || (f.code == 422 && f.message.starts_with("the server rejected our request"))
-        }
-        _ => false,
-    }
-}
-
 /// The 404 of a policy that was not there to be read.
 fn not_found(namespace: &str, name: &str) -> Error {
     Error::Api(Box::new(super::error::ApiFailure {
@@ -150,14 +138,14 @@ pub async fn apply_json_patch(
         Ok(_) => {}
         // A race during the dry run of a real apply is handled like one during the write,
         // below; a dry-run-only call reports it.
-        Err(e) if lost_race(&e) && !opts.dry_run => {}
+        Err(e) if e.is_conflict() && !opts.dry_run => {}
         Err(e) => return Err(e),
     }
     let written = match rest::patch_policy(client, namespace, name, &guarded(&before, &ops)?, false)
         .await
     {
         Ok(obj) => obj,
-        Err(e) if lost_race(&e) => {
+        Err(e) if e.is_conflict() => {
             tracing::info!(namespace, name, "networkpolicy changed concurrently; re-reading once");
             let fresh = rest::get_policy(client, namespace, name).await?.ok_or_else(|| {
                 Error::ConcurrentChange {
@@ -178,7 +166,7 @@ pub async fn apply_json_patch(
             rest::patch_policy(client, namespace, name, &guarded(&fresh_rv, &ops)?, false)
                 .await
                 .map_err(|e| {
-                    if lost_race(&e) {
+                    if e.is_conflict() {
                         Error::ConcurrentChange {
                             namespace: namespace.into(),
                             name: name.into(),

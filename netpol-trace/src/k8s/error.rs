@@ -146,12 +146,28 @@ pub enum Error {
     },
 }
 
+/// The start of the message the API server gives a JSON patch whose `test` failed (422).
+const PATCH_TEST_FAILED: &str = "the server rejected our request";
+
 impl Error {
     /// The HTTP status code when the API server refused the request.
     pub fn status_code(&self) -> Option<u16> {
         match self {
             Self::Api(f) => Some(f.code),
             _ => None,
+        }
+    }
+
+    /// Whether the object changed under us, so that re-reading and planning again may
+    /// succeed: our resourceVersion check failed before sending, or the server answered 409
+    /// Conflict, or the 422 it gives a JSON patch whose `test` operation failed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::ConcurrentChange { .. } | Self::PatchDoesNotApply { .. } => true,
+            Self::Api(f) => {
+                f.code == 409 || (f.code == 422 && f.message.starts_with(PATCH_TEST_FAILED))
+            }
+            _ => false,
         }
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
-use super::snapshot::ClusterObjects;
+use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
 
 /// Annotations that are kept when objects are trimmed; every other annotation is dropped.
 pub const KEPT_ANNOTATIONS: &[&str] = &[];
@@ -189,14 +189,17 @@ impl ClusterCache {
             items.sort_by_key(|o| (o.namespace(), o.name_any()));
             items
         }
-        let network_policies = sorted(&self.network_policies);
-        let network_policies_raw =
-            network_policies.iter().filter_map(|p| serde_json::to_value(p).ok()).collect();
+        let network_policies = sorted(&self.network_policies)
+            .into_iter()
+            .filter_map(|policy| {
+                let raw = serde_json::to_value(&policy).ok()?;
+                Some(SourcedPolicy { policy, raw, source: PolicySource::Cluster })
+            })
+            .collect();
         ClusterObjects {
             namespaces: sorted(&self.namespaces),
             pods: sorted(&self.pods),
             network_policies,
-            network_policies_raw,
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
         }
@@ -214,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn syncs_trims_and_follows_updates() {
         let fake = FakeApiServer::start().await;
-        crate::k8s::snapshot::tests::seed(&fake);
+        crate::k8s::list::tests::seed(&fake);
         fake.modify("pods", "app", "web-1", |p| {
             p["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update"}]);
             p["metadata"]["annotations"] =
@@ -246,7 +249,8 @@ mod tests {
         tokio::time::timeout(WAIT, async {
             loop {
                 changes.changed().await.unwrap();
-                let raw = cache.snapshot().network_policies_raw;
+                let raw: Vec<_> =
+                    cache.snapshot().network_policies.into_iter().map(|p| p.raw).collect();
                 if raw[0]["spec"]["ingress"][0]["ports"][0]["port"] == 3306 {
                     break;
                 }
@@ -267,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn relists_after_the_watch_history_expires() {
         let fake = FakeApiServer::start().await;
-        crate::k8s::snapshot::tests::seed(&fake);
+        crate::k8s::list::tests::seed(&fake);
         let cache = ClusterCache::start(&fake.client());
         cache.wait_synced(WAIT).await.unwrap();
         fake.compact();

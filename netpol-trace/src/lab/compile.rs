@@ -17,12 +17,11 @@ use std::net::IpAddr;
 
 use super::error::{LabError, Result};
 use super::plan::{
-    AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, Protocol,
-    comment_text,
+    AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, comment_text,
 };
 use super::topology::Topology;
-use crate::inventory::{self, Inventory, PodId, ResolvedPeers, ResolvedPorts, resolved_ports};
-use crate::policy::{self, CompiledRule, Direction, PortMatch};
+use crate::inventory::{Inventory, PodId, ResolvedPeers, ResolvedPorts, resolved_ports};
+use crate::policy::{CompiledRule, Direction, PortMatch};
 
 /// The plan that enforces `inventory`'s NetworkPolicies on the pods of `topology`. Every pod of
 /// the topology must be in the inventory (same namespace and name); peer pods are addressed by
@@ -198,19 +197,8 @@ impl PartialOrd for PortKey {
 fn port_set(ports: ResolvedPorts) -> PortSet {
     match ports {
         ResolvedPorts::Any => PortSet::Any,
-        ResolvedPorts::Ranges(ranges) => {
-            PortSet::Ranges(ranges.into_iter().map(port_range).collect())
-        }
+        ResolvedPorts::Ranges(ranges) => PortSet::Ranges(ranges),
     }
-}
-
-fn port_range(range: inventory::PortRange) -> PortRange {
-    let protocol = match range.protocol {
-        policy::Protocol::Tcp => Protocol::Tcp,
-        policy::Protocol::Udp => Protocol::Udp,
-        policy::Protocol::Sctp => Protocol::Sctp,
-    };
-    PortRange { protocol, start: range.start, end: range.end }
 }
 
 #[cfg(test)]

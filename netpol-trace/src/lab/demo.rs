@@ -4,30 +4,28 @@
 //! kernel sees the handshake come back; `SELECT 1` answers. Every step is timed.
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
     error::{LabError, Result},
     lifecycle::{self, LabContext},
     mariadb::{MARIADB_PASSWORD, MARIADB_USER},
-    paths::NETNS_DIR,
     scenarios::{self, Scenario},
     state::LabState,
     topology::LabPod,
 };
 use crate::{
+    attribution::{self, wording},
     fix::{FixOptions, plan_fix},
     flow::Flow,
     manifest,
     policy::Protocol,
-    trace::{RestoredRecord, TraceEvent, Tracer, TracerMessage, TracerOptions, attribution},
+    trace::{EventSource, RestoredRecord, TraceEvent, TracerMessage, TracerOptions},
 };
 
 /// The runbook's restore-time objective, for comparison.
@@ -170,9 +168,10 @@ fn json(value: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
-/// Waits for the first tracer event accepted by `pick`, attributing and reporting every event.
+/// Waits for the first event of `source` accepted by `pick`, attributing and reporting every
+/// event.
 fn wait_for<T>(
-    rx: &mut UnboundedReceiver<TracerMessage>,
+    source: &mut EventSource,
     timeline: &mut Timeline<'_>,
     inventory: &crate::inventory::Inventory,
     wait: Duration,
@@ -180,13 +179,9 @@ fn wait_for<T>(
 ) -> Option<T> {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        match rx.try_recv() {
+        match source.events.try_recv() {
             Ok(TracerMessage::Event(mut ev)) => {
-                match &mut ev {
-                    TraceEvent::Drop(d) => attribution::attribute_drop(inventory, d),
-                    TraceEvent::Restored(r) => attribution::attribute_restored(inventory, r),
-                    TraceEvent::Summary(_) => {}
-                }
+                attribution::attribute_event(inventory, &mut ev);
                 timeline.trace(&ev);
                 if let Some(found) = pick(&ev) {
                     return Some(found);
@@ -243,8 +238,8 @@ pub fn run(
     let inventory = lifecycle::inventory(ctx, &opts.lab_name)?;
 
     // 2. The tracer in the node's namespace, on every pod veth.
-    let (tracer, mut rx) = Tracer::start(TracerOptions {
-        netns: Some(PathBuf::from(NETNS_DIR).join(&state.topology.node_netns)),
+    let mut source = EventSource::kernel(TracerOptions {
+        netns: Some(crate::netns::netns_path(&state.topology.node_netns)),
         ports: vec![info.flow.port],
         poll_interval: Duration::from_millis(50),
         ..TracerOptions::default()
@@ -255,7 +250,7 @@ pub fn run(
     let timeout = opts.connect_timeout;
     let (app2, db2) = (app.clone(), db.clone());
     let failing = std::thread::spawn(move || select_one(&app2, &db2, timeout));
-    let detected = wait_for(&mut rx, &mut timeline, &inventory, opts.wait, |ev| match ev {
+    let detected = wait_for(&mut source, &mut timeline, &inventory, opts.wait, |ev| match ev {
         TraceEvent::Drop(d) => Some((d.clone(), Instant::now(), Utc::now())),
         _ => None,
     });
@@ -286,7 +281,7 @@ pub fn run(
         serde_json::Value::Null,
     );
     let Some((drop, _, detected_time)) = detected else {
-        let summary = tracer.stop();
+        let summary = source.stop();
         timeline.step("failed", "no dropped SYN was seen".into(), json(&summary));
         return Ok(summary_of(scenario.name, false, None, &timeline));
     };
@@ -294,20 +289,16 @@ pub fn run(
 
     // 4. Attribution: the policy and rule, from the real semantics.
     let attributed_at = Instant::now();
-    let explanation =
-        attribution::explain_traced(&inventory, drop.src.ip, drop.dst.ip, drop.dst.port);
-    let policies: Vec<String> = attribution::denying_policies(&explanation)
-        .iter()
-        .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
-        .collect();
+    let mut attributed = drop.clone();
+    let attribution = attribution::attribute_drop(&inventory, &mut attributed);
     timeline.step(
         "attributed",
         format!(
-            "denied by {}; {}",
-            policies.join(", "),
-            attribution::hint(&explanation).unwrap_or_default()
+            "{}; {}",
+            wording::denied_by(&attributed.policies),
+            attributed.hint.clone().unwrap_or_default()
         ),
-        json(&explanation),
+        json(&attribution.explanation),
     );
     let attribute_ms = attributed_at.elapsed().as_millis() as u64;
 
@@ -340,7 +331,7 @@ pub fn run(
         }
     }
     let restored: Option<RestoredRecord> =
-        wait_for(&mut rx, &mut timeline, &inventory, Duration::from_secs(3), |ev| match ev {
+        wait_for(&mut source, &mut timeline, &inventory, Duration::from_secs(3), |ev| match ev {
             TraceEvent::Restored(r) => Some(r.clone()),
             _ => None,
         });
@@ -367,7 +358,7 @@ pub fn run(
         },
         serde_json::json!({"select_1": answer}),
     );
-    let _ = tracer.stop();
+    let _ = source.stop();
     let mut summary = summary_of(scenario.name, ok, restore_ms, &timeline);
     summary.time_to_detect_ms = Some(detect_ms);
     summary.time_to_attribute_ms = Some(attribute_ms);
@@ -389,5 +380,46 @@ fn summary_of(
         time_to_restore_ms: restore_ms,
         runbook_rto_ms: RUNBOOK_RTO.as_millis() as u64,
         steps: timeline.steps.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MYSQL_MANIFESTS, inventory_of};
+
+    /// A `trace -o json` line as the kernel side produced it: web-1 -> mysql-0:3306 dropped.
+    const RECORDED_DROP: &str = r#"{"type":"drop","time":"2026-01-01T00:00:02Z","first_seen":"2026-01-01T00:00:00Z","reason":"NETFILTER_DROP","reason_raw":12,"ifname":"cali0","count":3,"protocol":"TCP","src":{"ip":"10.0.1.5","port":51514},"dst":{"ip":"10.0.2.7","port":3306},"policies":[],"evidence":{"syn_left_source":3,"syn_reached_destination":0,"synack_returned":0,"dropped":3}}"#;
+
+    #[test]
+    fn recorded_events_are_attributed_and_detected_without_root() {
+        let inventory = inventory_of(MYSQL_MANIFESTS);
+        let (tx, mut source) = EventSource::channel(vec!["cali0".into()]);
+        tx.send(TracerMessage::Attached("cali0".into())).unwrap();
+        tx.send(TracerMessage::Event(serde_json::from_str(RECORDED_DROP).unwrap())).unwrap();
+        let mut seen = Vec::new();
+        let mut sink = |ev: &DemoEvent| seen.push(ev.clone());
+        let mut timeline = Timeline { start: Instant::now(), steps: vec![], sink: &mut sink };
+        let found = wait_for(
+            &mut source,
+            &mut timeline,
+            &inventory,
+            Duration::from_secs(5),
+            |ev| match ev {
+                TraceEvent::Drop(d) => Some(d.clone()),
+                _ => None,
+            },
+        );
+        let drop = found.expect("the recorded drop is picked");
+        assert_eq!(drop.src.pod.as_deref(), Some("web-1"));
+        assert_eq!(drop.policies[0].name, "mysql-ingress");
+        // Nothing more comes: waiting again ends at its deadline.
+        let none =
+            wait_for(&mut source, &mut timeline, &inventory, Duration::from_millis(50), |_| {
+                Some(())
+            });
+        assert_eq!(none, None);
+        assert_eq!(seen.len(), 1, "the attributed drop went to the sink");
+        assert!(matches!(&seen[0], DemoEvent::Trace(t) if matches!(**t, TraceEvent::Drop(_))));
     }
 }

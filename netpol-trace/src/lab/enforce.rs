@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use super::error::{LabError, Result};
-use super::netns::{command_in_netns, command_in_private_netns};
 use super::paths::{NFT_BIN, RunDir};
 use super::plan::EnforcementPlan;
 use super::render::render_ruleset;
 use super::system::run_command;
 use super::topology::Topology;
+use crate::netns::{command_in_netns, command_in_private_netns};
 
 /// Checks that the plan is well formed and that every pod it names is a pod of the lab, with
 /// that interface and IP.

@@ -11,6 +11,9 @@ pub enum LabError {
     /// Manifests cannot be read or parsed.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
+    /// A network namespace cannot be found or entered.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
     /// A NetworkPolicy is invalid (the message names its source, the policy and the field).
     #[error(transparent)]
     Policy(#[from] crate::inventory::InvalidPolicy),

@@ -31,9 +31,8 @@ use super::enforce::{apply_plan, check_plan_against};
 use super::error::{LabError, Result};
 use super::mariadb::{self, MARIADB_PORT};
 use super::naming::{LabNames, process_name};
-use super::netns::{command_in_netns, netns_inode, netns_with_prefix};
 use super::objects::{StoredPolicy, lab_inventory};
-use super::paths::{PID_DIR, RunDir, STATE_FILE, labs_dir, netns_path};
+use super::paths::{PID_DIR, RunDir, STATE_FILE, labs_dir};
 use super::plan::{EnforcementPlan, Protocol};
 use super::process::{
     DaemonRecord, is_running, read_pid_file, spawn_daemon, stop_daemon, stop_pid,
@@ -44,6 +43,7 @@ use super::system::ensure_root;
 use super::topology::{LabPod, Workload, build_topology};
 use super::wiring;
 use crate::inventory::{ClusterObjects, Inventory, SourcedPolicy};
+use crate::netns::{command_in_netns, netns_inode, netns_path, netns_with_prefix};
 
 /// Role name of listener processes (see [`process_name`]).
 pub const LISTENER_ROLE: &str = "serve";

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::error::{LabError, Result};
 use super::naming::process_name;
-use super::netns::in_netns;
 use super::paths::{MARIADB_INSTALL_DB_BIN, MARIADBD_BIN, RunDir};
 use super::process::{DaemonRecord, is_running, spawn_daemon, stop_daemon};
 use super::system::run_command;
 use super::topology::LabPod;
+use crate::netns::in_netns;
 
 /// The port MariaDB listens on.
 pub const MARIADB_PORT: u16 = 3306;

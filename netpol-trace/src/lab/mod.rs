@@ -9,7 +9,8 @@
 //!   policies as an [`Inventory`](crate::inventory::Inventory) for the policy engine;
 //! * [`plan`]: the enforcement IR; [`compile`]: policies to IR (pure); [`render`]: IR to
 //!   nftables (pure); [`enforce`]: loading it;
-//! * [`wiring`], [`netns`], [`system`]: namespaces, veths, routes, tools;
+//! * [`wiring`], [`system`]: namespaces, veths, routes, tools (entering namespaces is
+//!   [`crate::netns`]);
 //! * [`process`], [`listener`], [`mariadb`]: workloads; [`probe`]: real connection attempts;
 //! * [`state`], [`lifecycle`]: `state.json`, up/down/ls/apply/exec; [`scenarios`]: built-ins.
 //!
@@ -26,7 +27,6 @@ pub mod lifecycle;
 pub mod listener;
 pub mod mariadb;
 pub mod naming;
-pub mod netns;
 pub mod objects;
 pub mod paths;
 pub mod plan;

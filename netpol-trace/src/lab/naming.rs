@@ -86,6 +86,13 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(OFFSET, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(PRIME))
 }
 
+/// The name of a per-pod chain (`ingress_cali0123456789a`).
+pub fn chain_name(direction_name: &str, host_iface: &str) -> String {
+    let iface: String =
+        host_iface.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("{direction_name}_{iface}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

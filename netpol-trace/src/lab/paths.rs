@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_LABS_DIR: &str = "/run/netpol-trace/labs";
 /// Environment variable overriding [`DEFAULT_LABS_DIR`] (tests use a private directory).
 pub const LABS_DIR_ENV: &str = "NETPOL_TRACE_LAB_DIR";
-/// Where `ip netns` keeps its named network namespaces.
-pub const NETNS_DIR: &str = "/run/netns";
 
 /// First component of every lab object name; the full prefix is `npt_<lab>_`.
 pub const PREFIX_HEAD: &str = "npt";
@@ -98,9 +96,4 @@ impl RunDir {
     pub fn mariadb_dir(&self, pod_key: &str) -> PathBuf {
         self.root.join(MARIADB_DIR).join(pod_key)
     }
-}
-
-/// The named network namespace file `ip netns` creates for `netns`.
-pub fn netns_path(netns: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(netns)
 }

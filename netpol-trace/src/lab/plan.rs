@@ -88,23 +88,8 @@ pub enum PortSet {
     Ranges(Vec<PortRange>),
 }
 
-/// An inclusive range of ports of one protocol (`start == end` for a single port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PortRange {
-    /// The transport protocol.
-    pub protocol: Protocol,
-    /// First port.
-    pub start: u16,
-    /// Last port (inclusive).
-    pub end: u16,
-}
-
-impl PortRange {
-    /// A single port.
-    pub fn single(protocol: Protocol, port: u16) -> Self {
-        Self { protocol, start: port, end: port }
-    }
-}
+/// The port ranges of plans are the inventory's.
+pub use crate::inventory::PortRange;
 
 /// The transport protocols of plans are those NetworkPolicies name.
 pub use crate::policy::Protocol;
@@ -142,7 +127,7 @@ impl EnforcementPlan {
                     "must be at most 120 characters without '\"' or control characters",
                 ));
             }
-            if !seen.insert(super::render::chain_name("", &pod.host_iface)) {
+            if !seen.insert(super::naming::chain_name("", &pod.host_iface)) {
                 return Err(LabError::invalid(
                     object,
                     format!("pods[{i}].host_iface"),

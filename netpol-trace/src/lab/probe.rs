@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::error::{LabError, Result};
-use super::netns::in_netns;
 use super::plan::Protocol;
+use crate::netns::in_netns;
 
 /// What a probe observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::{LabError, Result};
-use super::netns::{command_in_netns, command_new_session};
 use super::paths::RunDir;
+use crate::netns::{command_in_netns, command_new_session};
 
 /// How long a daemon gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
+use super::naming::chain_name;
 use super::plan::{AllowRule, EnforcementPlan, PeerSet, PodPlan, PortRange, PortSet, Protocol};
 
 /// The direction of a per-pod chain.
@@ -46,13 +47,6 @@ impl Direction {
             Self::Egress => "iifname",
         }
     }
-}
-
-/// The name of a per-pod chain (`ingress_cali0123456789a`).
-pub fn chain_name(direction_name: &str, host_iface: &str) -> String {
-    let iface: String =
-        host_iface.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    format!("{direction_name}_{iface}")
 }
 
 /// The complete `nft -f` input replacing table `inet <table>` with the plan's rules.
@@ -351,11 +345,9 @@ table inet npt_t {
 
     /// The kernel's own verdict on the rendered syntax, in a throw-away network namespace.
     #[test]
-    fn rendered_rulesets_load_in_the_kernel_when_root() {
-        if crate::lab::system::ensure_root().is_err() {
-            eprintln!("skipped: `nft -c` needs root");
-            return;
-        }
+    #[ignore = "needs root"]
+    fn rendered_rulesets_load_in_the_kernel() {
+        crate::lab::system::require_root();
         let mut web = pod("caliweb", "10.244.0.1");
         web.egress = Some(vec![AllowRule {
             peers: PeerSet::Nets(vec![

@@ -12,6 +12,17 @@ pub fn ensure_root() -> Result<()> {
     if unsafe { libc::geteuid() } == 0 { Ok(()) } else { Err(LabError::NotRoot) }
 }
 
+/// The one rule for tests that need root (namespaces, nftables, eBPF, the running kernel):
+/// they are marked `#[ignore = "needs root"]` where unprivileged runs happen (`cargo test`),
+/// run as root by `cargo xtask test` (which includes them), and call this first, so that a
+/// run without root fails loudly instead of passing without having checked anything.
+pub fn require_root() {
+    assert!(
+        ensure_root().is_ok(),
+        "this test needs root (namespaces, nftables, eBPF): run `cargo xtask test` as root"
+    );
+}
+
 /// Runs `command` to completion, feeding it `stdin`, and returns its standard output; a
 /// non-zero exit becomes [`LabError::Command`] with its standard error.
 pub fn run_command(command: &mut Command, stdin: Option<&str>) -> Result<String> {

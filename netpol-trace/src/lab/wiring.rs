@@ -6,10 +6,10 @@
 //! the node namespace only.
 
 use super::error::{LabError, Result};
-use super::netns::in_netns;
 use super::paths::{NODE_GATEWAY, POD_IFACE};
 use super::system::ip;
 use super::topology::LabPod;
+use crate::netns::in_netns;
 
 /// Creates the node network namespace: loopback up with the pods' gateway address on it.
 pub fn create_node(node_netns: &str) -> Result<()> {
@@ -27,21 +27,34 @@ pub fn create_pod_netns(pod: &LabPod) -> Result<()> {
 
 /// Wires a pod whose namespace exists to the node: veth pair, addresses, routes, sysctls.
 pub fn wire_pod(node_netns: &str, pod: &LabPod, alias: &str) -> Result<()> {
-    let host = pod.host_iface.as_str();
-    let ip_host = format!("{}/32", pod.ip);
+    wire_veth(node_netns, &pod.netns, &pod.host_iface, pod.ip, alias)
+}
+
+/// Joins network namespace `pod_netns` (which exists) to the node with a veth pair: `host`
+/// (named `alias` too) in the node with proxy ARP, forwarding and a route to `address`;
+/// `eth0` in the pod with `address` and a default route through the link-local gateway. The
+/// test topology wires its pods with this too.
+pub fn wire_veth(
+    node_netns: &str,
+    pod_netns: &str,
+    host: &str,
+    address: std::net::IpAddr,
+    alias: &str,
+) -> Result<()> {
+    let ip_host = format!("{address}/32");
     ip(&[
         "-n", node_netns, "link", "add", host, "type", "veth", "peer", "name", POD_IFACE, "netns",
-        &pod.netns,
+        pod_netns,
     ])?;
     ip(&["-n", node_netns, "link", "set", host, "alias", alias])?;
     set_node_sysctls(node_netns, host)?;
     ip(&["-n", node_netns, "link", "set", host, "up"])?;
     ip(&["-n", node_netns, "route", "add", &ip_host, "dev", host])?;
-    ip(&["-n", &pod.netns, "link", "set", "lo", "up"])?;
-    ip(&["-n", &pod.netns, "addr", "add", &ip_host, "dev", POD_IFACE])?;
-    ip(&["-n", &pod.netns, "link", "set", POD_IFACE, "up"])?;
-    ip(&["-n", &pod.netns, "route", "add", NODE_GATEWAY, "dev", POD_IFACE, "scope", "link"])?;
-    ip(&["-n", &pod.netns, "route", "add", "default", "via", NODE_GATEWAY, "dev", POD_IFACE])?;
+    ip(&["-n", pod_netns, "link", "set", "lo", "up"])?;
+    ip(&["-n", pod_netns, "addr", "add", &ip_host, "dev", POD_IFACE])?;
+    ip(&["-n", pod_netns, "link", "set", POD_IFACE, "up"])?;
+    ip(&["-n", pod_netns, "route", "add", NODE_GATEWAY, "dev", POD_IFACE, "scope", "link"])?;
+    ip(&["-n", pod_netns, "route", "add", "default", "via", NODE_GATEWAY, "dev", POD_IFACE])?;
     Ok(())
 }
 
@@ -66,7 +79,7 @@ fn set_node_sysctls(node_netns: &str, host_iface: &str) -> Result<()> {
 
 /// Deletes a named network namespace; `Ok(false)` when it did not exist.
 pub fn delete_netns(netns: &str) -> Result<bool> {
-    if !super::netns::netns_exists(netns) {
+    if !crate::netns::netns_exists(netns) {
         return Ok(false);
     }
     ip(&["netns", "delete", netns])?;

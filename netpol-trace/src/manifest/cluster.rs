@@ -1,8 +1,13 @@
 //! Reading the five kinds from the live cluster (kubeconfig or in-cluster config): list calls
-//! only, no watches, no writes. The listing itself is [`crate::k8s::snapshot`]; this turns it
-//! into the objects the inventory is built from.
+//! only, no watches, no writes. NetworkPolicies keep the JSON the API server returned, so
+//! patches apply to the objects exactly as read.
 
-use crate::inventory::ClusterObjects;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
+use crate::k8s::list::{list_raw, list_typed, typed};
 
 /// Why the cluster could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +27,64 @@ pub async fn load_cluster() -> Result<ClusterObjects, ClusterError> {
     load_cluster_with(client).await
 }
 
-/// Like [`load_cluster`] with a given client. NetworkPolicies keep the JSON the API server
-/// returned, so patches apply to the objects exactly as read.
+/// Like [`load_cluster`] with a given client.
 pub async fn load_cluster_with(client: kube::Client) -> Result<ClusterObjects, ClusterError> {
-    Ok(crate::k8s::snapshot::snapshot(&client).await?.into_inventory_objects())
+    let client = &client;
+    let (namespaces, pods, policies_raw, services, endpoint_slices) = tokio::try_join!(
+        list_typed::<Namespace>(client),
+        list_typed::<Pod>(client),
+        list_raw::<NetworkPolicy>(client),
+        list_typed::<Service>(client),
+        list_typed::<EndpointSlice>(client),
+    )?;
+    let network_policies = typed::<NetworkPolicy>(policies_raw.clone())?
+        .into_iter()
+        .zip(policies_raw)
+        .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
+        .collect();
+    Ok(ClusterObjects { namespaces, pods, network_policies, services, endpoint_slices })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn snapshot_reads_all_five_kinds() {
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        crate::k8s::list::tests::seed(&fake);
+        let objects =
+            tokio::time::timeout(Duration::from_secs(5), load_cluster_with(fake.client()))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(objects.namespaces.len(), 2);
+        assert_eq!(objects.pods.len(), 2);
+        assert_eq!(objects.services.len(), 1);
+        assert_eq!(objects.endpoint_slices.len(), 1);
+        assert_eq!(objects.network_policies.len(), 1);
+        let raw = &objects.network_policies[0].raw;
+        assert_eq!(raw["kind"], "NetworkPolicy");
+        assert_eq!(raw["spec"]["ingress"][0]["ports"][0], json!({"port": 3307}));
+        assert_eq!(
+            objects.network_policies[0].policy.metadata.name.as_deref(),
+            Some("mysql-ingress")
+        );
+        assert!(fake.requests().iter().all(|r| r.path.starts_with("/api") && !r.is_watch()));
+    }
+
+    #[tokio::test]
+    async fn forbidden_list_is_reported_with_the_missing_permission() {
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        crate::k8s::list::tests::seed(&fake);
+        fake.forbid("list", "pods");
+        let err = load_cluster_with(fake.client()).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("forbidden: the service account needs list on pods at cluster scope"),
+            "{err}"
+        );
+    }
 }

@@ -11,6 +11,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use netpol_trace_common::{FAMILY_IPV4, FAMILY_IPV6, FlowKey, FlowStats, Observation};
 
+use crate::policy::Protocol;
+
 use super::model::{DropRecord, Endpoint, Evidence, RestoredRecord, TraceEvent};
 
 /// A connection: client, server and server port, without the client's ephemeral port.
@@ -222,7 +224,7 @@ impl FlowTable {
                     time: clock.wall(t.synack.last_ns),
                     first_drop: clock.wall(st.outage_first_ns),
                     drops: t.drop.count - st.outage_base,
-                    protocol: "TCP".into(),
+                    protocol: Protocol::Tcp,
                     src: Endpoint::addr(conn.src, t.client_port()),
                     dst: Endpoint::addr(conn.dst, conn.dport),
                     evidence: t.evidence(),
@@ -243,7 +245,7 @@ impl FlowTable {
                     reason_raw: t.drop.reason,
                     ifname: ifname(t.drop.ifindex),
                     count: outage_count,
-                    protocol: "TCP".into(),
+                    protocol: Protocol::Tcp,
                     src: Endpoint::addr(conn.src, t.drop.sport),
                     dst: Endpoint::addr(conn.dst, conn.dport),
                     policies: vec![],

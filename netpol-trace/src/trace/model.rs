@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{Direction, Protocol};
+
 /// One side of a connection attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -47,7 +49,7 @@ pub struct PolicyRef {
     /// Policy name.
     pub name: String,
     /// `ingress` (isolates the destination) or `egress` (isolates the source).
-    pub direction: String,
+    pub direction: Direction,
 }
 
 /// What the kernel showed for a flow, hop by hop.
@@ -79,7 +81,7 @@ pub struct DropRecord {
     /// Dropped SYNs so far.
     pub count: u64,
     /// Transport protocol.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Client.
     pub src: Endpoint,
     /// Server.
@@ -104,7 +106,7 @@ pub struct RestoredRecord {
     /// Drops before the handshake completed.
     pub drops: u64,
     /// Transport protocol.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Client.
     pub src: Endpoint,
     /// Server.
@@ -156,7 +158,7 @@ mod tests {
             reason_raw: 11,
             ifname: "cali1234".into(),
             count: 3,
-            protocol: "TCP".into(),
+            protocol: crate::policy::Protocol::Tcp,
             src: Endpoint {
                 namespace: Some("app".into()),
                 pod: Some("web-1".into()),
@@ -166,7 +168,7 @@ mod tests {
             policies: vec![PolicyRef {
                 namespace: "db".into(),
                 name: "mysql-ingress".into(),
-                direction: "ingress".into(),
+                direction: crate::policy::Direction::Ingress,
             }],
             hint: None,
             evidence: Evidence::default(),

@@ -6,6 +6,7 @@ use crate::lab::naming::LabNames;
 use crate::lab::objects::lab_inventory;
 use crate::lab::topology::build_topology;
 use crate::manifest::{Syntax, parse_manifest};
+use crate::policy::Protocol;
 
 /// Pods: app/web (10.0.1.1, http=8080), app/batch (10.0.1.2, http=9090),
 /// db/mysql (10.0.2.1, mysql=3306, metrics=9104/UDP); namespace db labelled team=data.

@@ -14,7 +14,8 @@ use crate::{
     trace::TraceEvent,
 };
 
-use super::{lab::Output, trace::render as render_trace};
+use crate::output::trace_line as render_trace;
+use crate::output::{OutputFormat, TABLE_OR_JSON};
 
 /// Arguments of `lab demo`.
 #[derive(Debug, ClapArgs)]
@@ -34,8 +35,8 @@ pub struct DemoArgs {
     pub wait: Duration,
     /// Output: a timeline for people, or NDJSON (steps, drop/restored events, and a last
     /// `summary` line).
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 const DEMO_HELP: &str = "\
@@ -79,29 +80,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let mut out = std::io::stdout();
     let mut sink = |ev: &DemoEvent| {
         let line = match (output, ev) {
-            (Output::Json, DemoEvent::Step(s)) => serde_json::to_string(s).unwrap_or_default(),
-            (Output::Json, DemoEvent::Trace(t)) => serde_json::to_string(t).unwrap_or_default(),
-            (Output::Table, DemoEvent::Step(s)) => {
+            (OutputFormat::Table, DemoEvent::Step(s)) => {
                 format!("+{:>7} ms  {:<11} {}", s.at_ms, s.step, s.detail)
             }
-            (Output::Table, DemoEvent::Trace(t)) if matches!(**t, TraceEvent::Drop(_)) => {
+            (OutputFormat::Table, DemoEvent::Trace(t)) if matches!(**t, TraceEvent::Drop(_)) => {
                 format!("           kernel      {}", render_trace(t))
             }
-            (Output::Table, DemoEvent::Trace(_)) => return,
+            (OutputFormat::Table, DemoEvent::Trace(_)) => return,
+            (_, DemoEvent::Step(s)) => serde_json::to_string(s).unwrap_or_default(),
+            (_, DemoEvent::Trace(t)) => serde_json::to_string(t).unwrap_or_default(),
         };
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     };
-    let summary =
-        demo::run(&ctx, &opts, &mut sink).map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    let summary = demo::run(&ctx, &opts, &mut sink).map_err(exit::ExitError::from)?;
     print_summary(output, &summary)?;
     Ok(if summary.restored { exit::OK } else { exit::NO })
 }
 
-fn print_summary(output: Output, s: &DemoSummary) -> anyhow::Result<()> {
+fn print_summary(output: OutputFormat, s: &DemoSummary) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string(s)?),
-        Output::Table => {
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
+            println!("{}", serde_json::to_string(s)?)
+        }
+        OutputFormat::Table => {
             let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
             println!(
                 "time to detect {}, to attribute {}, to restore {} (runbook objective: {} min)",

@@ -1,54 +1,14 @@
-//! One consistent-enough read of everything policy analysis needs, across all namespaces.
+//! Listing every object of a kind in all namespaces, raw (as the API server returned it) or
+//! typed, following `continue` pages. Reading the objects analysis needs is
+//! `manifest::load_cluster`.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::error::{Error, Result};
 
-/// The cluster objects policy analysis works on.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterObjects {
-    /// All namespaces.
-    pub namespaces: Vec<Namespace>,
-    /// All pods.
-    pub pods: Vec<Pod>,
-    /// All NetworkPolicies, typed.
-    pub network_policies: Vec<NetworkPolicy>,
-    /// The same NetworkPolicies exactly as the server returned them (JSON patches are
-    /// computed against these), in the same order as `network_policies`.
-    pub network_policies_raw: Vec<serde_json::Value>,
-    /// All Services.
-    pub services: Vec<Service>,
-    /// All EndpointSlices.
-    pub endpoint_slices: Vec<EndpointSlice>,
-}
-
 /// Page size of list requests.
-impl ClusterObjects {
-    /// The objects as the policy engine takes them: each NetworkPolicy with its JSON as the
-    /// API server returned it, sourced from the cluster.
-    pub fn into_inventory_objects(self) -> crate::inventory::ClusterObjects {
-        use crate::inventory::{PolicySource, SourcedPolicy};
-        let network_policies = self
-            .network_policies
-            .into_iter()
-            .zip(self.network_policies_raw)
-            .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
-            .collect();
-        crate::inventory::ClusterObjects {
-            namespaces: self.namespaces,
-            pods: self.pods,
-            network_policies,
-            services: self.services,
-            endpoint_slices: self.endpoint_slices,
-        }
-    }
-}
-
 const PAGE_SIZE: usize = 500;
 
 /// Lists every object of a kind in all namespaces as raw JSON (items get their apiVersion and
@@ -110,7 +70,8 @@ where
     typed(raw)
 }
 
-fn typed<K>(raw: Vec<Value>) -> Result<Vec<K>>
+/// Turns raw objects into typed ones; the error names the kind and the object.
+pub fn typed<K>(raw: Vec<Value>) -> Result<Vec<K>>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned,
 {
@@ -125,30 +86,10 @@ where
         .collect()
 }
 
-/// Reads Namespaces, Pods, NetworkPolicies, Services and EndpointSlices in all namespaces.
-pub async fn snapshot(client: &kube::Client) -> Result<ClusterObjects> {
-    let (namespaces, pods, policies_raw, services, endpoint_slices) = tokio::try_join!(
-        list_typed::<Namespace>(client),
-        list_typed::<Pod>(client),
-        list_raw::<NetworkPolicy>(client),
-        list_typed::<Service>(client),
-        list_typed::<EndpointSlice>(client),
-    )?;
-    Ok(ClusterObjects {
-        namespaces,
-        pods,
-        network_policies: typed(policies_raw.clone())?,
-        network_policies_raw: policies_raw,
-        services,
-        endpoint_slices,
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
     use fake_apiserver::FakeApiServer;
-    use std::time::Duration;
+    use serde_json::json;
 
     pub(crate) fn seed(fake: &FakeApiServer) {
         for ns in ["app", "db"] {
@@ -178,38 +119,5 @@ pub(crate) mod tests {
             "endpoints": [{"addresses": ["10.0.2.7"],
                            "targetRef": {"kind": "Pod", "namespace": "db", "name": "mysql-0"}}],
             "ports": [{"name": "", "port": 3306, "protocol": "TCP"}]}));
-    }
-
-    #[tokio::test]
-    async fn snapshot_reads_all_five_kinds() {
-        let fake = FakeApiServer::start().await;
-        seed(&fake);
-        let objects = tokio::time::timeout(Duration::from_secs(5), snapshot(&fake.client()))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(objects.namespaces.len(), 2);
-        assert_eq!(objects.pods.len(), 2);
-        assert_eq!(objects.services.len(), 1);
-        assert_eq!(objects.endpoint_slices.len(), 1);
-        assert_eq!(objects.network_policies.len(), 1);
-        let raw = &objects.network_policies_raw[0];
-        assert_eq!(raw["kind"], "NetworkPolicy");
-        assert_eq!(raw["spec"]["ingress"][0]["ports"][0], json!({"port": 3307}));
-        assert_eq!(objects.network_policies[0].metadata.name.as_deref(), Some("mysql-ingress"));
-        assert!(fake.requests().iter().all(|r| r.path.starts_with("/api") && !r.is_watch()));
-    }
-
-    #[tokio::test]
-    async fn forbidden_list_is_reported_with_the_missing_permission() {
-        let fake = FakeApiServer::start().await;
-        seed(&fake);
-        fake.forbid("list", "pods");
-        let err = snapshot(&fake.client()).await.unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("forbidden: the service account needs list on pods at cluster scope"),
-            "{err}"
-        );
     }
 }

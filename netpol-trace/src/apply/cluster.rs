@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FixPlan, PatchAction};
+use crate::fix::{FixPlan, PatchAction};
 use crate::k8s::Error;
 use crate::k8s::apply::{
     ApplyOptions, ApplyReport, apply_json_patch, create_policy, delete_policy,
@@ -121,22 +121,6 @@ async fn write(
     }
 }
 
-/// The start of the message the API server gives a JSON patch whose `test` failed (422).
-const PATCH_TEST_FAILED: &str = "the server rejected our request";
-
-/// Whether the object changed under us: our resourceVersion test failed (before sending, or at
-/// the server: 409, or the 422 of a failed patch `test`).
-fn is_conflict(error: &Error) -> bool {
-    match error {
-        Error::ConcurrentChange { .. } | Error::PatchDoesNotApply { .. } => true,
-        Error::Api(failure) => {
-            failure.code == 409
-                || (failure.code == 422 && failure.message.starts_with(PATCH_TEST_FAILED))
-        }
-        _ => false,
-    }
-}
-
 /// Applies `plan`: a server-side dry run of every change, then (unless `dry_run`) the writes,
 /// backed up under `backup_root`.
 pub async fn apply_plan(
@@ -152,7 +136,7 @@ pub async fn apply_plan(
         let policy = format!("{}/{}", w.namespace, w.name);
         match write(client, w, &checked).await {
             Ok(report) => reports.push(report),
-            Err(source) if is_conflict(&source) => {
+            Err(source) if source.is_conflict() => {
                 return Err(ClusterApplyError::Conflict { policy, source });
             }
             Err(source) => return Err(ClusterApplyError::Refused { policy, source }),
@@ -167,7 +151,7 @@ pub async fn apply_plan(
         let policy = format!("{}/{}", w.namespace, w.name);
         match write(client, w, &options).await {
             Ok(report) => reports.push(report),
-            Err(source) if reports.is_empty() && is_conflict(&source) => {
+            Err(source) if reports.is_empty() && source.is_conflict() => {
                 return Err(ClusterApplyError::Conflict { policy, source });
             }
             Err(source) if reports.is_empty() => {

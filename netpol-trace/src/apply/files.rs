@@ -1,5 +1,5 @@
-//! Applying changes to manifest files instead of a cluster: rewrite one document (or one
-//! item of a `kind: List`) in place, append a new document, or write a new file, each after
+//! Changing manifest files: rewrite one document (or one item of a `kind: List`) in place,
+//! append a new document, remove one, or write a new file, each after
 //! saving a backup beside the file (`<file>.netpol-trace-<UTC timestamp>.bak`) that
 //! [`restore_file`] puts back. Documents other than the rewritten one keep their bytes.
 //!
@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::backup::{TIMESTAMP_FORMAT, write_atomically};
-use super::error::{Error, Result};
-use super::rest::meta_str;
+use crate::k8s::backup::{TIMESTAMP_FORMAT, write_atomically};
+use crate::k8s::error::{Error, Result};
+use crate::k8s::rest::meta_str;
 
 /// Infix of file backups: `<file>.netpol-trace-<timestamp>.bak`.
 pub const FILE_BACKUP_INFIX: &str = ".netpol-trace-";
@@ -147,8 +147,10 @@ fn is_json(path: &Path, text: &str) -> bool {
     path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with(['{', '['])
 }
 
+/// YAML with Kubernetes' key order (`apiVersion`, `kind`, `metadata`, `spec`, ...), the way
+/// `fix -o yaml` prints objects.
 fn to_yaml(obj: &Value) -> Result<String> {
-    serde_yaml::to_string(obj).map_err(|e| Error::InvalidObject(e.to_string()))
+    Ok(crate::fix::yaml::to_yaml(obj))
 }
 
 fn to_json(obj: &Value) -> Result<String> {
@@ -219,12 +221,17 @@ fn rewritten(
         }
     };
     parts[at] = Piece::Text(new_text);
-    Ok(parts
+    Ok(join(parts))
+}
+
+/// The text of a YAML stream again.
+fn join(parts: Vec<Piece>) -> String {
+    parts
         .into_iter()
         .map(|p| match p {
             Piece::Separator(s) | Piece::Text(s) => s,
         })
-        .collect())
+        .collect()
 }
 
 /// `<file>.netpol-trace-<timestamp>.bak`, not yet taken.
@@ -254,6 +261,19 @@ fn write_with_backup(path: &Path, original: Option<&str>, content: &str) -> Resu
     Ok(backup)
 }
 
+/// Writes `content` to `path` after its backup (unless `dry_run`) and reports the change;
+/// `original` is the file's text, `None` for a new file.
+fn changed(
+    path: &Path,
+    original: Option<&str>,
+    content: String,
+    action: FileAction,
+    dry_run: bool,
+) -> Result<FileChange> {
+    let backup = if dry_run { None } else { Some(write_with_backup(path, original, &content)?) };
+    Ok(FileChange { path: path.to_path_buf(), backup, action, dry_run, content })
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
@@ -267,14 +287,7 @@ pub fn replace_document(
 ) -> Result<FileChange> {
     let text = read(path)?;
     let content = rewritten(path, &text, location, object)?;
-    let backup = if dry_run { None } else { Some(write_with_backup(path, Some(&text), &content)?) };
-    Ok(FileChange {
-        path: path.to_path_buf(),
-        backup,
-        action: FileAction::Replaced,
-        dry_run,
-        content,
-    })
+    changed(path, Some(&text), content, FileAction::Replaced, dry_run)
 }
 
 /// Adds `object` as a new document at the end of a YAML file (or as a new item of a JSON
@@ -302,14 +315,7 @@ pub fn append_document(path: &Path, object: &Value, dry_run: bool) -> Result<Fil
     } else {
         format!("{text}{}", to_yaml(object)?)
     };
-    let backup = if dry_run { None } else { Some(write_with_backup(path, Some(&text), &content)?) };
-    Ok(FileChange {
-        path: path.to_path_buf(),
-        backup,
-        action: FileAction::Appended,
-        dry_run,
-        content,
-    })
+    changed(path, Some(&text), content, FileAction::Appended, dry_run)
 }
 
 /// Writes `object` to a new file `<dir>/<namespace>-<name>.yaml` (never over an existing
@@ -329,8 +335,85 @@ pub fn write_new_file(dir: &Path, object: &Value, dry_run: bool) -> Result<FileC
         return Err(manifest_err(dir, "is not a directory"));
     }
     let content = to_yaml(object)?;
-    let backup = if dry_run { None } else { Some(write_with_backup(&path, None, &content)?) };
-    Ok(FileChange { path, backup, action: FileAction::Created, dry_run, content })
+    changed(&path, None, content, FileAction::Created, dry_run)
+}
+
+/// Removes the document (or List item) equal to `original` from a manifest file; the leading
+/// comments of a removed YAML document stay. Refused when no document holds `original` (the
+/// file changed since it was read).
+pub fn remove_document(path: &Path, original: &Value, dry_run: bool) -> Result<FileChange> {
+    let text = read(path)?;
+    let content = without(path, &text, original)?
+        .ok_or_else(|| manifest_err(path, "no document holds the object as it was read"))?;
+    changed(path, Some(&text), content, FileAction::Replaced, dry_run)
+}
+
+/// `text` without the document (or List item) equal to `original`; `None` when no document
+/// holds it.
+fn without(path: &Path, text: &str, original: &Value) -> Result<Option<String>> {
+    if is_json(path, text) {
+        return without_json(text, original);
+    }
+    let mut parts = pieces(text);
+    for at in document_pieces(&parts) {
+        let Piece::Text(segment) = &parts[at] else { continue };
+        let Ok(value) = serde_yaml::from_str::<Value>(segment) else { continue };
+        let replacement = if value == *original {
+            leading_comments(segment).to_owned()
+        } else if let Some(list) = list_without(&value, original) {
+            format!("{}{}", leading_comments(segment), to_yaml(&list)?)
+        } else {
+            continue;
+        };
+        parts[at] = Piece::Text(replacement);
+        return Ok(Some(join(parts)));
+    }
+    Ok(None)
+}
+
+/// Like [`without`] for a JSON file (one value, or several concatenated).
+fn without_json(text: &str, original: &Value) -> Result<Option<String>> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut start = 0;
+    while let Some(Ok(value)) = stream.next() {
+        let end = stream.byte_offset();
+        let replacement = if value == *original {
+            String::new()
+        } else if let Some(list) = list_without(&value, original) {
+            to_json(&list)?
+        } else {
+            start = end;
+            continue;
+        };
+        let leading = text[start..end].len() - text[start..end].trim_start().len();
+        return Ok(Some(format!("{}{replacement}{}", &text[..start + leading], &text[end..])));
+    }
+    Ok(None)
+}
+
+/// `value`, a `kind: List` holding `original`, without it.
+fn list_without(value: &Value, original: &Value) -> Option<Value> {
+    if !value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) {
+        return None;
+    }
+    let index = value.get("items")?.as_array()?.iter().position(|item| item == original)?;
+    let mut list = value.clone();
+    list.get_mut("items")?.as_array_mut()?.remove(index);
+    Some(list)
+}
+
+/// The comment and blank lines a document starts with.
+fn leading_comments(segment: &str) -> &str {
+    let mut end = 0;
+    for line in segment.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            end += line.len();
+        } else {
+            break;
+        }
+    }
+    &segment[..end]
 }
 
 /// The manifest file a backup belongs to, if `backup` is named like one.
@@ -499,5 +582,68 @@ mod tests {
         std::fs::write(&json_path, serde_json::to_string(&policy("e", 1)).unwrap()).unwrap();
         assert!(append_document(&json_path, &policy("f", 1), false).is_err());
         assert!(restore_file(&json_path, false).is_err(), "not a backup name");
+    }
+
+    const REMOVAL: &str = "\
+# namespaces
+apiVersion: v1
+kind: Namespace
+metadata: {name: db}
+---
+# the database's policy
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: db}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: q, namespace: db}}
+";
+
+    fn bare_policy(name: &str) -> Value {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": name, "namespace": "db"}})
+    }
+
+    #[test]
+    fn removes_a_document_or_a_list_item_and_nothing_else() {
+        let out = without(Path::new("m.yaml"), REMOVAL, &bare_policy("p")).unwrap().unwrap();
+        assert_eq!(
+            out,
+            REMOVAL.replace("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: db}\n", "")
+        );
+        let out = without(Path::new("m.yaml"), REMOVAL, &bare_policy("q")).unwrap().unwrap();
+        assert!(out.ends_with("---\napiVersion: v1\nkind: List\nitems: []\n"), "{out}");
+        assert_eq!(without(Path::new("m.yaml"), REMOVAL, &bare_policy("nope")).unwrap(), None);
+        let json_text = format!("{}\n{}\n", bare_policy("a"), bare_policy("b"));
+        let out = without(Path::new("m.json"), &json_text, &bare_policy("a")).unwrap().unwrap();
+        let values: Vec<Value> =
+            serde_json::Deserializer::from_str(&out).into_iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(values, [bare_policy("b")]);
+    }
+
+    #[test]
+    fn removal_splits_documents_like_every_other_change() {
+        // `--- # comment` separates documents here exactly as in a rewrite.
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: db}\n--- # the policy\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: db}\n";
+        let out = without(Path::new("m.yaml"), text, &bare_policy("p")).unwrap().unwrap();
+        assert_eq!(
+            out,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: db}\n--- # the policy\n"
+        );
+    }
+
+    #[test]
+    fn removing_twice_in_one_second_keeps_both_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, REMOVAL).unwrap();
+        let first = remove_document(&path, &bare_policy("p"), false).unwrap();
+        let second = remove_document(&path, &bare_policy("q"), false).unwrap();
+        let (first, second) = (first.backup.unwrap(), second.backup.unwrap());
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(first).unwrap(), REMOVAL);
+        assert!(remove_document(&path, &bare_policy("p"), false).is_err());
     }
 }

@@ -1,12 +1,14 @@
 //! `netpol-trace lab ...`: build a local node from manifests, probe it, swap its enforcement,
 //! tear it down.
 
+pub mod demo;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Subcommand};
 
 use crate::exit;
 use crate::explain::ExplainOptions;
@@ -19,7 +21,7 @@ use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
 use crate::lab::state::LabState;
 use crate::manifest;
-use crate::output::OutputFormat;
+use crate::output::{OutputFormat, TABLE_JSON_YAML, TABLE_OR_JSON, table};
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
@@ -34,16 +36,6 @@ pub struct Args {
     /// The lab subcommand.
     #[command(subcommand)]
     pub command: LabCommand,
-}
-
-/// Output formats of the lab commands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Human-readable text.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
 }
 
 /// `lab` subcommands.
@@ -95,7 +87,7 @@ pub enum LabCommand {
     Apply(ApplyArgs),
     /// The whole recovery on a built-in scenario: drop caught in the kernel, policy and rule
     /// named, minimal patch applied, handshake and `SELECT 1` back; a timeline with times.
-    Demo(super::lab_demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Listen on ports inside a pod (started by `lab up`).
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -112,8 +104,8 @@ pub struct UpArgs {
     #[arg(long)]
     pub name: String,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab down`.
@@ -127,8 +119,8 @@ pub struct DownArgs {
 #[derive(Debug, ClapArgs)]
 pub struct LsArgs {
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab exec`.
@@ -161,11 +153,11 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub protocol: Option<Protocol>,
     /// How long to wait for an answer: 500ms, 1s, 2.5s.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::args::parse_duration)]
     pub timeout: Duration,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Output,
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Arguments of `lab explain`.
@@ -189,7 +181,7 @@ pub struct ExplainArgs {
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
 }
 
@@ -238,7 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LabCommand::Probe(args) => run_probe(args),
         LabCommand::Explain(args) => explain(args),
         LabCommand::Apply(args) => apply(args),
-        LabCommand::Demo(args) => super::lab_demo::run(args),
+        LabCommand::Demo(args) => demo::run(args),
         LabCommand::Serve(args) => {
             listener::serve(&args.ports, args.ready_file.as_deref())?;
             Ok(exit::OK)
@@ -248,8 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 
 fn up(args: UpArgs) -> anyhow::Result<i32> {
     let ctx = LabContext::from_env()?;
-    let objects = manifest::load_paths(&args.filename)
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    let objects = manifest::load_paths(&args.filename).map_err(exit::ExitError::from)?;
     if objects.pods.is_empty() {
         return Err(exit::ExitError::bad_input(format!(
             "no Pod in {}: a lab needs at least one",
@@ -260,16 +251,16 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
     let state =
         lifecycle::up(&ctx, &args.name, &objects, args.filename.first().map(PathBuf::as_path))?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&state)?),
-        Output::Table => print_pods(&state),
+        OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
+            println!("{}", serde_json::to_string_pretty(&state)?)
+        }
+        OutputFormat::Table => print_pods(&state),
     }
     Ok(exit::OK)
 }
 
 fn print_pods(state: &LabState) {
-    let mut rows = vec![
-        ["NAMESPACE", "POD", "IP", "INTERFACE", "WORKLOAD", "PORTS"].map(String::from).to_vec(),
-    ];
+    let mut rows = Vec::new();
     for pod in &state.topology.pods {
         let ports: Vec<String> =
             pod.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect();
@@ -284,7 +275,7 @@ fn print_pods(state: &LabState) {
             if ports.is_empty() { "-".into() } else { ports.join(",") },
         ]);
     }
-    print_table(&rows);
+    print!("{}", table(&["NAME", "PODS", "STATUS", "CREATED"], &rows));
     let isolated = state.plan.as_ref().map_or(0, |plan| {
         plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
     });
@@ -300,17 +291,6 @@ fn print_pods(state: &LabState) {
         state.topology.nft_table,
         state.run_dir.display()
     );
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    for row in rows {
-        let line: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
 }
 
 fn down(args: DownArgs) -> anyhow::Result<i32> {
@@ -336,11 +316,11 @@ fn down(args: DownArgs) -> anyhow::Result<i32> {
 fn ls(args: LsArgs) -> anyhow::Result<i32> {
     let ctx = LabContext::from_env()?;
     let labs = lifecycle::list(&ctx)?;
-    if args.output == Output::Json {
+    if args.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&labs)?);
         return Ok(exit::OK);
     }
-    let mut rows = vec![["NAME", "PODS", "STATUS", "CREATED"].map(String::from).to_vec()];
+    let mut rows = Vec::new();
     for lab in &labs {
         rows.push(vec![
             lab.name.clone(),
@@ -349,7 +329,7 @@ fn ls(args: LsArgs) -> anyhow::Result<i32> {
             lab.created_at.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    print_table(&rows);
+    print!("{}", table(&["NAME", "PODS", "STATUS", "CREATED"], &rows));
     Ok(exit::OK)
 }
 
@@ -391,7 +371,7 @@ fn run_probe(args: ProbeArgs) -> anyhow::Result<i32> {
     let protocol = args.protocol.or(named_protocol).unwrap_or(Protocol::Tcp);
     let result = probe(&from.netns, dst_ip, port, protocol, args.timeout)?;
     let flow = format!("{} -> {to_label} {dst_ip}:{port}/{protocol}", from.key());
-    if args.output == Output::Json {
+    if args.output == OutputFormat::Json {
         let value = serde_json::json!({
             "from": from.key(), "to": to_label, "ip": dst_ip, "port": port, "protocol": protocol,
             "outcome": result.outcome, "elapsed_ms": result.elapsed.as_millis() as u64,
@@ -423,9 +403,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         protocol: args.protocol,
         namespace: args.namespace,
     };
-    let flows = resolve_flows(&inventory, &request)
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
-    super::explain::print_explanations(&inventory, &flows, &ExplainOptions::default(), args.output)
+    let flows = resolve_flows(&inventory, &request).map_err(exit::ExitError::from)?;
+    crate::output::print_explanations(&inventory, &flows, &ExplainOptions::default(), args.output)
 }
 
 fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
@@ -433,8 +412,7 @@ fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.plan {
         return apply_plan_file(&ctx, &args.name, path, args.dry_run);
     }
-    let objects = manifest::load_paths(&args.filename)
-        .map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
+    let objects = manifest::load_paths(&args.filename).map_err(exit::ExitError::from)?;
     if !objects.pods.is_empty() || !objects.namespaces.is_empty() {
         tracing::info!(
             "lab apply takes only the NetworkPolicies: pods and namespaces stay as built"
@@ -485,23 +463,6 @@ fn policy_count(count: usize) -> String {
     if count == 1 { "1 NetworkPolicy".to_owned() } else { format!("{count} NetworkPolicies") }
 }
 
-/// Parses `500ms`, `1s`, `2.5s` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 =
-        number.parse().map_err(|_| format!("{text:?} is not a duration (500ms, 1s, 2.5s)"))?;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(format!("{text:?}: the duration must be positive"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
 fn format_duration(duration: Duration) -> String {
     if duration.subsec_millis() == 0 {
         format!("{}s", duration.as_secs())
@@ -524,11 +485,6 @@ mod tests {
 
     #[test]
     fn durations_and_ports_parse() {
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
         assert_eq!(parse_port_protocol("53/UDP").unwrap(), (53, Protocol::Udp));
         assert_eq!(parse_port_protocol("80").unwrap(), (80, Protocol::Tcp));
         assert!(parse_port_protocol("0/TCP").is_err());

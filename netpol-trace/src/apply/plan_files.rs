@@ -1,4 +1,4 @@
-//! Writing a plan into the manifest files it was read from, through [`crate::k8s::files`]:
+//! Writing a fix plan into the manifest files it was read from, through [`super::files`]:
 //! a patched policy's document is rewritten in place (other documents keep their bytes), a
 //! created policy is appended to the file of a policy it complements (else the first manifest
 //! file; a JSON file that cannot take a second document gets a new YAML file beside it), and a
@@ -8,19 +8,17 @@
 //! A policy's document is checked by content before it is rewritten: a file changed since it
 //! was read is refused, never half-edited.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{FixPlan, PatchAction, PolicyPatch};
-use crate::inventory::PolicySource;
-use crate::k8s::backup::TIMESTAMP_FORMAT;
-use crate::k8s::files::{
-    DocumentLocation, FILE_BACKUP_INFIX, FILE_BACKUP_SUFFIX, FileAction, FileChange,
-    append_document, replace_document, write_new_file,
+use super::files::{
+    DocumentLocation, FileChange, append_document, remove_document, replace_document,
+    write_new_file,
 };
+use crate::fix::{FixPlan, PatchAction, PolicyPatch};
+use crate::inventory::PolicySource;
 use crate::manifest::{MANIFEST_EXTENSIONS, STDIN_PATH, Syntax};
 
 /// Why the plan cannot be written to the files.
@@ -179,165 +177,25 @@ fn first_manifest_file(inputs: &[PathBuf]) -> Option<PathBuf> {
     })
 }
 
-/// Removes the policy's document (or List item), backing the file up the way
-/// [`crate::k8s::files`] does so that `restore` puts it back.
+/// Removes the policy's document (or List item), backed up like every other change so that
+/// `restore` puts it back.
 fn remove(entry: &PolicyPatch, dry_run: bool) -> Result<FileChange, FilesError> {
     let (path, _) = source_file(entry)?;
-    let changed = || FilesError::Changed { path: path.clone(), policy: entry.key() };
-    let original = entry.original.as_ref().ok_or_else(changed)?;
-    let text = read(&path)?;
-    let content = without(&text, original, Syntax::of_path(&path)).ok_or_else(changed)?;
-    let backup = if dry_run {
-        None
-    } else {
-        let stamp = chrono::Utc::now().format(TIMESTAMP_FORMAT);
-        let backup = PathBuf::from(format!(
-            "{}{FILE_BACKUP_INFIX}{stamp}{FILE_BACKUP_SUFFIX}",
-            path.display()
-        ));
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| FilesError::Io { path, source }
-        };
-        std::fs::copy(&path, &backup).map_err(io(&backup))?;
-        let temp = path.with_extension("tmp-netpol-trace");
-        std::fs::write(&temp, &content).map_err(io(&temp))?;
-        std::fs::rename(&temp, &path).map_err(io(&path))?;
-        Some(backup)
-    };
-    Ok(FileChange { path, backup, action: FileAction::Replaced, dry_run, content })
-}
-
-/// `text` without the document (or List item) equal to `original`; `None` when no document
-/// holds it. Leading comments of a removed YAML document stay.
-fn without(text: &str, original: &Value, syntax: Syntax) -> Option<String> {
-    let documents = match syntax {
-        Syntax::Yaml => yaml_documents(text),
-        Syntax::Json => json_documents(text),
-    };
-    for range in documents {
-        let segment = &text[range.clone()];
-        let value = match syntax {
-            Syntax::Yaml => serde_yaml::from_str::<Value>(segment).ok(),
-            Syntax::Json => serde_json::from_str::<Value>(segment).ok(),
-        };
-        let Some(value) = value else { continue };
-        let replacement = if value == *original {
-            match syntax {
-                Syntax::Yaml => leading_comments(segment).to_owned(),
-                Syntax::Json => String::new(),
-            }
-        } else if let Some(list) = list_without(&value, original) {
-            match syntax {
-                Syntax::Yaml => {
-                    format!("{}{}", leading_comments(segment), super::yaml::to_yaml(&list))
-                }
-                Syntax::Json => serde_json::to_string_pretty(&list).ok()? + "\n",
-            }
-        } else {
-            continue;
-        };
-        return Some(format!("{}{replacement}{}", &text[..range.start], &text[range.end..]));
-    }
-    None
-}
-
-fn list_without(value: &Value, original: &Value) -> Option<Value> {
-    if !value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) {
-        return None;
-    }
-    let index = value.get("items")?.as_array()?.iter().position(|item| item == original)?;
-    let mut list = value.clone();
-    list.get_mut("items")?.as_array_mut()?.remove(index);
-    Some(list)
-}
-
-/// The comment and blank lines a document starts with.
-fn leading_comments(segment: &str) -> &str {
-    let mut end = 0;
-    for line in segment.split_inclusive('\n') {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            end += line.len();
-        } else {
-            break;
+    let original = entry
+        .original
+        .as_ref()
+        .ok_or_else(|| FilesError::Changed { path: path.clone(), policy: entry.key() })?;
+    match remove_document(&path, original, dry_run) {
+        Err(crate::k8s::Error::Manifest { .. }) => {
+            Err(FilesError::Changed { path, policy: entry.key() })
         }
+        other => Ok(other?),
     }
-    &segment[..end]
-}
-
-/// Byte ranges of the texts between `---` lines.
-fn yaml_documents(text: &str) -> Vec<Range<usize>> {
-    let mut documents = Vec::new();
-    let (mut start, mut offset) = (0, 0);
-    for line in text.split_inclusive('\n') {
-        if line.trim_end() == "---" {
-            documents.push(start..offset);
-            start = offset + line.len();
-        }
-        offset += line.len();
-    }
-    documents.push(start..text.len());
-    documents
-}
-
-/// Byte ranges of the JSON values of `text` (one or several concatenated).
-fn json_documents(text: &str) -> Vec<Range<usize>> {
-    let mut documents = Vec::new();
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
-    let mut start = 0;
-    while let Some(Ok(_)) = stream.next() {
-        let end = stream.byte_offset();
-        let leading = text[start..end].len() - text[start..end].trim_start().len();
-        documents.push(start + leading..end);
-        start = end;
-    }
-    documents
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    const FILE: &str = "\
-# namespaces
-apiVersion: v1
-kind: Namespace
-metadata: {name: db}
----
-# the database's policy
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: db}
----
-apiVersion: v1
-kind: List
-items:
-- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: q, namespace: db}}
-";
-
-    fn policy(name: &str) -> Value {
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-               "metadata": {"name": name, "namespace": "db"}})
-    }
-
-    #[test]
-    fn removes_a_document_or_a_list_item_and_nothing_else() {
-        let out = without(FILE, &policy("p"), Syntax::Yaml).unwrap();
-        assert_eq!(
-            out,
-            FILE.replace("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: db}\n", "")
-        );
-        let out = without(FILE, &policy("q"), Syntax::Yaml).unwrap();
-        assert!(out.ends_with("---\napiVersion: v1\nkind: List\nitems: []\n"), "{out}");
-        assert_eq!(without(FILE, &policy("nope"), Syntax::Yaml), None);
-        let json_text = format!("{}\n{}\n", policy("a"), policy("b"));
-        let out = without(&json_text, &policy("a"), Syntax::Json).unwrap();
-        let values: Vec<Value> =
-            serde_json::Deserializer::from_str(&out).into_iter().collect::<Result<_, _>>().unwrap();
-        assert_eq!(values, [policy("b")]);
-    }
 
     #[test]
     fn first_manifest_file_searches_folders_in_name_order() {
