@@ -224,12 +224,8 @@ fn tests_through_sudo(
         let Some(exe) = msg["executable"].as_str().filter(|_| is_test) else { continue };
         let name = msg["target"]["name"].as_str().unwrap_or(exe);
         let mut cmd = Command::new("sudo");
-        cmd.args(["--preserve-env=PATH,RUST_LOG,RUST_BACKTRACE,CI", exe]);
-        ok &= cargo_test(
-            &format!("privileged integration tests: {name} (through sudo)"),
-            &mut cmd,
-            tally,
-        )?;
+        cmd.args(["--preserve-env=PATH,RUST_LOG,RUST_BACKTRACE,CI", exe]).args(test_args);
+        ok &= cargo_test(&format!("privileged tests: {name} (through sudo)"), &mut cmd, tally)?;
     }
     Ok(ok)
 }
