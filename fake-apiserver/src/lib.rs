@@ -1,13 +1,38 @@
 //! An in-process fake of the Kubernetes API server for tests.
 //!
 //! It speaks plain HTTP/1.1 on `127.0.0.1:0` and behaves like the real server for what
-//! netpol-trace uses: GET/LIST (label and field selectors, pagination), WATCH (history after a
-//! resourceVersion, 410 Expired for compacted ones, bookmarks, `sendInitialEvents`), POST, PUT
-//! (optimistic concurrency), PATCH (JSON patch, merge patch, strategic merge patch applied as a
+//! netpol-trace uses: GET/LIST (label and field selectors, `limit`/`continue` pagination),
+//! WATCH (history after a resourceVersion, 410 Expired for compacted ones, bookmarks,
+//! `sendInitialEvents`), POST, PUT (optimistic concurrency), PATCH (JSON patch — a failed
+//! `test` is a 422 as in the real server —, merge patch, strategic merge patch applied as a
 //! merge patch), DELETE (with preconditions), `dryRun=All`, `Status` error bodies, a little
-//! validation and defaulting (NetworkPolicy, Namespace, events.k8s.io Event), RBAC denials
-//! armed by the test, injected failures, interleaved writes by "another client", and the pod
-//! proxy subresource.
+//! validation and defaulting (NetworkPolicy, Namespace, events.k8s.io Event), injected
+//! failures, interleaved writes by "another client", and the pod proxy subresource.
+//!
+//! It also serves what an operator needs: CustomResourceDefinitions (the types they define
+//! are served like built-ins, with the `/status` subresource, pruning of unknown fields and
+//! schema validation), `coordination.k8s.io` Leases, TokenReview, SubjectAccessReview,
+//! SelfSubjectAccessReview and LocalSubjectAccessReview, and **RBAC enforced per bearer
+//! token** from Roles, ClusterRoles (aggregated ones included), RoleBindings and
+//! ClusterRoleBindings — typically the manifests a project ships:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use fake_apiserver::{FakeApiServer, Identity};
+//! let fake = FakeApiServer::builder()
+//!     .with_manifests("deploy/")                    // the CRD and the RBAC documents
+//!     .token("agent", Identity::service_account("netpol-trace", "netpol-trace"))
+//!     .admin_token("admin")                         // system:masters, for the test's setup
+//!     .start()
+//!     .await;
+//! let agent = fake.client_with_token("agent");      // 401 without a token, 403 when RBAC says no
+//! let admin = fake.client_with_token("admin");
+//! # let _ = (agent, admin);
+//! # }
+//! ```
+//!
+//! Without tokens nothing is authenticated and everything is allowed (as before), except the
+//! denials a test arms:
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -24,8 +49,14 @@
 //!
 //! Core v1 and events.k8s.io/v1 Events are stored separately (the real server shares them).
 
+mod auth;
+mod crd;
+mod list;
+mod manifests;
 mod proxy;
+mod rbac;
 mod resources;
+mod reviews;
 mod rules;
 mod selector;
 mod server;
@@ -36,7 +67,7 @@ mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,11 +75,14 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use auth::Identity;
 pub use proxy::{ProxyHandler, ProxyRequest, ProxyResponse};
+pub use rbac::{Attributes, Decision};
 pub use resources::{RESOURCES, ResourceType};
 pub use server::RecordedRequest;
 pub use status::{FAKE_USER, JSON_PATCH_REJECTED};
 
+use auth::Auth;
 use rules::{InterleavedWrite, RequestPattern, Rules};
 use server::{Shared, lock};
 use store::Store;
@@ -58,11 +92,18 @@ use store::Store;
 pub struct FakeApiServerBuilder {
     bookmark_interval: Duration,
     history_limit: usize,
+    manifests: Vec<PathBuf>,
+    tokens: Vec<(String, Identity)>,
 }
 
 impl Default for FakeApiServerBuilder {
     fn default() -> Self {
-        Self { bookmark_interval: Duration::from_secs(1), history_limit: 10_000 }
+        Self {
+            bookmark_interval: Duration::from_secs(1),
+            history_limit: 10_000,
+            manifests: Vec::new(),
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -80,17 +121,54 @@ impl FakeApiServerBuilder {
         self
     }
 
+    /// Loads manifests at start (see [`FakeApiServer::load_manifests`]): a file, or the
+    /// `*.yaml|*.yml|*.json` files directly in a directory, such as a project's `deploy/`.
+    /// Also adds the ClusterRoles every cluster has (`cluster-admin`, and `admin`, `edit`,
+    /// `view` holding what is aggregated into them) so that aggregation labels work.
+    pub fn with_manifests(mut self, path: impl AsRef<Path>) -> Self {
+        self.manifests.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Registers a bearer token for an identity, which turns authentication and RBAC on:
+    /// from then on a request without a known token gets 401, and one RBAC does not allow
+    /// gets 403 (identities in `system:masters` are allowed everything). Also adds the
+    /// ClusterRoles every cluster has, as [`Self::with_manifests`] does.
+    pub fn token(mut self, token: &str, identity: Identity) -> Self {
+        self.tokens.push((token.to_string(), identity));
+        self
+    }
+
+    /// Registers a token for a cluster administrator (`system:masters`), for a test's setup.
+    pub fn admin_token(self, token: &str) -> Self {
+        self.token(token, Identity::cluster_admin("cluster-admin"))
+    }
+
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
     ///
     /// # Panics
-    /// When no loopback port can be bound.
+    /// When no loopback port can be bound, or a manifest cannot be read or stored.
     pub async fn start(self) -> FakeApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("fake-apiserver: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("fake-apiserver: local address");
+        let mut store = Store::new(self.history_limit);
+        if !self.manifests.is_empty() || !self.tokens.is_empty() {
+            for role in manifests::default_cluster_roles() {
+                store.insert(role).unwrap_or_else(|e| panic!("fake-apiserver: {e}"));
+            }
+        }
+        for path in &self.manifests {
+            manifests::load(&mut store, path).unwrap_or_else(|e| {
+                panic!("fake-apiserver: loading manifests from {}: {e}", path.display())
+            });
+        }
+        let auth =
+            Auth { enforce: !self.tokens.is_empty(), tokens: self.tokens.into_iter().collect() };
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(self.history_limit)),
+            store: Mutex::new(store),
+            auth: Mutex::new(auth),
             rules: Mutex::new(Rules::default()),
             requests: Mutex::new(Vec::new()),
             proxies: Mutex::new(HashMap::new()),
@@ -114,8 +192,10 @@ impl Drop for FakeApiServer {
     }
 }
 
-fn resource(name: &str) -> &'static ResourceType {
-    resources::by_name(name)
+fn resource(store: &Store, name: &str) -> &'static ResourceType {
+    store
+        .registry
+        .by_name(name)
         .unwrap_or_else(|| panic!("fake-apiserver does not serve a resource named {name:?}"))
 }
 
@@ -144,13 +224,34 @@ impl FakeApiServer {
         kube::Client::try_from(kube::Config::new(url)).expect("fake-apiserver: kube client")
     }
 
+    /// A kube client that sends `token` as its bearer token (namespace `default`).
+    ///
+    /// # Panics
+    /// Never in practice, as [`Self::client`].
+    pub fn client_with_token(&self, token: &str) -> kube::Client {
+        let url = self.url().parse().expect("fake-apiserver: URL");
+        let mut config = kube::Config::new(url);
+        config.auth_info.token = Some(token.to_string().into());
+        kube::Client::try_from(config).expect("fake-apiserver: kube client")
+    }
+
     /// A kubeconfig (context `fake`, namespace `default`) pointing at this server, for a
     /// subprocess run with `KUBECONFIG`.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_user("{}")
+    }
+
+    /// Like [`Self::kubeconfig_yaml`], with `token` as the user's bearer token.
+    pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
+        let token = serde_json::to_string(token).unwrap_or_default();
+        self.kubeconfig_with_user(&format!("{{token: {token}}}"))
+    }
+
+    fn kubeconfig_with_user(&self, user: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\npreferences: {{}}\n",
+             current-context: fake\nusers:\n- name: fake\n  user: {user}\npreferences: {{}}\n",
             self.url()
         )
     }
@@ -158,6 +259,66 @@ impl FakeApiServer {
     /// Writes [`Self::kubeconfig_yaml`] to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// Writes [`Self::kubeconfig_yaml_with_token`] to `path`.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml_with_token(token))
+    }
+
+    /// Stores the documents of a manifest file, or of the `*.yaml|*.yml|*.json` files directly
+    /// in a directory, as [`Self::insert`] does: CustomResourceDefinitions first (their types
+    /// are then served), then every document of a served type (RBAC, Namespaces,
+    /// ServiceAccounts, ConfigMaps...); documents of other types (Deployments, DaemonSets,
+    /// kustomizations) are skipped. Returns the stored objects.
+    ///
+    /// # Panics
+    /// When a file cannot be read or parsed, or an object cannot be stored.
+    pub fn load_manifests(&self, path: impl AsRef<Path>) -> Vec<Value> {
+        let path = path.as_ref();
+        manifests::load(&mut lock(&self.shared.store), path).unwrap_or_else(|e| {
+            panic!("fake-apiserver: loading manifests from {}: {e}", path.display())
+        })
+    }
+
+    /// Registers a bearer token for an identity and turns authentication and RBAC on (see
+    /// [`FakeApiServerBuilder::token`]).
+    pub fn add_token(&self, token: &str, identity: Identity) {
+        let mut auth = lock(&self.shared.auth);
+        auth.enforce = true;
+        auth.tokens.insert(token.to_string(), identity);
+    }
+
+    /// Asks the fake's RBAC what it would answer a SubjectAccessReview.
+    pub fn authorize(&self, identity: &Identity, attributes: &Attributes) -> Decision {
+        rbac::authorize(&lock(&self.shared.store), identity, attributes)
+    }
+
+    /// Whether RBAC allows `identity` a `verb` on `resource` (a name as [`Self::get`] reads
+    /// it, optionally with `/subresource`: `dropreports/status`) in `namespace` (`None`: the
+    /// cluster scope), on any object.
+    ///
+    /// # Panics
+    /// On a resource the fake does not serve.
+    pub fn can(
+        &self,
+        identity: &Identity,
+        verb: &str,
+        resource_name: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        let (res, sub) = resource_name.split_once('/').unwrap_or((resource_name, ""));
+        let store = lock(&self.shared.store);
+        let rt = resource(&store, res);
+        let attributes = Attributes::Resource {
+            verb: verb.to_string(),
+            group: rt.group.to_string(),
+            resource: rt.plural.to_string(),
+            subresource: sub.to_string(),
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: String::new(),
+        };
+        rbac::authorize(&store, identity, &attributes).allowed
     }
 
     /// Stores an object as given, bypassing admission (no validation or defaulting, except a
@@ -177,15 +338,17 @@ impl FakeApiServer {
     /// Reads one object (`namespace` is ignored for cluster-scoped resources). `resource` is a
     /// plural or kind: `networkpolicies`, `NetworkPolicy`, `Event.events.k8s.io`.
     pub fn get(&self, resource_name: &str, namespace: &str, name: &str) -> Option<Value> {
-        let rt = resource(resource_name);
+        let store = lock(&self.shared.store);
+        let rt = resource(&store, resource_name);
         let ns = if rt.namespaced { namespace } else { "" };
-        lock(&self.shared.store).get(rt, ns, name).ok()
+        store.get(rt, ns, name).ok()
     }
 
     /// Every stored object of a resource, in (namespace, name) order.
     pub fn objects(&self, resource_name: &str) -> Vec<Value> {
-        let rt = resource(resource_name);
-        lock(&self.shared.store).list(rt, None, &Default::default(), &Default::default())
+        let store = lock(&self.shared.store);
+        let rt = resource(&store, resource_name);
+        store.list(rt, None, &Default::default(), &Default::default())
     }
 
     /// Changes a stored object as another client would: new resourceVersion, MODIFIED event,
@@ -197,16 +360,18 @@ impl FakeApiServer {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> Option<Value> {
-        let rt = resource(resource_name);
+        let mut store = lock(&self.shared.store);
+        let rt = resource(&store, resource_name);
         let ns = if rt.namespaced { namespace } else { "" };
-        lock(&self.shared.store).modify(rt, ns, name, change)
+        store.modify(rt, ns, name, change)
     }
 
     /// Deletes a stored object as another client would (DELETED event).
     pub fn remove(&self, resource_name: &str, namespace: &str, name: &str) -> Option<Value> {
-        let rt = resource(resource_name);
+        let mut store = lock(&self.shared.store);
+        let rt = resource(&store, resource_name);
         let ns = if rt.namespaced { namespace } else { "" };
-        lock(&self.shared.store).remove(rt, ns, name)
+        store.remove(rt, ns, name)
     }
 
     /// The current global resourceVersion.
@@ -234,16 +399,18 @@ impl FakeApiServer {
     /// resource (`networkpolicies`, `pods/proxy`, `*`) in every namespace, with the 403 the
     /// RBAC authorizer sends.
     pub fn forbid(&self, verb: &str, resource_name: &str) {
-        lock(&self.shared.rules).forbidden.push(RequestPattern::new(verb, resource_name, None));
+        let pattern = self.pattern(verb, resource_name, None);
+        lock(&self.shared.rules).forbidden.push(pattern);
     }
 
     /// Like [`Self::forbid`], in one namespace only.
     pub fn forbid_in_namespace(&self, verb: &str, resource_name: &str, namespace: &str) {
-        lock(&self.shared.rules).forbidden.push(RequestPattern::new(
-            verb,
-            resource_name,
-            Some(namespace),
-        ));
+        let pattern = self.pattern(verb, resource_name, Some(namespace));
+        lock(&self.shared.rules).forbidden.push(pattern);
+    }
+
+    fn pattern(&self, verb: &str, resource_name: &str, namespace: Option<&str>) -> RequestPattern {
+        RequestPattern::new(&lock(&self.shared.store).registry, verb, resource_name, namespace)
     }
 
     /// Lifts every denial armed by [`Self::forbid`].
@@ -255,9 +422,8 @@ impl FakeApiServer {
     /// 500, 503, 504...) and the Status the real server sends for it. Armed failures are used
     /// once each, in order.
     pub fn fail_next(&self, verb: &str, resource_name: &str, code: u16) {
-        lock(&self.shared.rules)
-            .failures
-            .push((RequestPattern::new(verb, resource_name, None), code));
+        let pattern = self.pattern(verb, resource_name, None);
+        lock(&self.shared.rules).failures.push((pattern, code));
     }
 
     /// Arms a write by another client that lands just before the next matching request on
@@ -271,8 +437,9 @@ impl FakeApiServer {
         name: &str,
         change: impl FnOnce(&mut Value) + Send + 'static,
     ) {
+        let pattern = self.pattern(verb, resource_name, Some(namespace));
         lock(&self.shared.rules).writes.push(InterleavedWrite {
-            pattern: RequestPattern::new(verb, resource_name, Some(namespace)),
+            pattern,
             name: name.to_string(),
             change: Box::new(change),
         });

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::resources::{self, ResourceType};
+use crate::resources::{Registry, ResourceType};
 
 /// A verb, resource (optionally `resource/subresource`) and namespace pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +15,17 @@ pub(crate) struct RequestPattern {
 }
 
 impl RequestPattern {
-    /// `verb` is an RBAC verb or `*`; `resource` a name as [`resources::by_name`] reads it,
+    /// `verb` is an RBAC verb or `*`; `resource` a name as [`Registry::by_name`] reads it,
     /// optionally with `/subresource`, or `*`.
     ///
     /// # Panics
     /// On a resource the fake does not serve (a mistake in the test).
-    pub(crate) fn new(verb: &str, resource: &str, namespace: Option<&str>) -> Self {
+    pub(crate) fn new(
+        registry: &Registry,
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Self {
         let (res, sub) = match resource.split_once('/') {
             Some((r, s)) => (r, Some(s.to_string())),
             None => (resource, None),
@@ -28,7 +33,7 @@ impl RequestPattern {
         let resource = if res == "*" {
             None
         } else {
-            Some(resources::by_name(res).unwrap_or_else(|| {
+            Some(registry.by_name(res).unwrap_or_else(|| {
                 panic!("fake-apiserver does not serve a resource named {res:?}")
             }))
         };

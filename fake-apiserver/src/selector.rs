@@ -87,6 +87,11 @@ fn parse_term(term: &str, set_based: bool) -> Result<Requirement, ApiError> {
 }
 
 impl LabelSelector {
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses a `labelSelector` query value.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         split_terms(s).into_iter().map(|t| parse_term(t, true)).collect::<Result<_, _>>().map(Self)
@@ -108,6 +113,11 @@ impl LabelSelector {
 }
 
 impl FieldSelector {
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses a `fieldSelector` query value (equality-based only, like the API server).
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         split_terms(s).into_iter().map(|t| parse_term(t, false)).collect::<Result<_, _>>().map(Self)

@@ -17,12 +17,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Caller};
 use crate::proxy::{ProxyHandler, ProxyRequest, split_pod_port};
-use crate::resources::{self, ResourceType};
+use crate::rbac::{self, Attributes};
+use crate::resources::{RESOURCES, Registry, ResourceType};
+use crate::reviews;
 use crate::rules::{RequestFacts, Rules};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{PatchKind, Store};
+use crate::store::{Part, PatchKind, Store};
 use crate::watch::{self, WatchRequest};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -66,6 +69,7 @@ impl RecordedRequest {
 /// State shared by the server task and the test-side handle.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
+    pub auth: Mutex<Auth>,
     pub rules: Mutex<Rules>,
     pub requests: Mutex<Vec<RecordedRequest>>,
     pub proxies: Mutex<HashMap<(String, String), Arc<ProxyHandler>>>,
@@ -100,11 +104,11 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 enum Route {
     Version,
     Collection { rt: &'static ResourceType, ns: Option<String> },
-    Item { rt: &'static ResourceType, ns: Option<String>, name: String },
+    Item { rt: &'static ResourceType, ns: Option<String>, name: String, part: Part },
     PodProxy { ns: String, pod: String, port: Option<String>, path: String },
 }
 
-fn parse_route(path: &str) -> Option<Route> {
+fn parse_route(registry: &Registry, path: &str) -> Option<Route> {
     let mut segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if segs == ["version"] {
         return Some(Route::Version);
@@ -126,20 +130,30 @@ fn parse_route(path: &str) -> Option<Route> {
     if rest.last() == Some(&"") {
         rest.pop();
     }
-    let found = |plural: &str| resources::by_url(group, version, plural);
+    let found = |plural: &str| registry.by_url(group, version, plural);
+    let item = |rt: &'static ResourceType, ns: Option<&str>, name: &str, part| Route::Item {
+        rt,
+        ns: ns.map(str::to_string),
+        name: name.to_string(),
+        part,
+    };
     match rest.as_slice() {
         [plural] => found(plural).map(|rt| Route::Collection { rt, ns: None }),
         ["namespaces", ns, plural] => found(plural)
             .filter(|rt| rt.namespaced)
             .map(|rt| Route::Collection { rt, ns: Some(ns.to_string()) }),
         ["namespaces", ns, plural, name] => found(plural)
-            .filter(|rt| rt.namespaced)
-            .map(|rt| Route::Item { rt, ns: Some(ns.to_string()), name: name.to_string() }),
-        [plural, name] => found(plural).filter(|rt| !rt.namespaced).map(|rt| Route::Item {
-            rt,
-            ns: None,
-            name: name.to_string(),
-        }),
+            .filter(|rt| rt.namespaced && !rt.review)
+            .map(|rt| item(rt, Some(ns), name, Part::Main)),
+        ["namespaces", ns, plural, name, "status"] => found(plural)
+            .filter(|rt| rt.namespaced && rt.status_subresource)
+            .map(|rt| item(rt, Some(ns), name, Part::Status)),
+        [plural, name] => found(plural)
+            .filter(|rt| !rt.namespaced && !rt.review)
+            .map(|rt| item(rt, None, name, Part::Main)),
+        [plural, name, "status"] => found(plural)
+            .filter(|rt| !rt.namespaced && rt.status_subresource)
+            .map(|rt| item(rt, None, name, Part::Status)),
         _ => None,
     }
 }
@@ -171,17 +185,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let query = parts.uri.query().unwrap_or_default().to_string();
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = lock(&shared.auth).authenticate(authorization);
     let params: HashMap<String, String> =
         form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let resp = match route_request(
-        &shared,
-        &parts.method,
-        &path,
-        &query,
-        &params,
-        content_type.as_deref(),
-        &body,
-    ) {
+    let resp = match caller.ok_or_else(ApiError::unauthorized).and_then(|caller| {
+        route_request(
+            &shared,
+            &caller,
+            &parts.method,
+            &path,
+            &query,
+            &params,
+            content_type.as_deref(),
+            &body,
+        )
+    }) {
         Ok(resp) => resp,
         Err(err) => error_response(&err),
     };
@@ -210,20 +229,31 @@ fn verb_of(
         ("PUT", Route::Item { .. } | Route::PodProxy { .. }) => "update",
         ("PATCH", Route::Item { .. } | Route::PodProxy { .. }) => "patch",
         ("DELETE", Route::Item { .. } | Route::PodProxy { .. }) => "delete",
-        _ => {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!(
-                    "the server does not allow this method on the requested resource ({method})"
-                ),
-            ));
-        }
+        _ => return Err(method_not_allowed(method)),
     })
 }
 
+/// The RBAC attributes of a request.
+fn attributes(facts: &RequestFacts<'_>) -> Attributes {
+    Attributes::Resource {
+        verb: facts.verb.to_string(),
+        group: facts.resource.group.to_string(),
+        resource: facts.resource.plural.to_string(),
+        subresource: facts.subresource.unwrap_or_default().to_string(),
+        namespace: facts.namespace.unwrap_or_default().to_string(),
+        // A create names no object yet, as in the real server.
+        name: if facts.verb == "create" {
+            String::new()
+        } else {
+            facts.name.unwrap_or_default().to_string()
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn route_request(
     shared: &Shared,
+    caller: &Caller,
     method: &Method,
     path: &str,
     query: &str,
@@ -231,25 +261,41 @@ fn route_request(
     content_type: Option<&str>,
     body: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let route = parse_route(path).ok_or_else(page_not_found)?;
+    let route = parse_route(&lock(&shared.store).registry, path);
+    let Some(route) = route else {
+        return match caller {
+            Caller::Known(who) if !non_resource_allowed(shared, who, method, path) => {
+                Err(ApiError::forbidden_path(&who.username, method, path))
+            }
+            _ => Err(page_not_found()),
+        };
+    };
     if let Route::Version = route {
         return Ok(json_response(200, &version_info()));
     }
     let verb = verb_of(method, &route, params)?;
-    let pods = resources::by_name("pods").ok_or_else(page_not_found)?;
+    let pods = RESOURCES.iter().find(|r| r.plural == "pods").ok_or_else(page_not_found)?;
     let (rt, sub, ns, name) = match &route {
         Route::Collection { rt, ns } => (*rt, None, ns.as_deref(), None),
-        Route::Item { rt, ns, name } => (*rt, None, ns.as_deref(), Some(name.as_str())),
+        Route::Item { rt, ns, name, part } => {
+            let sub = (*part == Part::Status).then_some("status");
+            (*rt, sub, ns.as_deref(), Some(name.as_str()))
+        }
         Route::PodProxy { ns, pod, .. } => {
             (pods, Some("proxy"), Some(ns.as_str()), Some(pod.as_str()))
         }
         Route::Version => return Err(page_not_found()),
     };
     let facts = RequestFacts { verb, resource: rt, subresource: sub, namespace: ns, name };
+    if let Caller::Known(who) = caller
+        && !rbac::authorize(&lock(&shared.store), who, &attributes(&facts)).allowed
+    {
+        return Err(ApiError::forbidden(rt, verb, sub, ns, name, &who.username));
+    }
     let writes = {
         let mut rules = lock(&shared.rules);
         if rules.is_forbidden(&facts) {
-            return Err(ApiError::forbidden(rt, verb, sub, ns, name));
+            return Err(ApiError::forbidden(rt, verb, sub, ns, name, caller.username()));
         }
         if let Some(code) = rules.take_failure(&facts) {
             return Err(ApiError::injected(code, rt, name.unwrap_or_default()));
@@ -285,20 +331,45 @@ fn route_request(
                 body: body.to_vec(),
             },
         ),
+        Route::Collection { rt, ns } if rt.review => {
+            if verb != "create" {
+                return Err(method_not_allowed(method));
+            }
+            let auth = lock(&shared.auth);
+            let store = lock(&shared.store);
+            let answer =
+                reviews::answer(&store, &auth, caller, rt, ns.as_deref(), parse_body(body)?)?;
+            Ok(json_response(201, &answer))
+        }
         Route::Collection { rt, ns } if verb == "watch" => Ok(start_watch(shared, rt, ns, params)?),
-        Route::Collection { rt, ns } if verb == "list" => list(shared, rt, ns.as_deref(), params),
+        Route::Collection { rt, ns } if verb == "list" => {
+            let answer = crate::list::list(&lock(&shared.store), rt, ns.as_deref(), params);
+            answer.map(|(code, bytes)| {
+                let mut resp = Response::new(Full::new(bytes).boxed_unsync());
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                resp
+            })
+        }
         Route::Collection { rt, ns } => {
             let obj = parse_body(body)?;
             let created = lock(&shared.store).create(rt, ns.as_deref(), obj, dry_run)?;
             Ok(json_response(201, &created))
         }
-        Route::Item { rt, ns, name } => {
+        Route::Item { rt, ns, name, part } => {
             let ns = ns.unwrap_or_default();
             let mut store = lock(&shared.store);
             let obj = match verb {
                 "get" => store.get(rt, &ns, &name)?,
-                "update" => store.replace(rt, &ns, &name, parse_body(body)?, dry_run)?,
-                "patch" => store.patch(rt, &ns, &name, patch_kind(content_type)?, body, dry_run)?,
+                "update" => store.replace(rt, &ns, &name, parse_body(body)?, part, dry_run)?,
+                "patch" => {
+                    let kind = patch_kind(content_type)?;
+                    store.patch(rt, &ns, &name, kind, body, part, dry_run)?
+                }
+                _ if part == Part::Status => return Err(method_not_allowed(method)),
                 _ => {
                     let options = if body.is_empty() { None } else { Some(parse_body(body)?) };
                     // DeleteOptions may carry dryRun in the body instead of the query.
@@ -314,6 +385,30 @@ fn route_request(
         }
         Route::Version => Err(page_not_found()),
     }
+}
+
+/// Whether an authenticated caller may reach a path that is not an API resource (RBAC's
+/// nonResourceURLs): the fake serves none of them, but answers 403 before 404 as the real
+/// server does.
+fn non_resource_allowed(
+    shared: &Shared,
+    who: &crate::auth::Identity,
+    method: &Method,
+    path: &str,
+) -> bool {
+    let attrs = Attributes::NonResource {
+        verb: method.as_str().to_ascii_lowercase(),
+        path: path.to_string(),
+    };
+    rbac::authorize(&lock(&shared.store), who, &attrs).allowed
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource ({method})"),
+    )
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -343,50 +438,6 @@ fn selectors(params: &HashMap<String, String>) -> Result<(LabelSelector, FieldSe
     let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))?;
     let fields = FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))?;
     Ok((labels, fields))
-}
-
-fn list(
-    shared: &Shared,
-    rt: &'static ResourceType,
-    ns: Option<&str>,
-    params: &HashMap<String, String>,
-) -> Result<Response<Body>, ApiError> {
-    let (labels, fields) = selectors(params)?;
-    let (items, rv) = {
-        let store = lock(&shared.store);
-        (store.list(rt, ns, &labels, &fields), store.resource_version())
-    };
-    let offset: usize = match params.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => token
-            .split_once(':')
-            .and_then(|(_, o)| o.parse().ok())
-            .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {token}")))?,
-        None => 0,
-    };
-    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
-    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if end < items.len() {
-        meta["continue"] = json!(format!("{rv}:{end}"));
-        meta["remainingItemCount"] = json!(items.len() - end);
-    }
-    // Like the real server, list items carry no apiVersion/kind: the list says it once.
-    let page: Vec<Value> = items
-        .into_iter()
-        .skip(offset)
-        .take(end.saturating_sub(offset))
-        .map(|mut o| {
-            if let Some(m) = o.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-            }
-            o
-        })
-        .collect();
-    Ok(json_response(
-        200,
-        &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": page}),
-    ))
 }
 
 fn start_watch(

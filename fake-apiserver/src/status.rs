@@ -11,7 +11,7 @@ use crate::resources::ResourceType;
 pub const JSON_PATCH_REJECTED: &str =
     "the server rejected our request due to an error in our request";
 
-/// The user the fake reports in Forbidden messages.
+/// The user the fake reports in Forbidden messages when it does not authenticate requests.
 pub const FAKE_USER: &str = "system:serviceaccount:netpol-trace:netpol-trace";
 
 /// A failed request: HTTP code plus the `Status` fields.
@@ -108,13 +108,30 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    /// 403 Forbidden, worded like the RBAC authorizer.
+    /// 401 for a request without a valid bearer token.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 for a path that is not an API resource: `forbidden: User "u" cannot get path "/x"`.
+    pub fn forbidden_path(user: &str, method: &http::Method, path: &str) -> Self {
+        let verb = method.as_str().to_ascii_lowercase();
+        Self::new(
+            403,
+            "Forbidden",
+            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
+        )
+        .with_details(json!({}))
+    }
+
+    /// 403 Forbidden, worded like the RBAC authorizer, for `user`.
     pub fn forbidden(
         rt: &ResourceType,
         verb: &str,
         subresource: Option<&str>,
         namespace: Option<&str>,
         name: Option<&str>,
+        user: &str,
     ) -> Self {
         let resource = match subresource {
             Some(sub) => format!("{}/{sub}", rt.plural),
@@ -132,7 +149,7 @@ impl ApiError {
             403,
             "Forbidden",
             format!(
-                "{subject} is forbidden: User \"{FAKE_USER}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
                 rt.group
             ),
         )
@@ -144,7 +161,7 @@ impl ApiError {
         match code {
             404 => Self::not_found(rt, name),
             409 => Self::stale(rt, name),
-            403 => Self::forbidden(rt, "access", None, None, Some(name)),
+            403 => Self::forbidden(rt, "access", None, None, Some(name), FAKE_USER),
             429 => Self::new(
                 429,
                 "TooManyRequests",
@@ -241,6 +258,7 @@ impl FieldError {
 
     fn detail(&self) -> String {
         match self.reason {
+            "FieldValueRequired" if self.why.is_empty() => "Required value".to_string(),
             "FieldValueRequired" => format!("Required value: {}", self.why),
             "FieldValueNotSupported" => format!("Unsupported value: {}: {}", self.value, self.why),
             _ => format!("Invalid value: {}: {}", self.value, self.why),

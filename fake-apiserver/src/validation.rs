@@ -338,7 +338,11 @@ fn validate_event(obj: &Value, errs: &mut Vec<FieldError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::by_name;
+    use crate::resources::{RESOURCES, ResourceType};
+
+    fn by_name(plural: &str) -> Option<&'static ResourceType> {
+        RESOURCES.iter().find(|r| r.plural == plural)
+    }
 
     #[test]
     fn network_policy_defaults_and_port_range() {

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{EventType, Store, WatchRecord, with_type};
+use crate::store::{EventType, Store, StoredObject, WatchRecord};
 
 /// What a watch request asked for.
 pub(crate) struct WatchRequest {
@@ -33,14 +33,16 @@ impl WatchRequest {
 
     /// The event a watcher with this filter sees for a write, if any. A modification that
     /// moves an object into or out of the selection reads as ADDED or DELETED.
-    fn view(&self, rec: &WatchRecord) -> Option<(EventType, Arc<Value>)> {
-        if rec.resource != self.resource {
+    fn view(&self, rec: &WatchRecord) -> Option<(EventType, Arc<StoredObject>)> {
+        // Every version of a resource sees the writes made through any of them.
+        if (rec.resource.group, rec.resource.plural) != (self.resource.group, self.resource.plural)
+        {
             return None;
         }
-        let now = self.selects(&rec.object, &rec.namespace);
+        let now = self.selects(rec.object.value(), &rec.namespace);
         match (rec.event, rec.previous.as_ref()) {
             (EventType::Modified, Some(prev)) => {
-                let before = self.selects(prev, &rec.namespace);
+                let before = self.selects(prev.value(), &rec.namespace);
                 match (before, now) {
                     (true, true) => Some((EventType::Modified, rec.object.clone())),
                     (false, true) => Some((EventType::Added, rec.object.clone())),
@@ -71,8 +73,15 @@ fn line(v: &Value) -> Bytes {
     Bytes::from(buf)
 }
 
-fn event_line(event: EventType, obj: &Value) -> Bytes {
-    line(&json!({"type": event.as_str(), "object": obj}))
+/// One watch event line, the object spliced from its cached encoding.
+fn event_line(event: EventType, rt: &ResourceType, obj: &StoredObject) -> Bytes {
+    let mut buf = Vec::with_capacity(obj.untyped_json().len() + 96);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(event.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    obj.write_typed_json(rt, &mut buf);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
 }
 
 /// The ERROR event a watch from a compacted resourceVersion gets (HTTP 200, then this).
@@ -105,13 +114,14 @@ pub(crate) fn start(
                     .history_after(rv)
                     .iter()
                     .filter_map(|r| req.view(r))
-                    .map(|(e, o)| event_line(e, &o)),
+                    .map(|(e, o)| event_line(e, req.resource, &o)),
             );
         }
         _ => {
             let ns = req.namespace.as_deref();
-            for obj in store.list(req.resource, ns, &req.labels, &req.fields) {
-                first.push(event_line(EventType::Added, &with_type(req.resource, obj)));
+            let all = store.page(req.resource, ns, &req.labels, &req.fields, None, None);
+            for obj in all.items {
+                first.push(event_line(EventType::Added, req.resource, &obj));
             }
             if req.send_initial_events {
                 first.push(line(&req.bookmark(current, true)));
@@ -146,7 +156,7 @@ async fn stream(
                 Ok(rec) => {
                     last_rv = rec.rv;
                     match req.view(&rec) {
-                        Some((e, o)) => event_line(e, &o),
+                        Some((e, o)) => event_line(e, req.resource, &o),
                         None => continue,
                     }
                 }

@@ -2,11 +2,13 @@
 //!
 //! Every document of every plain manifest is parsed into its k8s-openapi type and serialized
 //! back; a key of the YAML that does not survive the round trip is a field Kubernetes does not
-//! know (a typo the API server would silently drop). On top of that the agent's security
-//! posture is asserted: no privileged mode, every capability dropped and exactly BPF, PERFMON
-//! and NET_ADMIN added back, read-only RBAC unless fixing is enabled, and one ServiceAccount
-//! everywhere. Kustomizations must only list files that exist, and the Helm chart's templates
-//! may only use values that `values.yaml` defines.
+//! know (a typo the API server would silently drop). On top of that the security posture is
+//! asserted: the agent runs without privileged mode, every capability dropped and exactly BPF,
+//! PERFMON and NET_ADMIN added back; the controller runs with no capability at all; no RBAC
+//! document but the controller's grants a NetworkPolicy write (Helm templates included); the
+//! DropReport CRD is the one of the design. Kustomizations must only list files that exist, and
+//! the Helm chart's templates may only use values that `values.yaml` defines. What each
+//! identity may do against an API server is tested in fake-apiserver's `rbac_deploy` tests.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,10 +19,11 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        apps::v1::DaemonSet,
+        apps::v1::{DaemonSet, Deployment},
         core::v1::{ConfigMap, Container, Namespace, PodSpec, ServiceAccount},
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject},
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -29,18 +32,32 @@ use serde_json::Value;
 /// The capabilities the agent adds back after dropping ALL, each justified in daemonset.yaml.
 const ADDED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 /// The only host path the agent mounts.
-/// The node folder for the backups of applied fixes (fix overlay and `fix.enabled` only).
-const BACKUP_HOST_PATH: &str = "/var/lib/netpol-trace/backups";
 const BTF_HOST_PATH: &str = "/sys/kernel/btf";
 /// Verbs that only read.
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
-/// Everything the read-only role may read.
-const READ_RESOURCES: [&str; 5] =
-    ["endpointslices", "namespaces", "networkpolicies", "pods", "services"];
-/// Verbs of the opt-in fixing role.
-const FIX_VERBS: [&str; 3] = ["create", "get", "patch"];
-/// The file holding the opt-in fixing role.
-const RBAC_FIX: &str = "rbac-fix.yaml";
+/// Everything the agent reads (policy kinds of other APIs included).
+const READ_RESOURCES: [&str; 10] = [
+    "adminnetworkpolicies",
+    "baselineadminnetworkpolicies",
+    "clusternetworkpolicies",
+    "endpointslices",
+    "globalnetworkpolicies",
+    "namespaces",
+    "networkpolicies",
+    "pods",
+    "services",
+    "tiers",
+];
+/// The controller's verbs on NetworkPolicies: no update, no delete.
+const CONTROLLER_POLICY_VERBS: [&str; 5] = ["create", "get", "list", "patch", "watch"];
+/// The agent's ServiceAccount and ClusterRole.
+const AGENT: &str = "netpol-trace";
+/// The controller's ServiceAccount, ClusterRole and Deployment.
+const CONTROLLER: &str = "netpol-trace-controller";
+/// The file of the controller's RBAC (the only one that may write NetworkPolicies).
+const RBAC_CONTROLLER: &str = "rbac-controller.yaml";
+/// The DropReport CRD, in deploy/ and (the same file) in the chart's crds/.
+const CRD_FILE: &str = "crd-dropreport.yaml";
 /// Name of kustomize's file in a kustomization directory.
 const KUSTOMIZATION: &str = "kustomization.yaml";
 /// Ports the agent watches when nobody says otherwise.
@@ -81,24 +98,25 @@ fn is_kustomization(path: &Path) -> bool {
     path.file_name().is_some_and(|n| n == KUSTOMIZATION)
 }
 
+/// Overlay directories, if any (every RBAC document in them counts too).
+fn overlay_files() -> Vec<PathBuf> {
+    let overlays = deploy_dir().join("overlays");
+    if overlays.is_dir() { yaml_files(&overlays, true) } else { Vec::new() }
+}
+
 /// Kustomization files: `deploy/` itself and every overlay.
 fn kustomizations() -> Vec<PathBuf> {
-    let dir = deploy_dir();
-    let mut out: Vec<_> = yaml_files(&dir.join("overlays"), true)
-        .into_iter()
-        .filter(|p| is_kustomization(p))
-        .collect();
-    out.insert(0, dir.join(KUSTOMIZATION));
+    let mut out: Vec<_> = overlay_files().into_iter().filter(|p| is_kustomization(p)).collect();
+    out.insert(0, deploy_dir().join(KUSTOMIZATION));
     out
 }
 
 /// Plain Kubernetes manifests: `deploy/*.yaml` and `deploy/overlays/**.yaml`, without the
 /// kustomization files (the Helm chart holds templates, not manifests).
 fn plain_manifests() -> Vec<PathBuf> {
-    let dir = deploy_dir();
-    yaml_files(&dir, false)
+    yaml_files(&deploy_dir(), false)
         .into_iter()
-        .chain(yaml_files(&dir.join("overlays"), true))
+        .chain(overlay_files())
         .filter(|p| !is_kustomization(p))
         .collect()
 }
@@ -123,8 +141,12 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 #[derive(Debug)]
 enum Object {
     DaemonSet(Box<DaemonSet>),
+    Deployment(Box<Deployment>),
+    Crd(Box<CustomResourceDefinition>),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     ServiceAccount(ServiceAccount),
     ConfigMap(ConfigMap),
     Namespace(Namespace),
@@ -156,6 +178,8 @@ fn lost_fields(original: &Value, round_trip: &Value, at: &str, out: &mut Vec<Str
             }
         }
         (a, b) if a == b => {}
+        // The schema's numbers are f64 in k8s-openapi: 1 and 1.0 are the same bound.
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
         (a, b) => out.push(format!("{at} ({a} became {b})")),
     }
 }
@@ -188,8 +212,12 @@ fn documents() -> Vec<Document> {
             let kind = json.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
             let object = match kind.as_str() {
                 "DaemonSet" => Object::DaemonSet(Box::new(typed(&json, &file, &kind))),
+                "Deployment" => Object::Deployment(Box::new(typed(&json, &file, &kind))),
+                "CustomResourceDefinition" => Object::Crd(Box::new(typed(&json, &file, &kind))),
                 "ClusterRole" => Object::ClusterRole(typed(&json, &file, &kind)),
                 "ClusterRoleBinding" => Object::ClusterRoleBinding(typed(&json, &file, &kind)),
+                "Role" => Object::Role(typed(&json, &file, &kind)),
+                "RoleBinding" => Object::RoleBinding(typed(&json, &file, &kind)),
                 "ServiceAccount" => Object::ServiceAccount(typed(&json, &file, &kind)),
                 "ConfigMap" => Object::ConfigMap(typed(&json, &file, &kind)),
                 "Namespace" => Object::Namespace(typed(&json, &file, &kind)),
@@ -260,8 +288,12 @@ fn every_manifest_parses_into_its_kubernetes_type() {
         .iter()
         .map(|d| match d.object {
             Object::DaemonSet(_) => "DaemonSet",
+            Object::Deployment(_) => "Deployment",
+            Object::Crd(_) => "CustomResourceDefinition",
             Object::ClusterRole(_) => "ClusterRole",
             Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Object::Role(_) => "Role",
+            Object::RoleBinding(_) => "RoleBinding",
             Object::ServiceAccount(_) => "ServiceAccount",
             Object::ConfigMap(_) => "ConfigMap",
             Object::Namespace(_) => "Namespace",
@@ -271,8 +303,12 @@ fn every_manifest_parses_into_its_kubernetes_type() {
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "DaemonSet",
+        "Deployment",
         "Namespace",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]);
     assert_eq!(kinds, expected);
@@ -477,77 +513,131 @@ fn environment_comes_from_the_downward_api_and_the_configmap() {
     assert!(env.iter().any(|e| e.name == "NETPOL_TRACE_LOG"), "log level from the ConfigMap");
 }
 
-/// The rules of every ClusterRole, by file.
-fn cluster_roles(docs: &[Document]) -> Vec<(&str, &ClusterRole)> {
+/// Every rule of every Role and ClusterRole, with its file and role name.
+fn all_rules(docs: &[Document]) -> Vec<(&str, &str, &PolicyRule)> {
+    let mut out = Vec::new();
+    for d in docs {
+        let (meta, rules) = match &d.object {
+            Object::ClusterRole(r) => (&r.metadata, r.rules.as_deref()),
+            Object::Role(r) => (&r.metadata, r.rules.as_deref()),
+            _ => continue,
+        };
+        let name = meta.name.as_deref().unwrap_or_default();
+        out.extend(rules.unwrap_or_default().iter().map(|r| (d.file.as_str(), name, r)));
+    }
+    out
+}
+
+fn cluster_role<'a>(docs: &'a [Document], name: &str) -> &'a ClusterRole {
     docs.iter()
-        .filter_map(|d| match &d.object {
-            Object::ClusterRole(r) => Some((d.file.as_str(), r)),
+        .find_map(|d| match &d.object {
+            Object::ClusterRole(r) if r.metadata.name.as_deref() == Some(name) => Some(r),
             _ => None,
         })
+        .unwrap_or_else(|| panic!("no ClusterRole {name}"))
+}
+
+/// The verbs a role grants on `group`/`resource`.
+fn verbs_on<'a>(role: &'a ClusterRole, group: &str, resource: &str) -> BTreeSet<&'a str> {
+    role.rules
+        .iter()
+        .flatten()
+        .filter(|r| r.api_groups.iter().flatten().any(|g| g == group))
+        .filter(|r| r.resources.iter().flatten().any(|x| x == resource))
+        .flat_map(|r| r.verbs.iter().map(String::as_str))
         .collect()
+}
+
+#[test]
+fn only_the_controller_writes_network_policies() {
+    let docs = documents();
+    for (file, name, rule) in all_rules(&docs) {
+        let verbs = string_set(&rule.verbs);
+        let resources = string_set(rule.resources.iter().flatten());
+        let groups = string_set(rule.api_groups.iter().flatten());
+        assert!(
+            !verbs.contains("*") && !resources.contains("*") && !groups.contains("*"),
+            "{file} {name}: no wildcards"
+        );
+        if let Some(urls) = &rule.non_resource_urls {
+            assert_eq!(name, "netpol-trace-metrics-reader", "{file}: non-resource URLs");
+            assert_eq!(string_set(urls), BTreeSet::from(["/drops", "/metrics"]), "{file}");
+            assert_eq!(verbs, BTreeSet::from(["get"]), "{file} {name}");
+        }
+        if resources.contains("networkpolicies") && groups.contains("networking.k8s.io") {
+            if file == RBAC_CONTROLLER && name == CONTROLLER {
+                assert_eq!(verbs, BTreeSet::from(CONTROLLER_POLICY_VERBS), "{file} {name}");
+            } else {
+                assert!(
+                    verbs.is_subset(&BTreeSet::from(READ_VERBS)),
+                    "{file} {name}: {verbs:?} on networkpolicies; only the controller writes them"
+                );
+            }
+        }
+        assert!(
+            !verbs.contains("escalate")
+                && !verbs.contains("bind")
+                && !verbs.contains("impersonate")
+        );
+    }
+
+    // The agent: reads what it attributes with, publishes reports (status through /status),
+    // Events, and checks scrapers' tokens. Never a decision: no patch/update of the report.
+    let agent = cluster_role(&docs, AGENT);
+    let readable: BTreeSet<_> = rules(agent)
+        .iter()
+        .filter(|r| string_set(&r.verbs) == BTreeSet::from(READ_VERBS))
+        .flat_map(|r| r.resources.iter().flatten().map(String::as_str))
+        .collect();
+    assert_eq!(readable, BTreeSet::from(READ_RESOURCES), "{AGENT} reads exactly these kinds");
+    let reports = verbs_on(agent, "netpol-trace.io", "dropreports");
+    assert!(reports.contains("create") && reports.contains("get") && reports.contains("watch"));
+    assert!(!reports.contains("patch") && !reports.contains("update"), "agents never approve");
+    assert!(verbs_on(agent, "netpol-trace.io", "dropreports/status").contains("patch"));
+    assert_eq!(
+        verbs_on(agent, "authentication.k8s.io", "tokenreviews"),
+        BTreeSet::from(["create"])
+    );
+    assert_eq!(
+        verbs_on(agent, "authorization.k8s.io", "subjectaccessreviews"),
+        BTreeSet::from(["create"])
+    );
+
+    let controller = cluster_role(&docs, CONTROLLER);
+    assert_eq!(
+        verbs_on(controller, "networking.k8s.io", "networkpolicies"),
+        BTreeSet::from(CONTROLLER_POLICY_VERBS)
+    );
+    assert_eq!(
+        verbs_on(controller, "netpol-trace.io", "dropreports/status"),
+        BTreeSet::from(["patch", "update"])
+    );
+
+    let approver = cluster_role(&docs, "netpol-trace-approver");
+    assert_eq!(
+        verbs_on(approver, "netpol-trace.io", "dropreports"),
+        BTreeSet::from(["get", "list", "patch", "watch"])
+    );
+    assert!(verbs_on(approver, "netpol-trace.io", "dropreports/status").is_empty());
+    let labels = approver.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("rbac.authorization.k8s.io/aggregate-to-admin").map(String::as_str),
+        Some("true"),
+        "namespace admins may approve"
+    );
 }
 
 fn rules(role: &ClusterRole) -> &[PolicyRule] {
     role.rules.as_deref().unwrap_or_default()
 }
 
-fn is_fix_file(file: &str) -> bool {
-    Path::new(file).file_name().is_some_and(|n| n == RBAC_FIX)
+/// Whether a binding subject is the ServiceAccount `namespace/name`.
+fn is_account(s: &Subject, namespace: &str, name: &str) -> bool {
+    s.kind == "ServiceAccount" && s.namespace.as_deref() == Some(namespace) && s.name == name
 }
 
 #[test]
-fn rbac_reads_only_and_writing_policies_is_opt_in() {
-    let docs = documents();
-    for (file, role) in cluster_roles(&docs) {
-        let name = role.metadata.name.as_deref().unwrap_or_default();
-        for rule in rules(role) {
-            let verbs = string_set(&rule.verbs);
-            let resources = string_set(rule.resources.iter().flatten());
-            let groups = string_set(rule.api_groups.iter().flatten());
-            assert!(
-                !verbs.contains("*") && !resources.contains("*") && !groups.contains("*"),
-                "{file} {name}: no wildcards"
-            );
-            assert!(rule.non_resource_urls.is_none(), "{file} {name}: no non-resource URLs");
-            if is_fix_file(file) {
-                assert_eq!(resources, BTreeSet::from(["networkpolicies"]), "{file} {name}");
-                assert_eq!(groups, BTreeSet::from(["networking.k8s.io"]), "{file} {name}");
-                assert_eq!(verbs, BTreeSet::from(FIX_VERBS), "{file} {name}");
-            } else if resources == BTreeSet::from(["events"]) {
-                assert_eq!(groups, BTreeSet::from(["", "events.k8s.io"]), "{file} {name}: events");
-                assert_eq!(verbs, BTreeSet::from(["create", "patch"]), "{file} {name}: events");
-            } else {
-                assert!(
-                    verbs.is_subset(&BTreeSet::from(READ_VERBS)),
-                    "{file} {name}: {verbs:?} on {resources:?} is more than reading"
-                );
-            }
-        }
-    }
-
-    let rbac = cluster_roles(&docs)
-        .into_iter()
-        .find(|(f, _)| *f == "rbac.yaml")
-        .expect("rbac.yaml ClusterRole")
-        .1;
-    let readable: BTreeSet<_> = rules(rbac)
-        .iter()
-        .filter(|r| string_set(&r.verbs) == BTreeSet::from(READ_VERBS))
-        .flat_map(|r| r.resources.iter().flatten().map(String::as_str))
-        .collect();
-    assert_eq!(
-        readable,
-        BTreeSet::from(READ_RESOURCES),
-        "rbac.yaml reads exactly the reflected kinds"
-    );
-    assert!(
-        cluster_roles(&docs).iter().any(|(f, _)| is_fix_file(f)),
-        "the opt-in fixing role exists"
-    );
-}
-
-#[test]
-fn one_service_account_everywhere() {
+fn each_workload_has_its_own_service_account_and_bindings() {
     let docs = documents();
     let accounts: BTreeSet<_> = docs
         .iter()
@@ -559,8 +649,8 @@ fn one_service_account_everywhere() {
             _ => None,
         })
         .collect();
-    assert_eq!(accounts.len(), 1, "one ServiceAccount: {accounts:?}");
-    let (namespace, account) = *accounts.first().expect("a ServiceAccount");
+    let namespace = "netpol-trace";
+    assert_eq!(accounts, BTreeSet::from([(namespace, AGENT), (namespace, CONTROLLER)]));
 
     let namespaces: BTreeSet<_> = docs
         .iter()
@@ -569,11 +659,7 @@ fn one_service_account_everywhere() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        namespaces,
-        BTreeSet::from([namespace]),
-        "namespace.yaml creates the agent's namespace"
-    );
+    assert_eq!(namespaces, BTreeSet::from([namespace]), "namespace.yaml creates the namespace");
     let ns = docs
         .iter()
         .find_map(|d| match &d.object {
@@ -591,34 +677,195 @@ fn one_service_account_everywhere() {
 
     let ds = daemonset(&docs);
     assert_eq!(ds.metadata.namespace.as_deref(), Some(namespace));
-    assert_eq!(pod_spec(ds).service_account_name.as_deref(), Some(account));
+    assert_eq!(pod_spec(ds).service_account_name.as_deref(), Some(AGENT));
+    let deploy = controller_deployment(&docs);
+    assert_eq!(deploy.metadata.namespace.as_deref(), Some(namespace));
+    let spec = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some(CONTROLLER));
 
-    let role_names: BTreeSet<_> =
-        cluster_roles(&docs).iter().filter_map(|(_, r)| r.metadata.name.as_deref()).collect();
-    let mut bindings = 0;
+    // Every binding names an existing role and only our two accounts; the agent's account is
+    // bound to the agent's role only, the controller's to the controller's roles only.
+    let cluster_roles: BTreeSet<_> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::ClusterRole(r) => r.metadata.name.as_deref(),
+            _ => None,
+        })
+        .collect();
+    let roles: BTreeSet<_> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::Role(r) => {
+                Some((r.metadata.namespace.as_deref()?, r.metadata.name.as_deref()?))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut bound = BTreeSet::new();
     for d in &docs {
-        let Object::ClusterRoleBinding(b) = &d.object else { continue };
-        bindings += 1;
-        assert_eq!(b.role_ref.kind, "ClusterRole", "{}", d.file);
-        assert!(
-            role_names.contains(b.role_ref.name.as_str()),
-            "{}: no ClusterRole {}",
-            d.file,
-            b.role_ref.name
-        );
-        let subjects = b.subjects.as_deref().unwrap_or_default();
+        let (role_ref, subjects, binding_ns) = match &d.object {
+            Object::ClusterRoleBinding(b) => (&b.role_ref, b.subjects.as_deref(), None),
+            Object::RoleBinding(b) => {
+                (&b.role_ref, b.subjects.as_deref(), b.metadata.namespace.as_deref())
+            }
+            _ => continue,
+        };
+        match (role_ref.kind.as_str(), binding_ns) {
+            ("ClusterRole", _) => {
+                assert!(cluster_roles.contains(role_ref.name.as_str()), "{}", d.file)
+            }
+            ("Role", Some(ns)) => {
+                assert!(roles.contains(&(ns, role_ref.name.as_str())), "{}", d.file)
+            }
+            other => panic!("{}: roleRef {other:?}", d.file),
+        }
+        let subjects = subjects.unwrap_or_default();
         assert!(!subjects.is_empty(), "{}: subjects", d.file);
         for s in subjects {
-            assert_eq!(s.kind, "ServiceAccount", "{}", d.file);
-            assert_eq!(
-                (s.namespace.as_deref(), s.name.as_str()),
-                (Some(namespace), account),
-                "{}",
-                d.file
+            let owner = if is_account(s, namespace, AGENT) {
+                AGENT
+            } else if is_account(s, namespace, CONTROLLER) {
+                CONTROLLER
+            } else {
+                panic!("{}: unexpected subject {s:?}", d.file)
+            };
+            assert!(
+                role_ref.name.starts_with(owner)
+                    && (owner == CONTROLLER || !role_ref.name.starts_with(CONTROLLER)),
+                "{}: {owner} bound to {}",
+                d.file,
+                role_ref.name
             );
+            bound.insert((owner, role_ref.name.as_str()));
         }
     }
-    assert!(bindings >= 2, "the read-only and the fixing bindings");
+    assert!(bound.contains(&(AGENT, AGENT)), "the agent's binding");
+    assert!(bound.contains(&(CONTROLLER, CONTROLLER)), "the controller's binding");
+    assert!(
+        bound.iter().any(|(who, role)| *who == CONTROLLER && role.ends_with("leader-election")),
+        "the controller's Lease role"
+    );
+}
+
+fn controller_deployment(docs: &[Document]) -> &Deployment {
+    let all: Vec<_> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::Deployment(dep) => Some(dep.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 1, "expected one Deployment");
+    all[0]
+}
+
+#[test]
+fn controller_runs_two_replicas_without_privileges() {
+    let docs = documents();
+    let deploy = controller_deployment(&docs);
+    assert_eq!(deploy.metadata.name.as_deref(), Some(CONTROLLER));
+    let spec = deploy.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(2), "a standby takes over the Lease");
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    assert_ne!(pod.host_network, Some(true));
+    assert!(pod.volumes.as_deref().unwrap_or_default().iter().all(|v| v.host_path.is_none()));
+    assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(c.args.as_deref(), Some(&["controller".to_string()][..]));
+    let sc = c.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(string_set(caps.drop.iter().flatten()), BTreeSet::from(["ALL"]));
+    assert!(caps.add.as_deref().unwrap_or_default().is_empty(), "no capability added");
+    let env = c.env.as_deref().unwrap_or_default();
+    for (var, path) in [("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")] {
+        let field = env
+            .iter()
+            .find(|e| e.name == var)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(field, Some(path), "{var} from the downward API");
+    }
+    assert!(c.resources.as_ref().and_then(|r| r.limits.as_ref()).is_some(), "bounded resources");
+}
+
+/// The JSON schema at a dotted path of properties under `schema`.
+fn schema_at<'a>(schema: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(schema, |node, key| {
+        if key == "[]" { &node["items"] } else { &node["properties"][key] }
+    })
+}
+
+#[test]
+fn dropreport_crd_is_the_designed_one() {
+    let docs = documents();
+    let crd = docs
+        .iter()
+        .find_map(|d| match &d.object {
+            Object::Crd(c) => Some(c.as_ref()),
+            _ => None,
+        })
+        .expect("the DropReport CRD");
+    assert_eq!(crd.metadata.name.as_deref(), Some("dropreports.netpol-trace.io"));
+    let spec = &crd.spec;
+    assert_eq!(spec.group, "netpol-trace.io");
+    assert_eq!(spec.scope, "Namespaced");
+    assert_eq!(spec.names.kind, "DropReport");
+    assert_eq!(spec.names.plural, "dropreports");
+    assert_eq!(spec.names.short_names.as_deref(), Some(&["dr".to_string()][..]));
+    assert_eq!(spec.versions.len(), 1);
+    let v = &spec.versions[0];
+    assert_eq!((v.name.as_str(), v.served, v.storage), ("v1alpha1", true, true));
+    assert!(
+        v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+        "status subresource"
+    );
+    let columns: Vec<_> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) == 0)
+        .map(|c| c.json_path.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ".spec.source.workload",
+            ".spec.destination.workload",
+            ".spec.port",
+            ".status.state",
+            ".status.fix.phase",
+            ".status.count",
+            ".status.lastSeen"
+        ]
+    );
+    let schema = serde_json::to_value(
+        v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        schema_at(&schema, "spec.decision")["enum"],
+        serde_json::json!(["Approved", "Rejected"])
+    );
+    for kept in ["status.fix.patches.[]", "status.fix.applied.backup.[].object"] {
+        assert_eq!(
+            schema_at(&schema, kept)["x-kubernetes-preserve-unknown-fields"],
+            true,
+            "{kept} is kept whole"
+        );
+    }
+    assert_eq!(schema_at(&schema, "status.fix.applied.backup.[].object")["nullable"], true);
+
+    let chart_copy = chart_dir().join("crds/dropreports.yaml");
+    assert_eq!(
+        read(&chart_copy),
+        read(&deploy_dir().join(CRD_FILE)),
+        "the chart ships the same CRD"
+    );
 }
 
 /// A kustomization file as generic YAML.
@@ -669,7 +916,7 @@ fn kustomizations_list_existing_files() {
         }
     }
 
-    // The base lists every plain manifest of deploy/ except the opt-in fixing role.
+    // The base lists every plain manifest of deploy/.
     let dir = deploy_dir();
     let base: BTreeSet<_> =
         listed(&kustomization(&dir.join(KUSTOMIZATION)), "resources").into_iter().collect();
@@ -677,60 +924,8 @@ fn kustomizations_list_existing_files() {
         .iter()
         .filter(|p| !is_kustomization(p))
         .map(|p| p.file_name().expect("file name").to_string_lossy().into_owned())
-        .filter(|f| f != RBAC_FIX)
         .collect();
     assert_eq!(base, expected, "deploy/kustomization.yaml resources");
-}
-
-#[test]
-fn fix_overlay_adds_the_role_and_the_flag() {
-    let dir = deploy_dir();
-    let overlay_dir = dir.join("overlays/fix");
-    let k = kustomization(&overlay_dir.join(KUSTOMIZATION));
-    let resources = listed(&k, "resources");
-    assert!(resources.iter().any(|r| r == RBAC_FIX), "the overlay adds {RBAC_FIX}");
-    assert!(
-        resources
-            .iter()
-            .any(|r| overlay_dir.join(r).canonicalize().ok() == dir.canonicalize().ok()),
-        "the overlay builds on deploy/"
-    );
-    assert_eq!(
-        read(&overlay_dir.join(RBAC_FIX)),
-        read(&dir.join(RBAC_FIX)),
-        "overlays/fix/{RBAC_FIX} is a copy of deploy/{RBAC_FIX}"
-    );
-
-    // Apply the overlay's JSON patches to the DaemonSet, as kustomize does.
-    let mut daemonset = yaml_documents(&dir.join("daemonset.yaml")).remove(0);
-    let mut patched = 0;
-    for patch in k.get("patches").and_then(Value::as_array).into_iter().flatten() {
-        let target = &patch["target"];
-        if target["kind"] != "DaemonSet" || target["name"] != daemonset["metadata"]["name"] {
-            continue;
-        }
-        let text = patch["patch"].as_str().expect("an inline patch");
-        let ops: serde_yaml::Value = serde_yaml::from_str(text).expect("patch YAML");
-        let ops: json_patch::Patch =
-            serde_json::from_value(serde_json::to_value(ops).expect("JSON")).expect("a JSON patch");
-        json_patch::patch(&mut daemonset, &ops.0).expect("the patch applies to daemonset.yaml");
-        patched += 1;
-    }
-    assert_eq!(patched, 1, "one patch of the DaemonSet");
-    let ds: DaemonSet = typed(&daemonset, "overlays/fix (patched daemonset.yaml)", "DaemonSet");
-    let args = agent_container(&ds).args.as_deref().unwrap_or_default();
-    assert!(args.iter().any(|a| a == "--enable-fix"), "patched arguments {args:?}");
-    assert_eq!(args.first().map(String::as_str), Some("agent"));
-    listen_address(agent_container(&ds));
-    // Backups go to a node folder mounted at the agent's default backup directory.
-    let mounts = agent_container(&ds).volume_mounts.clone().unwrap_or_default();
-    let backups = mounts.iter().find(|m| m.name == "backups").expect("a backups mount");
-    assert_eq!(backups.mount_path, BACKUP_HOST_PATH);
-    let volumes =
-        ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.volumes.clone());
-    let volume =
-        volumes.unwrap_or_default().into_iter().find(|v| v.name == "backups").expect("volume");
-    assert_eq!(volume.host_path.map(|h| h.path).as_deref(), Some(BACKUP_HOST_PATH));
 }
 
 /// The Helm chart's directory.
@@ -816,7 +1011,11 @@ fn helm_chart_metadata_and_values_parse() {
     );
 
     let values = chart_values();
-    assert_eq!(values["fix"]["enabled"], false, "fixing is off by default");
+    assert!(values.get("fix").is_none(), "the agent has no fixing switch any more");
+    let docs = documents();
+    let replicas = controller_deployment(&docs).spec.as_ref().and_then(|s| s.replicas);
+    assert_eq!(values["controller"]["replicas"], Value::from(replicas), "controller.replicas");
+    assert_eq!(values["approver"]["aggregateToAdmin"], true, "approvers aggregate into admin");
     assert!(
         values["ports"].as_array().is_some_and(|p| p.contains(&Value::from(DEFAULT_WATCHED_PORT)))
     );
@@ -839,9 +1038,15 @@ fn helm_templates_use_only_defined_values_and_helpers() {
     let values = chart_values();
     let templates = templates();
     assert!(templates.contains_key("_helpers.tpl") && templates.contains_key("NOTES.txt"));
-    for name in
-        ["daemonset.yaml", "rbac.yaml", "rbac-fix.yaml", "serviceaccount.yaml", "configmap.yaml"]
-    {
+    for name in [
+        "daemonset.yaml",
+        "controller.yaml",
+        "rbac.yaml",
+        "rbac-controller.yaml",
+        "rbac-users.yaml",
+        "serviceaccount.yaml",
+        "configmap.yaml",
+    ] {
         assert!(templates.contains_key(name), "templates/{name}");
     }
     let defined = quoted_after(&templates["_helpers.tpl"], "define");
@@ -872,7 +1077,7 @@ fn helm_templates_use_only_defined_values_and_helpers() {
 }
 
 #[test]
-fn helm_chart_keeps_the_security_settings_and_the_fix_switch() {
+fn helm_chart_keeps_the_security_settings_and_only_the_controller_writes_policies() {
     let templates = templates();
     let ds = &templates["daemonset.yaml"];
     for needle in [
@@ -909,40 +1114,54 @@ fn helm_chart_keeps_the_security_settings_and_the_fix_switch() {
         .filter(|w| w[0] == "hostPath:")
         .map(|w| w[1].trim_start_matches("path:").trim())
         .collect();
-    assert_eq!(
-        host_paths,
-        vec![BTF_HOST_PATH, BACKUP_HOST_PATH],
-        "templates/daemonset.yaml host paths"
-    );
-    // The backups folder (writable) exists only when fixing is enabled.
-    let backups = ds.find(&format!("path: {BACKUP_HOST_PATH}")).expect("backups hostPath");
-    let guard = ds[..backups].rfind("{{- if .Values.fix.enabled }}").expect("backups guarded");
-    assert!(!ds[guard..backups].contains("{{- end }}"), "backups inside the fix.enabled block");
+    assert_eq!(host_paths, vec![BTF_HOST_PATH], "templates/daemonset.yaml host paths");
+    assert!(!ds.contains("--enable-fix"), "the agent never fixes");
 
-    // --enable-fix and the fixing role exist only under fix.enabled.
-    let flag = ds.find("--enable-fix").expect("--enable-fix in the DaemonSet template");
-    let guard = ds[..flag]
-        .rfind("{{- if .Values.fix.enabled }}")
-        .expect("--enable-fix guarded by fix.enabled");
-    assert!(!ds[guard..flag].contains("end"), "--enable-fix inside the fix.enabled block");
-    let fix = templates["rbac-fix.yaml"].trim();
-    assert!(
-        fix.starts_with("{{- if .Values.fix.enabled }}") && fix.ends_with("{{- end }}"),
-        "rbac-fix.yaml is conditional"
-    );
+    // No template but the controller's grants a NetworkPolicy write.
     for (file, text) in &templates {
-        if file != "rbac-fix.yaml" && text.contains("networkpolicies") {
-            let rules = text
+        for (i, line) in text.lines().enumerate() {
+            if !line.contains("networkpolicies") || !line.contains("resources:") {
+                continue;
+            }
+            let verbs = text.lines().skip(i).find(|l| l.contains("verbs:")).unwrap_or_default();
+            let policy_group = text
                 .lines()
-                .skip_while(|l| !l.contains("networkpolicies"))
-                .nth(1)
-                .unwrap_or_default();
-            assert!(
-                rules.contains("[\"get\", \"list\", \"watch\"]"),
-                "templates/{file}: networkpolicies must be read-only outside rbac-fix.yaml"
-            );
+                .take(i + 1)
+                .filter(|l| l.contains("apiGroups:"))
+                .last()
+                .is_some_and(|g| g.contains("\"networking.k8s.io\""));
+            if !policy_group {
+                continue;
+            }
+            if file == RBAC_CONTROLLER {
+                assert!(
+                    verbs.contains(r#"["get", "list", "watch", "patch", "create"]"#),
+                    "templates/{file}: {verbs}"
+                );
+            } else {
+                assert!(
+                    verbs.contains(r#"["get", "list", "watch"]"#),
+                    "templates/{file}: networkpolicies must be read-only outside {RBAC_CONTROLLER}"
+                );
+            }
         }
+        assert!(!text.contains(r#"verbs: ["*"]"#), "templates/{file}: no wildcard verbs");
     }
+
+    // The controller: no capability, read-only root, the downward API for its Lease.
+    let controller = &templates["controller.yaml"];
+    for needle in [
+        "args: [\"controller\"]",
+        "runAsNonRoot: true",
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "drop: [\"ALL\"]",
+        "fieldPath: metadata.namespace",
+        "fieldPath: metadata.name",
+    ] {
+        assert!(controller.contains(needle), "templates/controller.yaml lacks {needle:?}");
+    }
+    assert!(!controller.contains("add:") && !controller.contains("hostPath"));
 }
 
 #[test]

@@ -19,13 +19,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: agent
 {{- end -}}
 
-{{/* Labels of every object. */}}
-{{- define "netpol-trace.labels" -}}
-{{ include "netpol-trace.selectorLabels" . }}
+{{/* Labels selecting the controller pods. */}}
+{{- define "netpol-trace.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "netpol-trace.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end -}}
+
+{{/* Labels every object shares. */}}
+{{- define "netpol-trace.commonLabels" -}}
 app.kubernetes.io/part-of: netpol-trace
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Labels of the agent's objects (and of the objects shared by agent and controller). */}}
+{{- define "netpol-trace.labels" -}}
+{{ include "netpol-trace.selectorLabels" . }}
+{{ include "netpol-trace.commonLabels" . }}
+{{- end -}}
+
+{{/* Labels of the controller's objects. */}}
+{{- define "netpol-trace.controllerLabels" -}}
+{{ include "netpol-trace.controllerSelectorLabels" . }}
+{{ include "netpol-trace.commonLabels" . }}
+{{- end -}}
+
+{{/* Name of the controller's objects. */}}
+{{- define "netpol-trace.controllerName" -}}
+{{- printf "%s-controller" (include "netpol-trace.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The agent image. */}}
