@@ -17,6 +17,7 @@
 //! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine, and writing
 //!   it back to manifest files.
 //! * [`output`]: table/JSON/YAML output helpers.
+//! * [`report`]: the postmortem report (HTML, Markdown) from NDJSON streams or a DropReport.
 
 pub mod agent;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod lab;
 pub mod manifest;
 pub mod output;
 pub mod policy;
+pub mod report;
 pub mod trace;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::{
         lifecycle::{self, LabContext},
         scenarios,
     },
+    report::{self, Format},
     trace::TraceEvent,
 };
 
@@ -36,6 +37,9 @@ pub struct DemoArgs {
     /// `summary` line).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
+    /// Also write the postmortem report of the run to PATH (Markdown for `.md`, else HTML).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 const DEMO_HELP: &str = "\
@@ -77,7 +81,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     remove_on_signal(ctx.clone(), opts.lab_name.clone());
     let output = args.output;
     let mut out = std::io::stdout();
+    // The run's NDJSON, for --report: the same lines `-o json` prints.
+    let mut recorded: Vec<String> = Vec::new();
     let mut sink = |ev: &DemoEvent| {
+        if args.report.is_some() {
+            recorded.push(match ev {
+                DemoEvent::Step(s) => serde_json::to_string(s).unwrap_or_default(),
+                DemoEvent::Trace(t) => serde_json::to_string(t).unwrap_or_default(),
+            });
+        }
         let line = match (output, ev) {
             (Output::Json, DemoEvent::Step(s)) => serde_json::to_string(s).unwrap_or_default(),
             (Output::Json, DemoEvent::Trace(t)) => serde_json::to_string(t).unwrap_or_default(),
@@ -95,7 +107,32 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let summary =
         demo::run(&ctx, &opts, &mut sink).map_err(|e| exit::ExitError::bad_input(e.to_string()))?;
     print_summary(output, &summary)?;
+    if let Some(path) = &args.report {
+        recorded.push(serde_json::to_string(&summary)?);
+        // The run's own outcome decides the exit code; a report that cannot be made (no
+        // drop was ever seen) is said on stderr.
+        if let Err(e) = write_report(path, &recorded.join("\n")) {
+            eprintln!("netpol-trace: no report: {e:#}");
+        }
+    }
     Ok(if summary.restored { exit::OK } else { exit::NO })
+}
+
+/// Writes the report of the run's NDJSON to `path` (Markdown for `.md`, else HTML).
+fn write_report(path: &std::path::Path, ndjson: &str) -> anyhow::Result<()> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("md" | "markdown") => Format::Markdown,
+        _ => Format::Html,
+    };
+    let incident = report::from_ndjson_text(
+        std::path::Path::new("lab-demo.ndjson"),
+        ndjson,
+        &report::Context::this_host(),
+    )
+    .map_err(|e| exit::ExitError::bad_input(format!("--report {}: {e}", path.display())))?;
+    super::report::write(path, &report::render(&incident, format))?;
+    eprintln!("netpol-trace: report written to {}", path.display());
+    Ok(())
 }
 
 fn print_summary(output: Output, s: &DemoSummary) -> anyhow::Result<()> {
