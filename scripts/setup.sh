@@ -32,6 +32,8 @@ nightly_has_src() {
 }
 
 packages=(iproute2 nftables iptables bpftool mariadb-server mariadb-client tshark)
+# The report test renders the HTML report in headless Chromium.
+packages+=(chromium)
 if nightly_has_src; then
     say "using rustup's nightly (with rust-src) for the eBPF programs"
     use_debian_rust=0

@@ -132,8 +132,15 @@ pub fn svg(t: &Timeline) -> Markup {
         d
     };
     let x_ticks: Vec<f64> = (0..=5).map(|i| t.span_secs * i as f64 / 5.0).collect();
-    let clock = |secs: f64| {
-        (t.start + Duration::milliseconds((secs * 1000.0) as i64)).format("%H:%M:%S").to_string()
+    // Sub-second ticks on a short chart, so that no two ticks read the same.
+    let tick_format = if t.span_secs < 10.0 { "%H:%M:%S%.3f" } else { "%H:%M:%S" };
+    let at = |secs: f64| t.start + Duration::milliseconds((secs * 1000.0) as i64);
+    let clock = |secs: f64| at(secs).format("%H:%M:%S").to_string();
+    let tick_label = |secs: f64| at(secs).format(tick_format).to_string();
+    let tick_anchor = |i: usize| match i {
+        0 => "start",
+        5 => "end",
+        _ => "middle",
     };
     let title = format!(
         "Dropped SYNs per second per flow, {} to {} UTC ({}-second buckets)",
@@ -152,9 +159,9 @@ pub fn svg(t: &Timeline) -> Markup {
             }
             text class="axis" x="14" y=(TOP + plot_h / 2.0) text-anchor="middle"
                 transform={"rotate(-90 14 " (TOP + plot_h / 2.0) ")"} { "dropped SYN/s" }
-            @for tick in &x_ticks {
+            @for (i, tick) in x_ticks.iter().enumerate() {
                 line class="grid" x1=(x(*tick)) x2=(x(*tick)) y1=(TOP + plot_h) y2=(TOP + plot_h + 5.0) {}
-                text class="tick" x=(x(*tick)) y=(TOP + plot_h + 18.0) text-anchor="middle" { (clock(*tick)) }
+                text class="tick" x=(x(*tick)) y=(TOP + plot_h + 18.0) text-anchor=(tick_anchor(i)) { (tick_label(*tick)) }
             }
             text class="axis" x=(LEFT + plot_w / 2.0) y=(HEIGHT - 6.0) text-anchor="middle" { "time (UTC)" }
             @for (i, s) in t.series.iter().enumerate() {
