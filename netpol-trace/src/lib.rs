@@ -18,6 +18,7 @@
 //! * [`explain`]: which policies and rules allow or deny a flow, with near-misses.
 //! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine (pure).
 //! * [`output`]: table/JSON/YAML output helpers.
+//! * [`report`]: the postmortem report (HTML, Markdown) from NDJSON streams or a DropReport.
 
 pub mod agent;
 pub mod apply;
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod netns;
 pub mod output;
 pub mod policy;
+pub mod report;
 pub mod trace;
 
 #[cfg(test)]

@@ -26,8 +26,10 @@ fn every_scenario_is_detected_attributed_patched_and_restored() {
     let bin = env!("CARGO_BIN_EXE_netpol-trace-under-test");
     for scenario in SCENARIOS {
         let labs = tempfile::tempdir().unwrap();
+        let report = labs.path().with_extension(format!("{scenario}.html"));
         let out = Command::new(bin)
-            .args(["lab", "demo", "--scenario", scenario, "-o", "json"])
+            .args(["lab", "demo", "--scenario", scenario, "-o", "json", "--report"])
+            .arg(&report)
             .env("NETPOL_TRACE_LAB_DIR", labs.path())
             .output()
             .unwrap();
@@ -64,6 +66,12 @@ fn every_scenario_is_detected_attributed_patched_and_restored() {
             summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == "verified").unwrap();
         assert_eq!(verified["data"]["select_1"], "1", "{scenario}");
         assert!(lines.iter().any(|l| l["type"] == "restored"), "{scenario}");
+        // The run's report: restored, with the scenario's denying policy.
+        let html = std::fs::read_to_string(&report).expect("--report writes the report");
+        let _ = std::fs::remove_file(&report);
+        assert!(html.contains("RESTORED: the kernel saw the handshake"), "{scenario}");
+        let policy = drop["policies"][0]["name"].as_str().unwrap();
+        assert!(html.contains(policy), "{scenario}: {policy} in the report");
         // Nothing left behind.
         assert_eq!(demo_namespaces(), Vec::<String>::new(), "{scenario}: namespaces left");
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod drops;
 pub mod explain;
 pub mod fix;
 pub mod lab;
+pub mod report;
 pub mod restore;
 pub mod trace;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Lab(lab::Args),
     /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
     Restore(restore::Args),
+    /// The postmortem report (HTML or Markdown) from `trace`/`agent`/`lab demo` NDJSON.
+    Report(report::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
 }
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Drops(args) => drops::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Report(args) => report::run(args),
         Command::Completion(args) => completion::run(args),
     }
 }

@@ -2,6 +2,7 @@
 
 use std::{io::Write, os::unix::process::CommandExt, time::Duration};
 
+use anyhow::Context as _;
 use clap::Args as ClapArgs;
 
 use crate::{
@@ -11,6 +12,7 @@ use crate::{
         lifecycle::{self, LabContext},
         scenarios,
     },
+    report::{self, Format},
     trace::TraceEvent,
 };
 
@@ -37,6 +39,9 @@ pub struct DemoArgs {
     /// `summary` line).
     #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
     pub output: OutputFormat,
+    /// Also write the postmortem report of the run to PATH (Markdown for `.md`, else HTML).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 const DEMO_HELP: &str = "\
@@ -78,7 +83,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     remove_on_signal(ctx.clone(), opts.lab_name.clone());
     let output = args.output;
     let mut out = std::io::stdout();
+    // The run's NDJSON, for --report: the same lines `-o json` prints.
+    let mut recorded: Vec<String> = Vec::new();
     let mut sink = |ev: &DemoEvent| {
+        if args.report.is_some() {
+            recorded.push(match ev {
+                DemoEvent::Step(s) => serde_json::to_string(s).unwrap_or_default(),
+                DemoEvent::Trace(t) => serde_json::to_string(t).unwrap_or_default(),
+            });
+        }
         let line = match (output, ev) {
             (OutputFormat::Table, DemoEvent::Step(s)) => {
                 format!("+{:>7} ms  {:<11} {}", s.at_ms, s.step, s.detail)
@@ -95,7 +108,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     let summary = demo::run(&ctx, &opts, &mut sink).map_err(exit::ExitError::from)?;
     print_summary(output, &summary)?;
+    if let Some(path) = &args.report {
+        recorded.push(serde_json::to_string(&summary)?);
+        // The run's own outcome decides the exit code; a report that cannot be made (no
+        // drop was ever seen) is said on stderr.
+        if let Err(e) = write_report(path, &recorded.join("\n")) {
+            eprintln!("netpol-trace: no report: {e:#}");
+        }
+    }
     Ok(if summary.restored { exit::OK } else { exit::NO })
+}
+
+/// Writes the report of the run's NDJSON to `path` (Markdown for `.md`, else HTML).
+fn write_report(path: &std::path::Path, ndjson: &str) -> anyhow::Result<()> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("md" | "markdown") => Format::Markdown,
+        _ => Format::Html,
+    };
+    let incident = report::from_ndjson_text(
+        std::path::Path::new("lab-demo.ndjson"),
+        ndjson,
+        &report::Context::this_host(),
+    )
+    .map_err(|e| exit::ExitError::bad_input(format!("--report {}: {e}", path.display())))?;
+    std::fs::write(path, report::render(&incident, format))
+        .with_context(|| format!("writing --report {}", path.display()))?;
+    eprintln!("netpol-trace: report written to {}", path.display());
+    Ok(())
 }
 
 fn print_summary(output: OutputFormat, s: &DemoSummary) -> anyhow::Result<()> {
