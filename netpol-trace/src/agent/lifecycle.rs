@@ -205,6 +205,7 @@ async fn run(
         Err(e) => return Err(AgentError::TracerFailed(e.to_string())),
     };
     tracing::info!(interfaces = ?tracer.interfaces, "programs attached");
+    state.metrics.set_degraded(tracer.degraded.clone());
     let mut lp = Loop {
         interfaces: tracer.interfaces.iter().cloned().collect(),
         opts,
@@ -345,7 +346,10 @@ impl Loop {
                 self.interfaces.remove(&i);
                 self.state.metrics.set_attached(self.interfaces.len());
             }
-            TracerMessage::Counters(c) => self.state.metrics.set_events_lost(c.events_lost),
+            TracerMessage::Counters(c) => {
+                self.state.metrics.set_events_lost(c.events_lost);
+                self.state.metrics.set_flow_map(c.flow_map);
+            }
             TracerMessage::Failed(_) => {}
         }
         Ok(())
