@@ -118,28 +118,45 @@ fn main() -> anyhow::Result<()> {
     println!("throughput with trace:    median {:.2} Gbit/s", t / 1e9);
     println!("throughput ratio (with/without): {:.4} ({:+.2}%)", t / b, (t / b - 1.0) * 100.0);
 
-    // 1: per-packet cost while attached, from the kernel's run-time statistics.
+    // 1: per-packet cost while attached, from the kernel's run-time statistics. With
+    // BENCH_BEFORE_OBJECT=PATH (an eBPF object built from an earlier version), its tc
+    // programs are measured too, interleaved with this build's.
+    let before_object = std::env::var_os(BEFORE_OBJECT).map(std::path::PathBuf::from);
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut per_packet = vec![];
-    for _ in 0..3 {
-        let t = tracer(&topo)?;
+    let (mut now_cost, mut before_cost) = (vec![], vec![]);
+    for round in 0..if before_object.is_some() { 6 } else { 3 } {
+        let old_side = round % 2 == 1 && before_object.is_some();
+        let guard: Box<dyn std::any::Any> = match (&before_object, old_side) {
+            (Some(path), true) => Box::new(attach_object(&topo, path)?),
+            _ => Box::new(tracer(&topo)?),
+        };
         let before = prog_stats();
         iperf(&topo)?;
         let after = prog_stats();
-        drop(t);
+        drop(guard);
         let (ns, cnt) = after.iter().fold((0, 0), |(ns, cnt), (name, t1, c1)| {
             let (t0, c0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
-            (ns + t1 - t0, cnt + c1 - c0)
+            (ns + t1.saturating_sub(t0), cnt + c1.saturating_sub(c0))
         });
         if cnt > 0 {
-            per_packet.push(ns as f64 / cnt as f64);
+            if old_side { &mut before_cost } else { &mut now_cost }.push(ns as f64 / cnt as f64);
         }
     }
     drop(stats);
     println!(
-        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt, 3 runs)",
-        median(per_packet)
+        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt, {} runs)",
+        median(now_cost.clone()),
+        now_cost.len()
     );
+    if !before_cost.is_empty() {
+        println!(
+            "tc program cost of {}: median {:.1} ns per packet ({} runs, interleaved); ratio now/before {:.2}",
+            before_object.unwrap_or_default().display(),
+            median(before_cost.clone()),
+            before_cost.len(),
+            median(now_cost) / median(before_cost)
+        );
+    }
 
     // 3: SYN storm to a dropped port.
     topo.nft_forward_drop("inet", "npbench", &["tcp", "dport", "3306", "counter"])?;
@@ -193,6 +210,35 @@ fn main() -> anyhow::Result<()> {
     drop(_server);
     topo.node_exec(&["nft", "delete", "table", "inet", "npbench"])?;
     idle_full_map(&topo)
+}
+
+/// Environment variable naming an earlier version's eBPF object to compare the tc cost with.
+const BEFORE_OBJECT: &str = "BENCH_BEFORE_OBJECT";
+
+/// Loads the object at `path` and attaches its two tc programs (tcx) to every pod veth of
+/// the node namespace; dropping the result detaches them.
+fn attach_object(topo: &Topology, path: &std::path::Path) -> anyhow::Result<aya::Ebpf> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let node = topo.node_path();
+    let ifaces: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
+    std::thread::spawn(move || -> anyhow::Result<aya::Ebpf> {
+        netns::enter(&node)?;
+        let mut ebpf = aya::EbpfLoader::new().load(&bytes)?;
+        for (name, side) in [
+            ("tc_from_pod", aya::programs::TcAttachType::Ingress),
+            ("tc_to_pod", aya::programs::TcAttachType::Egress),
+        ] {
+            let prog: &mut aya::programs::SchedClassifier =
+                ebpf.program_mut(name).context("program")?.try_into()?;
+            prog.load()?;
+            for iface in &ifaces {
+                prog.attach(iface, side)?;
+            }
+        }
+        Ok(ebpf)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
 }
 
 /// CPU time of the calling thread.
