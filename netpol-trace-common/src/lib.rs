@@ -5,8 +5,14 @@
 //! "unknown" because zeroed eBPF memory must never read as a meaningful value.
 #![no_std]
 
-/// LRU hash map of [`FlowKey`] → [`FlowStats`]: per-flow aggregation in the kernel.
+/// Per-CPU hash map of [`FlowKey`] → [`FlowStats`]: per-flow aggregation in the kernel.
+/// Not an LRU map: user space prunes consumed and idle flows itself and counts what it
+/// evicts, and a full map is counted ([`COUNTER_FLOWS_FULL`]) instead of evicting silently.
 pub const MAP_FLOWS: &str = "FLOWS";
+/// Hash map of [`FlowKey`] → 1: the flows changed since user space last drained it. A flow
+/// is (re-)entered on its first packet and on any packet that follows a quiet gap longer
+/// than [`Config::notify_quiet_ns`]; user space re-reads a flow while it keeps changing.
+pub const MAP_CHANGED: &str = "CHANGED";
 /// Hash map of watched TCP ports (host byte order) → 1.
 pub const MAP_PORTS: &str = "PORTS";
 /// Ring buffer of [`FlowEvent`]s, one per flow the first time it is seen.
@@ -36,8 +42,12 @@ pub const COUNTER_EVENTS_LOST: u32 = 0;
 pub const COUNTER_FLOWS_FULL: u32 = 1;
 /// Counter: packets the programs looked at (watched port, SYN or SYN-ACK).
 pub const COUNTER_MATCHED: u32 = 2;
+/// Counter: flows inserted into [`MAP_FLOWS`] (entries = inserts − deletes by user space).
+pub const COUNTER_FLOW_INSERTS: u32 = 3;
+/// Counter: a changed-flow notice did not fit in [`MAP_CHANGED`] (user space then rescans).
+pub const COUNTER_CHANGED_LOST: u32 = 4;
 /// Number of counters.
-pub const COUNTERS_LEN: u32 = 4;
+pub const COUNTERS_LEN: u32 = 8;
 
 /// Address family of a [`FlowKey`]: unknown.
 pub const FAMILY_UNKNOWN: u8 = 0;
@@ -178,12 +188,17 @@ pub struct Config {
     pub netns_inum: u32,
     /// Non-zero: every TCP port is watched and [`MAP_PORTS`] is ignored.
     pub all_ports: u32,
-    /// Non-zero when the drop program may run (offsets are valid).
+    /// Non-zero when the drop program may run (offsets are valid). Zero in the degraded
+    /// tc-only mode (a kernel without the drop-reason enum or without `tp_btf/kfree_skb`).
     pub drops_enabled: u32,
     /// Padding.
     pub _pad: u32,
     /// Struct member offsets.
     pub offsets: KernelOffsets,
+    /// A packet of a flow whose previous packet (on the same CPU) is older than this enters
+    /// the flow into [`MAP_CHANGED`] again; user space keeps re-reading a flow until it has
+    /// been quiet this long, so no update is missed.
+    pub notify_quiet_ns: u64,
 }
 
 impl Config {
@@ -204,6 +219,7 @@ impl Config {
                 net_inum: 0,
                 _pad: 0,
             },
+            notify_quiet_ns: 0,
         }
     }
 }

@@ -8,8 +8,11 @@
 //!   packet itself (a forwarded SYN has no socket) with offsets taken from the running
 //!   kernel's BTF by user space.
 //!
-//! Every packet costs one map lookup and, at most, one update; a ring-buffer notice is sent
-//! only for a flow seen for the first time.
+//! A packet that is not a TCP SYN leaves after a handful of loads and one bounds check. A
+//! watched SYN costs one map lookup and, at most, one insert; the flow is entered into the
+//! changed-flows map on its first packet and after a quiet gap (so user space reads only
+//! what changed), and a ring-buffer notice with the packet's header is sent only for a flow
+//! seen for the first time.
 #![no_std]
 #![no_main]
 // The program macros emit the exported entry points without their doc comments.
@@ -21,13 +24,13 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
     },
     macros::{btf_tracepoint, classifier, map},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TcContext},
 };
 use netpol_trace_common::{
-    COUNTER_EVENTS_LOST, COUNTER_FLOWS_FULL, COUNTER_MATCHED, COUNTERS_LEN, Config,
-    EVENT_HEADER_BYTES, EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAX_ENTRIES, FlowEvent,
-    FlowKey, FlowStats, Observation, PORTS_MAX_ENTRIES,
+    COUNTER_CHANGED_LOST, COUNTER_EVENTS_LOST, COUNTER_FLOW_INSERTS, COUNTER_FLOWS_FULL,
+    COUNTER_MATCHED, COUNTERS_LEN, Config, EVENT_HEADER_BYTES, EVENTS_BYTES, FAMILY_IPV4,
+    FAMILY_IPV6, FLOWS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, Observation, PORTS_MAX_ENTRIES,
 };
 
 /// Load-time configuration, rewritten by user space before the object is loaded.
@@ -36,10 +39,15 @@ static CONFIG: Config = Config::zeroed();
 
 /// Per-CPU values: every CPU counts into its own slot, so no atomics are needed (the bpf
 /// target has no 64-bit fetch-add in stable Rust) and nothing is lost to races; user space
-/// sums the slots.
+/// sums the slots. Not LRU: user space prunes (and counts its evictions), a full map is
+/// counted.
 #[map]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
-    LruPerCpuHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+static FLOWS: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+
+/// Flows changed since user space last drained this map (the value is unused).
+#[map]
+static CHANGED: HashMap<FlowKey, u8> = HashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
 
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
@@ -58,6 +66,10 @@ const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 const TCP_FLAG_RST: u8 = 0x04;
 const EEXIST: i32 = 17;
+/// Ethernet + IPv4 without options + the TCP header up to its flags.
+const V4_FAST_LEN: usize = ETH_HLEN + 20 + 14;
+/// Ethernet + IPv6 + the TCP header up to its flags.
+const V6_LEN: usize = ETH_HLEN + 40 + 14;
 
 /// Where a tc program runs on the host-side veth.
 #[derive(Clone, Copy)]
@@ -138,7 +150,7 @@ fn observe(
         key.observation = obs_synack as u8;
         client_port = seg.dport;
     }
-    record(&key, reason, client_port, header);
+    record(&key, reason, client_port, cfg.notify_quiet_ns, header);
 }
 
 #[inline(always)]
@@ -146,48 +158,80 @@ fn record(
     key: &FlowKey,
     reason: u32,
     sport: u16,
+    quiet_ns: u64,
     header: impl FnOnce(&mut [u8; EVENT_HEADER_BYTES]) -> u16,
 ) {
     bump(COUNTER_MATCHED);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
-        update(stats, now, reason, sport);
+        let previous = update(stats, now, reason, sport);
+        if now.wrapping_sub(previous) > quiet_ns {
+            notify(key);
+        }
         return;
     }
     let stats = FlowStats { first_ns: now, last_ns: now, count: 1, reason, sport, _pad: 0 };
     match FLOWS.insert(key, stats, BPF_NOEXIST as u64) {
-        Ok(()) => match EVENTS.reserve::<FlowEvent>(0) {
-            Some(mut entry) => {
-                let event = entry.as_mut_ptr();
-                // SAFETY: the entry is ours until submitted; every field is written.
-                unsafe {
-                    (*event).key = *key;
-                    (*event).ts_ns = now;
-                    (*event).reason = reason;
-                    (*event).sport = sport;
-                    (*event).header = [0; EVENT_HEADER_BYTES];
-                    (*event).header_len = header(&mut (*event).header);
-                }
-                entry.submit(0);
-            }
-            None => bump(COUNTER_EVENTS_LOST),
-        },
+        Ok(()) => {
+            bump(COUNTER_FLOW_INSERTS);
+            notify(key);
+            send_event(key, now, reason, sport, header);
+        }
         Err(e) if e == -EEXIST => {
-            // Another CPU inserted it between our lookup and insert.
+            // Another CPU inserted it between our lookup and insert; this CPU's slot is
+            // new, so the flow is noted as changed.
             if let Some(stats) = FLOWS.get_ptr_mut(key) {
                 update(stats, now, reason, sport);
+                notify(key);
             }
         }
         Err(_) => bump(COUNTER_FLOWS_FULL),
     }
 }
 
+/// Enters `key` into the changed-flows map (idempotent: a key already there stays once).
 #[inline(always)]
-fn update(stats: *mut FlowStats, now: u64, reason: u32, sport: u16) {
+fn notify(key: &FlowKey) {
+    if CHANGED.insert(key, 1, 0).is_err() {
+        bump(COUNTER_CHANGED_LOST);
+    }
+}
+
+/// Sends the new-flow notice with the packet's header (pcap evidence).
+#[inline(always)]
+fn send_event(
+    key: &FlowKey,
+    now: u64,
+    reason: u32,
+    sport: u16,
+    header: impl FnOnce(&mut [u8; EVENT_HEADER_BYTES]) -> u16,
+) {
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            let event = entry.as_mut_ptr();
+            // SAFETY: the entry is ours until submitted; every field is written.
+            unsafe {
+                (*event).key = *key;
+                (*event).ts_ns = now;
+                (*event).reason = reason;
+                (*event).sport = sport;
+                (*event).header = [0; EVENT_HEADER_BYTES];
+                (*event).header_len = header(&mut (*event).header);
+            }
+            entry.submit(0);
+        }
+        None => bump(COUNTER_EVENTS_LOST),
+    }
+}
+
+/// Adds a packet to this CPU's slot; returns the slot's previous `last_ns` (0 when new).
+#[inline(always)]
+fn update(stats: *mut FlowStats, now: u64, reason: u32, sport: u16) -> u64 {
     // SAFETY: the pointer is this CPU's slot from a successful lookup, valid for this run.
     // A slot another CPU created reads as zero here, hence the first_ns check.
     unsafe {
+        let previous = (*stats).last_ns;
         if (*stats).first_ns == 0 {
             (*stats).first_ns = now;
         }
@@ -197,6 +241,7 @@ fn update(stats: *mut FlowStats, now: u64, reason: u32, sport: u16) {
             (*stats).reason = reason;
         }
         (*stats).count += 1;
+        previous
     }
 }
 
@@ -214,37 +259,60 @@ pub fn tc_to_pod(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_tc(ctx: &TcContext, side: Side) -> Result<(), i64> {
-    // Direct packet access at constant offsets: every packet of the pod passes here, so the
-    // common case (not a SYN) costs a few loads and one bounds check, no helper call. IPv4
-    // headers with options (rare) take the slower bpf_skb_load_bytes path.
-    let proto = u16::from_be(load::<u16>(ctx, 12)?);
-    let (family, l4) = match proto {
-        ETH_P_IP => {
-            let ip = load::<[u8; 20]>(ctx, ETH_HLEN)?;
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            if ip[9] != IPPROTO_TCP || frag & 0x1fff != 0 {
+    // Every packet of the pod passes here: the common case (not a TCP SYN) is decided with
+    // one bounds check and a few single-byte loads at constant offsets, no helper call and
+    // no copy. IPv4 headers with options (rare) take the bpf_skb_load_bytes path.
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + V4_FAST_LEN > end {
+        return Ok(());
+    }
+    // SAFETY (every `byte` below): offsets < V4_FAST_LEN, checked against data_end above,
+    // or < V6_LEN, checked in the IPv6 arm.
+    let byte = |off: usize| unsafe { *((data + off) as *const u8) };
+    let (family, flags) = match (byte(12), byte(13)) {
+        (0x08, 0x00) => {
+            // Protocol, then fragment offset (a non-first fragment has no TCP header).
+            if byte(ETH_HLEN + 9) != IPPROTO_TCP
+                || (byte(ETH_HLEN + 6) & 0x1f) | byte(ETH_HLEN + 7) != 0
+            {
                 return Ok(());
             }
-            (FAMILY_IPV4, ((ip[0] & 0x0f) as usize) * 4 + ETH_HLEN)
+            let vihl = byte(ETH_HLEN);
+            let flags = if vihl == 0x45 {
+                byte(ETH_HLEN + 20 + 13)
+            } else {
+                ctx.load::<u8>(((vihl & 0x0f) as usize) * 4 + ETH_HLEN + 13)?
+            };
+            (FAMILY_IPV4, flags)
         }
-        ETH_P_IPV6 => {
-            if load::<u8>(ctx, ETH_HLEN + 6)? != IPPROTO_TCP {
+        (0x86, 0xdd) => {
+            if data + V6_LEN > end || byte(ETH_HLEN + 6) != IPPROTO_TCP {
                 return Ok(());
             }
-            (FAMILY_IPV6, ETH_HLEN + 40)
+            (FAMILY_IPV6, byte(ETH_HLEN + 40 + 13))
         }
         _ => return Ok(()),
     };
-    let tcp: [u8; 14] = match (family, l4) {
-        (FAMILY_IPV4, 34) => load(ctx, 34)?,
-        (FAMILY_IPV4, off) if off > 34 => ctx.load(off)?,
-        (FAMILY_IPV6, _) => load(ctx, ETH_HLEN + 40)?,
-        _ => return Ok(()),
-    };
-    let flags = tcp[13];
     if flags & TCP_FLAG_SYN == 0 {
         return Ok(());
     }
+    syn_seen(ctx, side, family, flags)
+}
+
+/// The slow path: a SYN or SYN-ACK (a few per connection).
+#[inline(never)]
+fn syn_seen(ctx: &TcContext, side: Side, family: u8, flags: u8) -> Result<(), i64> {
+    let l4 = if family == FAMILY_IPV4 {
+        ((load::<u8>(ctx, ETH_HLEN)? & 0x0f) as usize) * 4 + ETH_HLEN
+    } else {
+        ETH_HLEN + 40
+    };
+    let tcp: [u8; 4] = match l4 {
+        34 => load(ctx, 34)?,
+        54 => load(ctx, 54)?,
+        off => ctx.load(off)?,
+    };
     let mut seg = Segment {
         family,
         saddr: [0; 16],

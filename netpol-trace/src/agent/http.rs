@@ -50,7 +50,14 @@ pub fn handle(
         HEALTHZ if state.running() => reply(StatusCode::OK, TEXT, "ok\n"),
         HEALTHZ => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "the agent loop is not running\n"),
         READYZ => match state.not_ready().as_slice() {
-            [] => reply(StatusCode::OK, TEXT, "ready\n"),
+            [] => match state.metrics.degraded() {
+                None => reply(StatusCode::OK, TEXT, "ready\n"),
+                Some(why) => reply(
+                    StatusCode::OK,
+                    TEXT,
+                    format!("ready (degraded: tc-only, drop reason unknown: {why})\n"),
+                ),
+            },
             waiting => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, waiting.join("; ") + "\n"),
         },
         METRICS => {

@@ -222,6 +222,7 @@ async fn run(
         }
     };
     tracing::info!(interfaces = ?source.interfaces, "programs attached");
+    state.metrics.set_degraded(source.degraded.clone());
     let mut lp = Loop {
         interfaces: source.interfaces.iter().cloned().collect(),
         opts,
@@ -361,7 +362,10 @@ impl Loop {
                 self.interfaces.remove(&i);
                 self.state.metrics.set_attached(self.interfaces.len());
             }
-            TracerMessage::Counters(c) => self.state.metrics.set_events_lost(c.events_lost),
+            TracerMessage::Counters(c) => {
+                self.state.metrics.set_events_lost(c.events_lost);
+                self.state.metrics.set_flow_map(c.flow_map);
+            }
             TracerMessage::Failed(_) => {}
         }
         Ok(())

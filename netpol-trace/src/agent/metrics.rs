@@ -39,6 +39,9 @@ struct Values {
     flows_dropping: u64,
     evaluation: Histogram,
     k8s_events: BTreeMap<&'static str, u64>,
+    flow_map: crate::datapath::FlowMapPressure,
+    /// Why the programs run tc-only, if they do.
+    degraded: Option<String>,
 }
 
 /// Outcome of a Kubernetes Event, for `netpol_trace_k8s_events_total{result}`.
@@ -108,6 +111,21 @@ impl Metrics {
         self.lock().flows_dropping = n as u64;
     }
 
+    /// Sets the kernel flow map's pressure (entries, evictions, full).
+    pub fn set_flow_map(&self, pressure: crate::datapath::FlowMapPressure) {
+        self.lock().flow_map = pressure;
+    }
+
+    /// Sets why the programs run tc-only (no drop tracepoint), or `None`.
+    pub fn set_degraded(&self, why: Option<String>) {
+        self.lock().degraded = why;
+    }
+
+    /// Why the programs run tc-only, if they do (for `/readyz`'s body).
+    pub fn degraded(&self) -> Option<String> {
+        self.lock().degraded.clone()
+    }
+
     /// Records one policy evaluation.
     pub fn observe_evaluation(&self, took: Duration) {
         let secs = took.as_secs_f64();
@@ -149,7 +167,7 @@ impl Metrics {
                 escape(reason)
             );
         }
-        let simple: [(&str, &str, &str, u64); 4] = [
+        let simple: [(&str, &str, &str, u64); 9] = [
             (
                 "netpol_trace_restored_total",
                 "counter",
@@ -173,6 +191,36 @@ impl Metrics {
                 "gauge",
                 "Flows currently dropping (no handshake since their last drop).",
                 v.flows_dropping,
+            ),
+            (
+                "netpol_trace_flow_map_entries",
+                "gauge",
+                "Flows held in the kernel flow map.",
+                v.flow_map.entries,
+            ),
+            (
+                "netpol_trace_flow_map_capacity",
+                "gauge",
+                "Capacity of the kernel flow map.",
+                v.flow_map.capacity,
+            ),
+            (
+                "netpol_trace_flow_map_evictions_total",
+                "counter",
+                "Flows removed from the kernel flow map early to make room.",
+                v.flow_map.evictions,
+            ),
+            (
+                "netpol_trace_flow_map_full_total",
+                "counter",
+                "New flows the kernel could not record because the flow map was full.",
+                v.flow_map.full,
+            ),
+            (
+                "netpol_trace_degraded",
+                "gauge",
+                "1 when the programs run tc-only (no drop tracepoint: drops inferred, reason unknown).",
+                u64::from(v.degraded.is_some()),
             ),
         ];
         for (name, kind, help, value) in simple {

@@ -10,6 +10,9 @@ use super::btf::{Btf, BtfError};
 /// Prefix of the kernel's drop-reason enum variants, stripped for display.
 const DROP_REASON_PREFIX: &str = "SKB_DROP_REASON_";
 
+/// The reason of a drop whose cause the kernel did not say (tc-only mode).
+pub const UNKNOWN_REASON: &str = "unknown";
+
 /// Reads the member offsets the drop program uses from the kernel's BTF.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     Ok(KernelOffsets {
@@ -44,9 +47,14 @@ impl DropReasons {
         Ok(Self { names })
     }
 
-    /// The readable name of a raw reason; `UNKNOWN_<n>` when the kernel did not name it.
+    /// The readable name of a raw reason; `UNKNOWN_<n>` when the kernel did not name it,
+    /// and `unknown` for 0 (no reason: drops inferred in tc-only mode).
     pub fn name(&self, raw: u32) -> String {
-        self.names.get(&raw).cloned().unwrap_or_else(|| format!("UNKNOWN_{raw}"))
+        match self.names.get(&raw) {
+            Some(name) => name.clone(),
+            None if raw == 0 => UNKNOWN_REASON.to_string(),
+            None => format!("UNKNOWN_{raw}"),
+        }
     }
 }
 
@@ -66,6 +74,7 @@ mod tests {
         assert_eq!(reasons.name(64), "TC_INGRESS");
         assert_eq!(reasons.name(1), "SKB_CONSUMED");
         assert_eq!(reasons.name(999), "UNKNOWN_999");
+        assert_eq!(DropReasons::default().name(0), UNKNOWN_REASON);
     }
 
     #[test]

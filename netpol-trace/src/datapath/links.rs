@@ -37,10 +37,10 @@ impl Link {
 }
 
 /// A netlink route socket.
-struct Socket(std::os::fd::OwnedFd);
+pub(crate) struct Socket(std::os::fd::OwnedFd);
 
 impl Socket {
-    fn open(groups: u32, nonblocking: bool) -> io::Result<Self> {
+    pub(crate) fn open(groups: u32, nonblocking: bool) -> io::Result<Self> {
         let mut flags = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
         if nonblocking {
             flags |= libc::SOCK_NONBLOCK;
@@ -70,13 +70,13 @@ impl Socket {
         Ok(sock)
     }
 
-    fn send(&self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<()> {
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
@@ -141,7 +141,7 @@ fn parse(mut data: &[u8], links: &mut Vec<Link>) -> Parsed {
     Parsed::More
 }
 
-fn align4(n: usize) -> usize {
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -161,13 +161,13 @@ fn parse_link(body: &[u8]) -> Option<Link> {
     Some(Link { ifindex, name: name?, kind })
 }
 
-fn cstr(b: &[u8]) -> String {
+pub(crate) fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// Iterates over rtattrs: (type without flag bits, payload).
-fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if data.len() < 4 {
             return None;

@@ -1,21 +1,24 @@
-//! The loaded kernel programs: load with the running kernel's offsets, attach to and detach
-//! from veths, and read what they observed (new-flow notices, aggregated flows, counters).
+//! The loaded kernel programs: load with the running kernel's offsets and read what they
+//! observed (new-flow notices, changed flows, counters). Attaching lives in `attach.rs`.
 
 use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, SchedClassifier, TcAttachType},
 };
 use netpol_trace_common::{
-    COUNTER_EVENTS_LOST, COUNTER_FLOWS_FULL, COUNTER_MATCHED, Config, FlowEvent, FlowKey,
-    FlowStats, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_FLOWS, MAP_PORTS, PROG_KFREE_SKB,
-    PROG_TC_FROM_POD, PROG_TC_TO_POD,
+    COUNTER_CHANGED_LOST, COUNTER_EVENTS_LOST, COUNTER_FLOW_INSERTS, COUNTER_FLOWS_FULL,
+    COUNTER_MATCHED, Config, FlowEvent, GLOBAL_CONFIG, KernelOffsets, MAP_CHANGED, MAP_COUNTERS,
+    MAP_EVENTS, MAP_FLOWS, MAP_PORTS, PROG_KFREE_SKB, PROG_TC_FROM_POD, PROG_TC_TO_POD,
 };
 
 use super::{
+    ENV_TC_ONLY,
+    attach::Attached,
     btf::{Btf, BtfError},
+    flowmap::{FlowMap, FlowMapPressure, NOTIFY_QUIET},
     kernel::{DropReasons, kernel_offsets},
     object, preflight,
 };
@@ -89,23 +92,36 @@ pub struct Counters {
     pub events_lost: u64,
     /// Flows that could not be recorded.
     pub flows_full: u64,
-}
-
-struct Attached {
-    from_pod: SchedClassifierLinkId,
-    to_pod: SchedClassifierLinkId,
+    /// Changed-flow notices that did not fit (user space rescans the map once).
+    pub changed_lost: u64,
+    /// How full the kernel flow map is.
+    pub flow_map: FlowMapPressure,
 }
 
 /// The loaded programs and their maps. Dropping it detaches everything.
 pub struct Datapath {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     events: RingBuf<MapData>,
-    flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    flows: FlowMap,
     counters: PerCpuArray<MapData, u64>,
     /// Kept open: the programs were loaded against this map's descriptor.
     _ports: HashMap<MapData, u16, u8>,
-    attached: BTreeMap<String, Attached>,
+    /// Attachments by interface index (a veth recreated under the same name is a new one).
+    pub(super) attached: BTreeMap<u32, Attached>,
+    /// Kernel ids of the two tc programs (from pod, to pod), to recognise our attachments.
+    pub(super) prog_ids: [u32; 2],
     reasons: DropReasons,
+    degraded: Option<String>,
+}
+
+/// Why the drop tracepoint cannot run here (tc-only mode), or `None`.
+fn drops_unavailable(btf: &Btf) -> Result<(KernelOffsets, DropReasons), String> {
+    if std::env::var(ENV_TC_ONLY).is_ok_and(|v| !v.is_empty() && v != "0") {
+        return Err(format!("{ENV_TC_ONLY} is set"));
+    }
+    let offsets = kernel_offsets(btf).map_err(|e| e.to_string())?;
+    let reasons = DropReasons::from_btf(btf).map_err(|e| e.to_string())?;
+    Ok((offsets, reasons))
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -119,23 +135,28 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datap
 
 impl Datapath {
     /// Loads the embedded programs for this kernel and attaches the drop tracepoint. The tc
-    /// programs are loaded but attached only by [`Datapath::attach`].
+    /// programs are loaded but attached only by [`Datapath::attach`]. On a kernel without the
+    /// drop-reason enum or without `tp_btf/kfree_skb` (or with [`ENV_TC_ONLY`] set) it runs
+    /// tc-only: see [`Datapath::degraded`].
     pub fn load(opts: &DatapathOptions) -> Result<Self, DatapathError> {
         preflight::check(object::is_embedded())?;
         preflight::raise_memlock();
         let btf = Btf::from_sys_fs()?;
-        let offsets = kernel_offsets(&btf)?;
-        let reasons = DropReasons::from_btf(&btf)?;
+        let (offsets, reasons, mut degraded) = match drops_unavailable(&btf) {
+            Ok((offsets, reasons)) => (offsets, reasons, None),
+            Err(why) => (KernelOffsets::default(), DropReasons::default(), Some(why)),
+        };
         let config = Config {
             netns_inum: opts.netns_inum,
             all_ports: u32::from(opts.all_ports),
-            drops_enabled: 1,
+            drops_enabled: u32::from(degraded.is_none()),
             _pad: 0,
             offsets,
+            notify_quiet_ns: NOTIFY_QUIET.as_nanos() as u64,
         };
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| DatapathError::Map {
             map: "BTF",
-            reason: format!("reading kernel BTF for the tracepoint: {e}"),
+            reason: format!("reading kernel BTF: {e}"),
         })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
@@ -148,19 +169,31 @@ impl Datapath {
             ports.insert(port, 1, 0).map_err(map_err(MAP_PORTS))?;
         }
 
-        for name in [PROG_TC_FROM_POD, PROG_TC_TO_POD] {
+        let mut prog_ids = [0; 2];
+        for (i, name) in [PROG_TC_FROM_POD, PROG_TC_TO_POD].into_iter().enumerate() {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| DatapathError::Program { program: name, source })?;
+            let wrap = |source| DatapathError::Program { program: name, source };
+            prog.load().map_err(wrap)?;
+            prog_ids[i] = prog.info().map_err(wrap)?.id();
         }
-        let kfree: &mut BtfTracePoint = program(&mut ebpf, PROG_KFREE_SKB)?;
-        let wrap = |source| DatapathError::Program { program: PROG_KFREE_SKB, source };
-        kfree.load("kfree_skb", &aya_btf).map_err(wrap)?;
-        kfree.attach().map_err(wrap)?;
+        if degraded.is_none() {
+            let kfree: &mut BtfTracePoint = program(&mut ebpf, PROG_KFREE_SKB)?;
+            let attached = kfree.load("kfree_skb", &aya_btf).and_then(|()| kfree.attach());
+            if let Err(e) = attached {
+                degraded = Some(format!("tp_btf/kfree_skb: {e}"));
+            }
+        }
+        if let Some(why) = &degraded {
+            tracing::warn!(
+                reason = %why,
+                "drop tracepoint unavailable: tc-only mode, drops inferred from retransmitted SYNs, reason \"unknown\""
+            );
+        }
 
         let events =
             RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
         let flows =
-            PerCpuHashMap::try_from(take_map(&mut ebpf, MAP_FLOWS)?).map_err(map_err(MAP_FLOWS))?;
+            FlowMap::new(take_map(&mut ebpf, MAP_FLOWS)?, take_map(&mut ebpf, MAP_CHANGED)?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
             .map_err(map_err(MAP_COUNTERS))?;
         Ok(Self {
@@ -170,75 +203,16 @@ impl Datapath {
             counters,
             _ports: ports,
             attached: BTreeMap::new(),
+            prog_ids,
             reasons,
+            degraded,
         })
     }
 
-    /// Attaches both tc programs to `iface` (in the calling thread's network namespace):
-    /// tcx links where the kernel has them, clsact + cls_bpf otherwise.
-    pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
-        if self.attached.contains_key(iface) {
-            return Ok(());
-        }
-        let from_pod = self.attach_one(iface, PROG_TC_FROM_POD, TcAttachType::Ingress)?;
-        let to_pod = match self.attach_one(iface, PROG_TC_TO_POD, TcAttachType::Egress) {
-            Ok(id) => id,
-            Err(e) => {
-                if let Ok(p) = program::<SchedClassifier>(&mut self.ebpf, PROG_TC_FROM_POD) {
-                    let _ = p.detach(from_pod);
-                }
-                return Err(e);
-            }
-        };
-        self.attached.insert(iface.to_string(), Attached { from_pod, to_pod });
-        tracing::info!(iface, "attached");
-        Ok(())
-    }
-
-    fn attach_one(
-        &mut self,
-        iface: &str,
-        name: &'static str,
-        side: TcAttachType,
-    ) -> Result<SchedClassifierLinkId, DatapathError> {
-        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-        match prog.attach(iface, side) {
-            Ok(id) => Ok(id),
-            Err(first) => {
-                // Kernels without tcx need the clsact qdisc; "exists" is fine.
-                let _ = tc::qdisc_add_clsact(iface);
-                prog.attach(iface, side).map_err(|e| DatapathError::Attach {
-                    iface: iface.to_string(),
-                    reason: format!("{e} (first attempt: {first})"),
-                })
-            }
-        }
-    }
-
-    /// Detaches from `iface`; an interface that is already gone is not an error.
-    pub fn detach(&mut self, iface: &str) {
-        let Some(a) = self.attached.remove(iface) else { return };
-        for (name, id) in [(PROG_TC_FROM_POD, a.from_pod), (PROG_TC_TO_POD, a.to_pod)] {
-            if let Ok(p) = program::<SchedClassifier>(&mut self.ebpf, name)
-                && let Err(e) = p.detach(id)
-            {
-                tracing::debug!(iface, error = %e, "detach (interface probably gone)");
-            }
-        }
-        tracing::info!(iface, "detached");
-    }
-
-    /// Detaches from every interface.
-    pub fn detach_all(&mut self) {
-        let names: Vec<String> = self.attached.keys().cloned().collect();
-        for name in names {
-            self.detach(&name);
-        }
-    }
-
-    /// Interfaces currently attached.
-    pub fn attached(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
+    /// Why the drop tracepoint is not running (tc-only mode: drops are inferred from
+    /// retransmitted SYNs and their reason is "unknown"), or `None` when it runs.
+    pub fn degraded(&self) -> Option<&str> {
+        self.degraded.as_deref()
     }
 
     /// Takes the pending new-flow notices.
@@ -253,48 +227,23 @@ impl Datapath {
         out
     }
 
-    /// Every flow in the kernel map, per-CPU slots summed.
-    pub fn flows(&self) -> Vec<(FlowKey, FlowStats)> {
-        self.flows
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, per_cpu)| {
-                let mut sum = FlowStats {
-                    first_ns: u64::MAX,
-                    last_ns: 0,
-                    count: 0,
-                    reason: 0,
-                    sport: 0,
-                    _pad: 0,
-                };
-                for s in per_cpu.iter().filter(|s| s.count > 0) {
-                    sum.first_ns = sum.first_ns.min(s.first_ns);
-                    if s.last_ns >= sum.last_ns {
-                        sum.last_ns = s.last_ns;
-                        sum.sport = s.sport;
-                        if s.reason != 0 {
-                            sum.reason = s.reason;
-                        }
-                    }
-                    sum.count += s.count;
-                }
-                if sum.count == 0 {
-                    sum.first_ns = 0;
-                }
-                (key, sum)
-            })
-            .collect()
+    /// The kernel flow map, read incrementally.
+    pub fn flow_map(&mut self) -> &mut FlowMap {
+        &mut self.flows
     }
 
-    /// The programs' counters.
+    /// The programs' counters and the flow map's pressure.
     pub fn counters(&self) -> Counters {
         let get = |i: u32| -> u64 {
             self.counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or_default()
         };
+        let full = get(COUNTER_FLOWS_FULL);
         Counters {
             matched: get(COUNTER_MATCHED),
             events_lost: get(COUNTER_EVENTS_LOST),
-            flows_full: get(COUNTER_FLOWS_FULL),
+            flows_full: full,
+            changed_lost: get(COUNTER_CHANGED_LOST),
+            flow_map: self.flows.pressure(get(COUNTER_FLOW_INSERTS), full),
         }
     }
 
@@ -315,7 +264,10 @@ impl Drop for Datapath {
     }
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+pub(super) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, DatapathError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

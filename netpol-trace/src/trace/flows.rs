@@ -1,7 +1,9 @@
 //! From the kernel's per-observation counters to connection-level events: joins the SYNs,
 //! drops and SYN-ACKs of one client → server:port flow, and decides when to report a drop
 //! (first sight, then at most once per interval while it goes on) and when a dropped flow
-//! is restored (a SYN-ACK newer than its last drop). Pure: testable without a kernel.
+//! is restored (a SYN-ACK newer than its last drop). It is fed only the kernel flows that
+//! changed, keeps the latest counters of each, and decides which connections the kernel map
+//! no longer needs ([`FlowTable::prune`]). Pure: testable without a kernel.
 
 use std::{
     collections::HashMap,
@@ -80,6 +82,8 @@ struct Totals {
     syn_from: Seen,
     syn_to: Seen,
     synack: Seen,
+    /// SYN-ACKs that reached the client pod (answers to `syn_from`).
+    synack_to: Seen,
     drop: Seen,
 }
 
@@ -103,6 +107,15 @@ impl Totals {
 
 #[derive(Debug, Default)]
 struct ConnState {
+    /// The latest counters of each kernel flow of this connection.
+    flows: Vec<(FlowKey, FlowStats)>,
+    /// Newest packet of any of its flows.
+    last_ns: u64,
+    /// tc-only mode: SYNs seen leaving the client, their newest time, and the SYNs inferred
+    /// dropped (a SYN followed by another SYN without a SYN-ACK in between).
+    syns_seen: u64,
+    syn_last_ns: u64,
+    inferred: Seen,
     drops_seen: u64,
     synacks_seen: u64,
     dropping: bool,
@@ -110,14 +123,67 @@ struct ConnState {
     outage_first_ns: u64,
     last_report_ns: u64,
     reported_count: u64,
-    /// Monotonic time of the latest snapshot that held this connection.
-    present_ns: u64,
 }
 
-/// How long a connection the kernel map no longer holds (LRU eviction) is remembered, so that
-/// the table stays as bounded as the map in a long-running agent while a snapshot that missed
-/// an entry (map iteration racing with updates) loses nothing.
+impl ConnState {
+    fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (key, stats) in &self.flows {
+            match Observation::from_raw(key.observation) {
+                Observation::SynFromPod => t.syn_from.add(key, stats),
+                Observation::SynToPod => t.syn_to.add(key, stats),
+                Observation::SynAckToPod => {
+                    t.synack.add(key, stats);
+                    t.synack_to.add(key, stats);
+                }
+                Observation::SynAckFromPod => t.synack.add(key, stats),
+                Observation::Drop => t.drop.add(key, stats),
+                Observation::Unknown => {}
+            }
+        }
+        t
+    }
+
+    /// tc-only mode: a SYN that is followed by another SYN of the same connection with no
+    /// SYN-ACK back in between was lost on the way (the client retransmitted it).
+    fn infer_drops(&mut self, t: &Totals) {
+        let syn = &t.syn_from;
+        if syn.count > self.syns_seen {
+            if self.syns_seen > 0 && t.synack_to.last_ns < self.syn_last_ns {
+                let lost = syn.count - self.syns_seen;
+                if self.inferred.count == 0 {
+                    self.inferred.first_ns = self.syn_last_ns;
+                }
+                self.inferred.count += lost;
+                // Just before the newest SYN: that one may still be answered.
+                self.inferred.last_ns = syn.last_ns.saturating_sub(1);
+                self.inferred.ifindex = syn.ifindex;
+                self.inferred.sport = syn.sport;
+            }
+            self.syns_seen = syn.count;
+            self.syn_last_ns = syn.last_ns;
+        }
+    }
+}
+
+/// A non-dropping connection idle this long is done: its kernel flows are removed.
+pub const CONSUMED_IDLE_NS: u64 = 10 * 1_000_000_000;
+/// A dropping connection idle this long is forgotten (a later drop starts a new outage).
 pub const FORGET_AFTER_NS: u64 = 120 * 1_000_000_000;
+/// Above this share of the kernel map's capacity, the least recently active connections are
+/// evicted (non-dropping ones first) ...
+pub const EVICT_ABOVE: f64 = 0.75;
+/// ... down to this share.
+pub const EVICT_DOWN_TO: f64 = 0.5;
+
+/// Kernel flows [`FlowTable::prune`] decided to remove.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Flows of connections that are done or idle.
+    pub idle: Vec<FlowKey>,
+    /// Flows removed early to make room in a filling map.
+    pub evicted: Vec<FlowKey>,
+}
 
 /// Converts the programs' monotonic timestamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -156,12 +222,28 @@ pub fn monotonic_ns() -> u64 {
 pub struct FlowTable {
     conns: HashMap<ConnKey, ConnState>,
     report_interval_ns: u64,
+    infer_drops: bool,
+    /// Dropping connections with drops not yet reported (throttled): evaluated on every
+    /// update even when nothing of theirs changed, so the repeat line is not held back.
+    unreported: Vec<ConnKey>,
 }
 
 impl FlowTable {
     /// A table that repeats a drop report at most every `report_interval`.
     pub fn new(report_interval: std::time::Duration) -> Self {
-        Self { conns: HashMap::new(), report_interval_ns: report_interval.as_nanos() as u64 }
+        Self {
+            conns: HashMap::new(),
+            report_interval_ns: report_interval.as_nanos() as u64,
+            infer_drops: false,
+            unreported: Vec::new(),
+        }
+    }
+
+    /// tc-only mode (no drop tracepoint): a SYN retransmitted without a SYN-ACK in between
+    /// counts as dropped, reason unknown (raw 0).
+    pub fn inferring_drops(mut self) -> Self {
+        self.infer_drops = true;
+        self
     }
 
     /// Flows currently dropping.
@@ -169,35 +251,44 @@ impl FlowTable {
         self.conns.values().filter(|c| c.dropping).count()
     }
 
-    /// Feeds one snapshot of the kernel map; returns the events it implies, in order.
-    /// `ifname` names an interface index; `now_ns` is the monotonic time of the snapshot.
+    /// Feeds the kernel flows that changed (their latest counters, `None` when the flow is no
+    /// longer in the map); returns the events it implies, in order. `ifname` names an
+    /// interface index; `now_ns` is the monotonic time of the read.
     pub fn update(
         &mut self,
-        snapshot: &[(FlowKey, FlowStats)],
+        changed: &[(FlowKey, Option<FlowStats>)],
         now_ns: u64,
         clock: &Clock,
         ifname: impl Fn(u32) -> String,
     ) -> Vec<TraceEvent> {
-        let mut totals: HashMap<ConnKey, Totals> = HashMap::new();
-        for (key, stats) in snapshot {
+        let mut touched: Vec<ConnKey> = Vec::new();
+        for (key, stats) in changed {
             let Some(conn) = ConnKey::of(key) else { continue };
-            let t = totals.entry(conn).or_default();
-            match Observation::from_raw(key.observation) {
-                Observation::SynFromPod => t.syn_from.add(key, stats),
-                Observation::SynToPod => t.syn_to.add(key, stats),
-                Observation::SynAckToPod | Observation::SynAckFromPod => t.synack.add(key, stats),
-                Observation::Drop => t.drop.add(key, stats),
-                Observation::Unknown => {}
-            }
-        }
-        let mut keys: Vec<_> = totals.keys().copied().collect();
-        keys.sort();
-        let mut out = Vec::new();
-        for conn in keys {
-            let t = &totals[&conn];
             let st = self.conns.entry(conn).or_default();
-            st.present_ns = now_ns;
-            // Counts only grow, unless the LRU map evicted the entry: then re-baseline.
+            let slot = st.flows.iter().position(|(k, _)| k == key);
+            match (slot, stats) {
+                (Some(i), Some(s)) => st.flows[i].1 = *s,
+                (None, Some(s)) => st.flows.push((*key, *s)),
+                (Some(i), None) => {
+                    st.flows.swap_remove(i);
+                }
+                (None, None) => {}
+            }
+            st.last_ns = st.flows.iter().map(|(_, s)| s.last_ns).max().unwrap_or(st.last_ns);
+            touched.push(conn);
+        }
+        touched.append(&mut self.unreported);
+        touched.sort();
+        touched.dedup();
+        let mut out = Vec::new();
+        for conn in touched {
+            let Some(st) = self.conns.get_mut(&conn) else { continue };
+            let mut t = st.totals();
+            if self.infer_drops && t.drop.count == 0 {
+                st.infer_drops(&t);
+                t.drop = st.inferred;
+            }
+            // Counts only grow, unless the kernel entry was removed: then re-baseline.
             if t.drop.count < st.drops_seen {
                 st.drops_seen = t.drop.count;
                 st.outage_base = st.outage_base.min(t.drop.count);
@@ -253,9 +344,46 @@ impl FlowTable {
                     evidence: t.evidence(),
                 }));
             }
+            if st.dropping && outage_count > st.reported_count {
+                self.unreported.push(conn);
+            }
         }
-        self.conns.retain(|_, st| now_ns.saturating_sub(st.present_ns) <= FORGET_AFTER_NS);
         out
+    }
+
+    /// Decides which kernel flows are no longer needed and forgets their connections:
+    /// connections that are done (not dropping, idle for [`CONSUMED_IDLE_NS`]) or long idle
+    /// ([`FORGET_AFTER_NS`]); then, while the kernel map holds more than [`EVICT_ABOVE`] of
+    /// its `capacity` (`entries` now), the least recently active, non-dropping first.
+    pub fn prune(&mut self, now_ns: u64, entries: u64, capacity: u64) -> Pruned {
+        let mut pruned = Pruned::default();
+        self.conns.retain(|_, st| {
+            let idle = now_ns.saturating_sub(st.last_ns);
+            let limit = if st.dropping { FORGET_AFTER_NS } else { CONSUMED_IDLE_NS };
+            if idle < limit {
+                return true;
+            }
+            pruned.idle.extend(st.flows.iter().map(|(k, _)| *k));
+            false
+        });
+        let mut left = entries.saturating_sub(pruned.idle.len() as u64);
+        if (left as f64) <= capacity as f64 * EVICT_ABOVE {
+            return pruned;
+        }
+        let target = (capacity as f64 * EVICT_DOWN_TO) as u64;
+        let mut order: Vec<(bool, u64, ConnKey)> =
+            self.conns.iter().map(|(c, st)| (st.dropping, st.last_ns, *c)).collect();
+        order.sort_unstable();
+        for (_, _, conn) in order {
+            if left <= target {
+                break;
+            }
+            if let Some(st) = self.conns.remove(&conn) {
+                left = left.saturating_sub(st.flows.len() as u64);
+                pruned.evicted.extend(st.flows.into_iter().map(|(k, _)| k));
+            }
+        }
+        pruned
     }
 
     /// Connections remembered.
@@ -288,8 +416,8 @@ mod tests {
         k
     }
 
-    fn stats(count: u64, first: u64, last: u64, reason: u32) -> FlowStats {
-        FlowStats { first_ns: first, last_ns: last, count, reason, sport: 51514, _pad: 0 }
+    fn stats(count: u64, first: u64, last: u64, reason: u32) -> Option<FlowStats> {
+        Some(FlowStats { first_ns: first, last_ns: last, count, reason, sport: 51514, _pad: 0 })
     }
 
     fn table() -> (FlowTable, Clock) {
@@ -335,17 +463,83 @@ mod tests {
     }
 
     #[test]
-    fn connections_gone_from_the_kernel_map_are_forgotten_after_a_while() {
+    fn done_connections_are_pruned_soon_and_dropping_ones_late() {
+        let (mut t, clock) = table();
+        let ok = (key(Observation::SynFromPod, 4), stats(1, SEC, SEC, 0));
+        let mut other = key(Observation::Drop, 4);
+        other.daddr[3] = 9;
+        let dropping = (other, stats(1, SEC, SEC, 11));
+        t.update(&[ok, dropping], SEC, &clock, name);
+        assert_eq!((t.len(), t.dropping()), (2, 1));
+        assert_eq!(t.prune(2 * SEC, 2, 100), Pruned::default());
+        let p = t.prune(SEC + CONSUMED_IDLE_NS, 2, 100);
+        assert_eq!((p.idle, p.evicted), (vec![ok.0], vec![]));
+        assert_eq!(t.len(), 1);
+        let p = t.prune(SEC + FORGET_AFTER_NS, 1, 100);
+        assert_eq!(p.idle, vec![other]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_filling_map_evicts_the_oldest_non_dropping_connections_first() {
+        let (mut t, clock) = table();
+        let mut flows = vec![];
+        for i in 0..8u8 {
+            let obs = if i == 0 { Observation::Drop } else { Observation::SynFromPod };
+            let mut k = key(obs, 4);
+            k.daddr[3] = i;
+            flows.push((k, stats(1, SEC + u64::from(i), SEC + u64::from(i), 11)));
+        }
+        t.update(&flows, 2 * SEC, &clock, name);
+        // 8 of 10 entries: above 3/4, evict down to 1/2 (5 entries): 3 evicted.
+        let p = t.prune(2 * SEC, 8, 10);
+        assert!(p.idle.is_empty());
+        let evicted: Vec<u8> = p.evicted.iter().map(|k| k.daddr[3]).collect();
+        assert_eq!(evicted, [1, 2, 3], "oldest non-dropping first; the dropping one stays");
+        assert_eq!((t.len(), t.dropping()), (5, 1));
+    }
+
+    #[test]
+    fn a_flow_gone_from_the_kernel_map_leaves_its_connection() {
         let (mut t, clock) = table();
         let syn = (key(Observation::SynFromPod, 4), stats(1, SEC, SEC, 0));
         t.update(&[syn], SEC, &clock, name);
-        assert_eq!(t.len(), 1);
-        // A snapshot that misses the entry (eviction, or an iteration race) keeps it...
-        t.update(&[], 2 * SEC, &clock, name);
-        assert_eq!(t.len(), 1);
-        // ...until it has been absent for FORGET_AFTER_NS.
-        t.update(&[], SEC + FORGET_AFTER_NS + 1, &clock, name);
-        assert!(t.is_empty());
+        t.update(&[(syn.0, None)], 2 * SEC, &clock, name);
+        let p = t.prune(2 * SEC + CONSUMED_IDLE_NS, 0, 100);
+        assert!(p.idle.is_empty() && t.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_throttled_repeat_goes_out_without_a_further_change() {
+        let (mut t, clock) = table();
+        let drop1 = (key(Observation::Drop, 4), stats(1, SEC, SEC, 11));
+        assert_eq!(t.update(&[drop1], SEC, &clock, name).len(), 1);
+        let drop2 = (key(Observation::Drop, 4), stats(2, SEC, SEC + 1, 11));
+        assert!(t.update(&[drop2], SEC + SEC / 2, &clock, name).is_empty());
+        let ev = t.update(&[], 2 * SEC + SEC / 2, &clock, name);
+        let [TraceEvent::Drop(d)] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!(d.count, 2);
+        assert!(t.update(&[], 4 * SEC, &clock, name).is_empty());
+    }
+
+    #[test]
+    fn tc_only_mode_infers_a_drop_from_a_retransmitted_syn_then_restores() {
+        let mut t = FlowTable::new(Duration::from_secs(1)).inferring_drops();
+        let clock = Clock::fixed(DateTime::UNIX_EPOCH);
+        // A normal handshake: no drop.
+        let syn = key(Observation::SynFromPod, 4);
+        let synack = key(Observation::SynAckToPod, 4);
+        let ev = t.update(&[(syn, stats(1, SEC, SEC, 0))], SEC, &clock, name);
+        assert!(ev.is_empty());
+        t.update(&[(synack, stats(1, SEC + 1, SEC + 1, 0))], SEC, &clock, name);
+        assert!(t.update(&[(syn, stats(2, SEC, 2 * SEC, 0))], 2 * SEC, &clock, name).is_empty());
+        // That SYN gets no answer and is retransmitted: one drop, reason unknown.
+        let ev = t.update(&[(syn, stats(3, SEC, 3 * SEC, 0))], 3 * SEC, &clock, name);
+        let [TraceEvent::Drop(d)] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!((d.count, d.reason_raw, d.ifname.as_str()), (1, 0, "cali4"));
+        // The retransmit is answered: restored.
+        let ev = t.update(&[(synack, stats(2, SEC + 1, 3 * SEC + 5, 0))], 3 * SEC, &clock, name);
+        assert!(matches!(ev.as_slice(), [TraceEvent::Restored(_)]), "{ev:?}");
     }
 
     #[test]
@@ -390,5 +584,6 @@ mod tests {
         let mut k = key(Observation::Drop, 1);
         k.family = 0;
         assert!(t.update(&[(k, stats(1, 1, 1, 2))], 1, &clock, name).is_empty());
+        assert!(t.is_empty());
     }
 }

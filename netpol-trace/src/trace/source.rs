@@ -11,6 +11,8 @@ use super::tracer::{Tracer, TracerError, TracerMessage, TracerOptions};
 pub struct EventSource {
     /// Interfaces attached at start.
     pub interfaces: Vec<String>,
+    /// Why the kernel source runs degraded (tc only, drop reason unknown), if it does.
+    pub degraded: Option<String>,
     /// The messages, in order.
     pub events: UnboundedReceiver<TracerMessage>,
     tracer: Option<Tracer>,
@@ -20,13 +22,18 @@ impl EventSource {
     /// Loads and attaches the programs (needs privileges) and streams what they report.
     pub fn kernel(opts: TracerOptions) -> Result<Self, TracerError> {
         let (tracer, events) = Tracer::start(opts)?;
-        Ok(Self { interfaces: tracer.interfaces.clone(), events, tracer: Some(tracer) })
+        Ok(Self {
+            interfaces: tracer.interfaces.clone(),
+            degraded: tracer.degraded.clone(),
+            events,
+            tracer: Some(tracer),
+        })
     }
 
     /// A source fed through the returned sender, as if `interfaces` were attached.
     pub fn channel(interfaces: Vec<String>) -> (UnboundedSender<TracerMessage>, Self) {
         let (tx, events) = mpsc::unbounded_channel();
-        (tx, Self { interfaces, events, tracer: None })
+        (tx, Self { interfaces, degraded: None, events, tracer: None })
     }
 
     /// Stops the source: detaches the programs and returns the kernel counters (zero for a

@@ -126,6 +126,8 @@ pub struct Tracer {
     thread: Option<JoinHandle<SummaryRecord>>,
     /// Interfaces attached at start.
     pub interfaces: Vec<String>,
+    /// Why it runs tc-only (no drop tracepoint; drops inferred, reason "unknown"), if it does.
+    pub degraded: Option<String>,
 }
 
 impl Tracer {
@@ -143,7 +145,9 @@ impl Tracer {
             .spawn(move || run(opts, tx, ready_tx, stop_thread))
             .map_err(|e| TracerError::Thread(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(interfaces)) => Ok((Self { stop, thread: Some(thread), interfaces }, rx)),
+            Ok(Ok((interfaces, degraded))) => {
+                Ok((Self { stop, thread: Some(thread), interfaces, degraded }, rx))
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -172,7 +176,10 @@ impl Drop for Tracer {
     }
 }
 
-type Ready = Result<Vec<String>, TracerError>;
+type Ready = Result<(Vec<String>, Option<String>), TracerError>;
+
+/// How often the tracer checks that its programs are still attached.
+pub const VERIFY_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Session {
     datapath: Datapath,
@@ -189,29 +196,30 @@ impl Session {
         }
     }
 
-    /// Re-reads the links; attaches to new matching ones, forgets vanished ones.
+    /// Re-reads the links; attaches to new matching ones, forgets vanished ones. Keyed on
+    /// the interface index: a veth deleted and recreated under the same name is re-attached.
     fn sync_links(&mut self) -> Result<(), TracerError> {
         let now: BTreeMap<u32, Link> = links::list()
             .map_err(TracerError::Links)?
             .into_iter()
             .map(|l| (l.ifindex, l))
             .collect();
-        let gone: Vec<String> = self
+        let gone: Vec<(u32, String)> = self
             .datapath
-            .attached()
-            .filter(|name| !now.values().any(|l| &l.name == name))
-            .map(str::to_string)
+            .attachments()
+            .filter(|(i, name, _)| now.get(i).is_none_or(|l| &l.name != name))
+            .map(|(i, name, _)| (i, name.to_string()))
             .collect();
-        for name in gone {
-            self.datapath.detach(&name);
+        for (ifindex, name) in gone {
+            self.datapath.detach_ifindex(ifindex);
             let _ = self.tx.send(TracerMessage::Detached(name));
         }
         let wanted: Vec<Link> = now.values().filter(|l| self.wanted(l)).cloned().collect();
         for link in &wanted {
-            if self.datapath.attached().any(|a| a == link.name) {
+            if self.datapath.attachments().any(|(i, _, _)| i == link.ifindex) {
                 continue;
             }
-            match self.datapath.attach(&link.name) {
+            match self.datapath.attach_ifindex(link.ifindex, &link.name) {
                 Ok(()) => {
                     let _ = self.tx.send(TracerMessage::Attached(link.name.clone()));
                 }
@@ -221,6 +229,18 @@ impl Session {
         }
         self.links = now;
         Ok(())
+    }
+
+    /// Re-attaches where one of our programs was removed behind our back.
+    fn verify(&mut self) {
+        for ifindex in self.datapath.verify() {
+            let name = self.ifname(ifindex);
+            tracing::warn!(iface = %name, "programs no longer attached; attaching again");
+            if let Err(e) = self.datapath.reattach(ifindex) {
+                tracing::warn!(iface = %name, error = %e, "re-attach failed");
+                let _ = self.tx.send(TracerMessage::Detached(name));
+            }
+        }
     }
 
     fn ifname(&self, ifindex: u32) -> String {
@@ -241,13 +261,20 @@ fn run(
             return SummaryRecord::default();
         }
     };
-    let _ = ready.send(Ok(session.datapath.attached().map(str::to_string).collect()));
+    let degraded = session.datapath.degraded().map(str::to_string);
+    let _ = ready
+        .send(Ok((session.datapath.attached().map(str::to_string).collect(), degraded.clone())));
     let mut watcher = LinkWatcher::new().ok();
     let clock = Clock::now();
     let mut table = FlowTable::new(opts.report_interval);
+    if degraded.is_some() {
+        table = table.inferring_drops();
+    }
     let mut dropped = std::collections::BTreeSet::new();
     let mut restored = 0u64;
     let mut last_counters = std::time::Instant::now();
+    let mut last_verify = std::time::Instant::now();
+    let mut changed_lost = 0u64;
 
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(opts.poll_interval);
@@ -269,8 +296,9 @@ fn run(
                 header: ev.header[..len].to_vec(),
             }));
         }
-        let snapshot = session.datapath.flows();
-        let events = table.update(&snapshot, monotonic_ns(), &clock, |i| session.ifname(i));
+        let now_ns = monotonic_ns();
+        let changed = session.datapath.flow_map().poll(now_ns);
+        let events = table.update(&changed, now_ns, &clock, |i| session.ifname(i));
         for mut ev in events {
             match &mut ev {
                 TraceEvent::Drop(d) => {
@@ -285,7 +313,23 @@ fn run(
         let now = std::time::Instant::now();
         if now.duration_since(last_counters) >= opts.report_interval {
             last_counters = now;
+            let counters = session.datapath.counters();
+            if counters.changed_lost > changed_lost {
+                // Notices were lost: read the whole map once to catch up.
+                changed_lost = counters.changed_lost;
+                let all = session.datapath.flow_map().rescan(monotonic_ns());
+                let _ = table.update(&all, monotonic_ns(), &clock, |i| session.ifname(i));
+            }
+            let pressure = counters.flow_map;
+            let pruned = table.prune(monotonic_ns(), pressure.entries, pressure.capacity);
+            let flow_map = session.datapath.flow_map();
+            flow_map.remove(&pruned.idle, false);
+            flow_map.remove(&pruned.evicted, true);
             let _ = tx.send(TracerMessage::Counters(session.datapath.counters()));
+        }
+        if now.duration_since(last_verify) >= VERIFY_INTERVAL {
+            last_verify = now;
+            session.verify();
         }
     }
     let counters = session.datapath.counters();

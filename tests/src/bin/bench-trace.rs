@@ -7,6 +7,10 @@
 //!    medians and their ratio.
 //! 3. A SYN storm to a port dropped by nftables: packets per second, the tracer's CPU and
 //!    memory, and drops lost (kernel nft counter vs. the tracer's count).
+//! 4. Idle user-space CPU with a full flow map (16k flows): the incremental read (drain the
+//!    changed-flows map, every 100 ms) against the full scan of earlier versions (every
+//!    entry, two syscalls each, every 100 ms), A/B interleaved on the same map; then the
+//!    whole tracer's idle CPU after the same fill (it prunes what it no longer needs).
 
 use std::{
     process::{Command, Stdio},
@@ -14,12 +18,19 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use netpol_trace::trace::{TraceEvent, Tracer, TracerMessage, TracerOptions};
-use netpol_trace_integration::{Topology, in_ns, require_root};
+use netpol_trace::{
+    datapath::{Datapath, DatapathOptions, netns},
+    trace::{TraceEvent, Tracer, TracerMessage, TracerOptions, flows::monotonic_ns},
+};
+use netpol_trace_common::FLOWS_MAX_ENTRIES;
+use netpol_trace_integration::{Topology, enter_netns, in_ns, require_root};
 
 const ROUNDS: usize = 6;
 const IPERF_SECS: u32 = 3;
 const STORM_SECS: u64 = 5;
+const IDLE_SLICE: Duration = Duration::from_secs(5);
+const IDLE_ROUNDS: usize = 3;
+const POLL: Duration = Duration::from_millis(100);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -107,28 +118,45 @@ fn main() -> anyhow::Result<()> {
     println!("throughput with trace:    median {:.2} Gbit/s", t / 1e9);
     println!("throughput ratio (with/without): {:.4} ({:+.2}%)", t / b, (t / b - 1.0) * 100.0);
 
-    // 1: per-packet cost while attached, from the kernel's run-time statistics.
+    // 1: per-packet cost while attached, from the kernel's run-time statistics. With
+    // BENCH_BEFORE_OBJECT=PATH (an eBPF object built from an earlier version), its tc
+    // programs are measured too, interleaved with this build's.
+    let before_object = std::env::var_os(BEFORE_OBJECT).map(std::path::PathBuf::from);
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut per_packet = vec![];
-    for _ in 0..3 {
-        let t = tracer(&topo)?;
+    let (mut now_cost, mut before_cost) = (vec![], vec![]);
+    for round in 0..if before_object.is_some() { 6 } else { 3 } {
+        let old_side = round % 2 == 1 && before_object.is_some();
+        let guard: Box<dyn std::any::Any> = match (&before_object, old_side) {
+            (Some(path), true) => Box::new(attach_object(&topo, path)?),
+            _ => Box::new(tracer(&topo)?),
+        };
         let before = prog_stats();
         iperf(&topo)?;
         let after = prog_stats();
-        drop(t);
+        drop(guard);
         let (ns, cnt) = after.iter().fold((0, 0), |(ns, cnt), (name, t1, c1)| {
             let (t0, c0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
-            (ns + t1 - t0, cnt + c1 - c0)
+            (ns + t1.saturating_sub(t0), cnt + c1.saturating_sub(c0))
         });
         if cnt > 0 {
-            per_packet.push(ns as f64 / cnt as f64);
+            if old_side { &mut before_cost } else { &mut now_cost }.push(ns as f64 / cnt as f64);
         }
     }
     drop(stats);
     println!(
-        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt, 3 runs)",
-        median(per_packet)
+        "tc program cost: median {:.1} ns per packet (run_time_ns / run_cnt, {} runs)",
+        median(now_cost.clone()),
+        now_cost.len()
     );
+    if !before_cost.is_empty() {
+        println!(
+            "tc program cost of {}: median {:.1} ns per packet ({} runs, interleaved); ratio now/before {:.2}",
+            before_object.unwrap_or_default().display(),
+            median(before_cost.clone()),
+            before_cost.len(),
+            median(now_cost) / median(before_cost)
+        );
+    }
 
     // 3: SYN storm to a dropped port.
     topo.nft_forward_drop("inet", "npbench", &["tcp", "dport", "3306", "counter"])?;
@@ -178,6 +206,137 @@ fn main() -> anyhow::Result<()> {
         "tracer process CPU during the storm: {:.1}% of one core; RSS {:.1} MiB",
         (cpu1 - cpu0) / elapsed * 100.0,
         rss as f64 / 1048576.0
+    );
+    drop(_server);
+    topo.node_exec(&["nft", "delete", "table", "inet", "npbench"])?;
+    idle_full_map(&topo)
+}
+
+/// Environment variable naming an earlier version's eBPF object to compare the tc cost with.
+const BEFORE_OBJECT: &str = "BENCH_BEFORE_OBJECT";
+
+/// Loads the object at `path` and attaches its two tc programs (tcx) to every pod veth of
+/// the node namespace; dropping the result detaches them.
+fn attach_object(topo: &Topology, path: &std::path::Path) -> anyhow::Result<aya::Ebpf> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let node = topo.node_path();
+    let ifaces: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
+    std::thread::spawn(move || -> anyhow::Result<aya::Ebpf> {
+        netns::enter(&node)?;
+        let mut ebpf = aya::EbpfLoader::new().load(&bytes)?;
+        for (name, side) in [
+            ("tc_from_pod", aya::programs::TcAttachType::Ingress),
+            ("tc_to_pod", aya::programs::TcAttachType::Egress),
+        ] {
+            let prog: &mut aya::programs::SchedClassifier =
+                ebpf.program_mut(name).context("program")?.try_into()?;
+            prog.load()?;
+            for iface in &ifaces {
+                prog.attach(iface, side)?;
+            }
+        }
+        Ok(ebpf)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One SYN from pod 0 to each closed port in `ports` of pod 1: one kernel flow each.
+fn fill_flows(topo: &Topology, ports: std::ops::Range<u16>) {
+    let (netns, dst) = (topo.pods[0].netns.clone(), topo.pods[1].ip);
+    std::thread::spawn(move || {
+        enter_netns(&netns).unwrap();
+        for port in ports {
+            let addr = std::net::SocketAddr::from((dst, port));
+            let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// 4: the idle read cost with a full map, new (incremental) vs old (full scan), interleaved.
+fn idle_full_map(topo: &Topology) -> anyhow::Result<()> {
+    let node = topo.node_path();
+    let iface = topo.pods[0].host_if.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, Vec<f64>, u64)> {
+        netns::enter(&node)?;
+        let opts =
+            DatapathOptions { ports: vec![], all_ports: true, netns_inum: netns::current_inode()? };
+        let mut dp = Datapath::load(&opts)?;
+        dp.attach(&iface)?;
+        ready_tx.send(())?;
+        go_rx.recv()?;
+        let _ = dp.flow_map().poll(monotonic_ns());
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = dp.flow_map().poll(monotonic_ns());
+        let entries = dp.counters().flow_map.entries;
+        let (mut new, mut old) = (vec![], vec![]);
+        for round in 0..IDLE_ROUNDS * 2 {
+            let full_scan = round % 2 == 1;
+            let (start, cpu0) = (Instant::now(), thread_cpu());
+            while start.elapsed() < IDLE_SLICE {
+                std::thread::sleep(POLL);
+                let reads = if full_scan {
+                    dp.flow_map().rescan(monotonic_ns())
+                } else {
+                    dp.flow_map().poll(monotonic_ns())
+                };
+                std::hint::black_box(reads);
+            }
+            let pct = (thread_cpu() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64() * 100.0;
+            if full_scan { old.push(pct) } else { new.push(pct) }
+        }
+        Ok((new, old, entries))
+    });
+    ready_rx.recv()?;
+    fill_flows(topo, 1..(FLOWS_MAX_ENTRIES as u16 + 100));
+    go_tx.send(())?;
+    let (new, old, entries) = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let (n, o) = (median(new), median(old));
+    println!(
+        "idle read cost, {entries} flows in the map ({IDLE_ROUNDS}x{}s each, interleaved): incremental median {n:.3}% of one core; full scan every 100 ms (earlier versions) median {o:.2}%; ratio {:.0}x",
+        IDLE_SLICE.as_secs(),
+        o / n.max(1e-6)
+    );
+
+    // The whole tracer after the same fill: idle CPU over 30 s, and the map it leaves.
+    let opts = TracerOptions {
+        netns: Some(topo.node_path()),
+        all_ports: true,
+        capture_packets: false,
+        ..TracerOptions::default()
+    };
+    let (t, mut rx) = Tracer::start(opts)?;
+    fill_flows(topo, 1..(FLOWS_MAX_ENTRIES as u16 + 100));
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu0, _) = self_usage();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let (cpu1, rss) = self_usage();
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut last = None;
+    while let Ok(msg) = rx.try_recv() {
+        if let TracerMessage::Counters(c) = msg {
+            last = Some(c.flow_map);
+        }
+    }
+    drop(t);
+    println!(
+        "tracer idle 30 s after filling the map: {:.2}% of one core, RSS {:.1} MiB; flow map then {:?}",
+        (cpu1 - cpu0) / elapsed * 100.0,
+        rss as f64 / 1048576.0,
+        last
     );
     Ok(())
 }
