@@ -45,6 +45,7 @@ impl ClusterObjects {
             network_policies,
             services: self.services,
             endpoint_slices: self.endpoint_slices,
+            ..Default::default()
         }
     }
 }

@@ -6,10 +6,14 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The kind of a policy object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum PolicyKind {
     /// `networking.k8s.io/v1` NetworkPolicy (also Calico's `NetworkPolicy` when it has a tier:
-    /// both are called `NetworkPolicy` by their APIs).
+    /// both are called `NetworkPolicy` by their APIs). `KubernetesNetworkPolicy` is read as this.
+    #[default]
+    #[serde(alias = "KubernetesNetworkPolicy")]
     NetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (Admin or Baseline tier).
     ClusterNetworkPolicy,

@@ -24,8 +24,17 @@ const BANP_ACTIONS: &[(&str, RuleEffect)] =
 /// Validates and compiles `object` (its `kind` picks the rules).
 pub fn compile_admin_policy(object: &AdminPolicyObject) -> Result<AdminPolicy, PolicyError> {
     let name = object.metadata.name.clone().unwrap_or_default();
-    let fail =
-        |error: FieldError| PolicyError { namespace: String::new(), name: name.clone(), error };
+    let label = match object.kind.as_str() {
+        "AdminNetworkPolicy" => "adminnetworkpolicy",
+        "BaselineAdminNetworkPolicy" => "baselineadminnetworkpolicy",
+        _ => "clusternetworkpolicy",
+    };
+    let fail = |error: FieldError| PolicyError {
+        kind: label,
+        namespace: String::new(),
+        name: name.clone(),
+        error,
+    };
     if name.is_empty() {
         return Err(fail(FieldError::new("metadata.name", "is required")));
     }
@@ -100,7 +109,10 @@ fn compile_spec(
         match spec.priority {
             Some(p @ 0..=1000) => p as u32,
             Some(p) => {
-                return Err(FieldError::new("spec.priority", format!("{p} is out of range 0-1000")));
+                return Err(FieldError::new(
+                    "spec.priority",
+                    format!("{p} is out of range 0-1000"),
+                ));
             }
             None => return Err(FieldError::new("spec.priority", "is required (0-1000)")),
         }

@@ -38,7 +38,8 @@ fn check_version(version: &str, kind: &str) -> Result<(), FieldError> {
 /// Validates a Tier.
 pub fn compile_tier(object: &TierObject) -> Result<CalicoTier, PolicyError> {
     let name = object.metadata.name.clone().unwrap_or_default();
-    let fail = |error| PolicyError { namespace: String::new(), name: name.clone(), error };
+    let fail =
+        |error| PolicyError { kind: "tier", namespace: String::new(), name: name.clone(), error };
     check_version(&object.api_version, "Tier").map_err(fail)?;
     if name.is_empty() {
         return Err(fail(FieldError::new("metadata.name", "is required")));
@@ -70,6 +71,7 @@ pub fn compile_calico_policy(
     let namespace = (!global)
         .then(|| object.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()));
     let fail = |error| PolicyError {
+        kind: if global { "globalnetworkpolicy" } else { "networkpolicy.projectcalico.org" },
         namespace: namespace.clone().unwrap_or_default(),
         name: name.clone(),
         error,
