@@ -426,3 +426,6 @@ fn describe_peer(peer: &crate::policy::admin::AdminPeer) -> String {
         AdminPeer::Unresolvable(what) => format!("{what} (not resolvable here)"),
     }
 }
+
+#[cfg(test)]
+mod tests;
