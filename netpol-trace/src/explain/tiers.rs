@@ -117,15 +117,16 @@ impl Pipeline<'_> {
             }
             self.isolated = true;
             let (first, rules) = self.admin_rules(policy);
-            if self.decision.is_none() && !passed {
-                if let Some((index, action)) = first {
-                    match action.effect {
-                        RuleEffect::Pass => passed = true,
-                        effect => self.decide(
-                            effect == RuleEffect::Allow,
-                            admin_decider(policy, Some(index), action),
-                        ),
-                    }
+            if self.decision.is_none()
+                && !passed
+                && let Some((index, action)) = first
+            {
+                match action.effect {
+                    RuleEffect::Pass => passed = true,
+                    effect => self.decide(
+                        effect == RuleEffect::Allow,
+                        admin_decider(policy, Some(index), action),
+                    ),
                 }
             }
             if self.explain {
@@ -247,13 +248,11 @@ impl Pipeline<'_> {
                 Step::Kube(id) => self.kube_policy(id),
                 Step::Calico(id) => self.calico_policy(id),
             };
-            if !settled {
-                if let Some((index, action)) = first {
-                    settled = true;
-                    if action.effect != RuleEffect::Pass {
-                        let by = self.step_decider(step, tier_name, Some(index), action);
-                        self.decide(action.effect == RuleEffect::Allow, by);
-                    }
+            if !settled && let Some((index, action)) = first {
+                settled = true;
+                if action.effect != RuleEffect::Pass {
+                    let by = self.step_decider(step, tier_name, Some(index), action);
+                    self.decide(action.effect == RuleEffect::Allow, by);
                 }
             }
             if let Some(explanation) = explanation {

@@ -172,10 +172,10 @@ fn compile_rule(
     rule: &model::AdminRule,
     path: &str,
 ) -> Result<AdminRule, FieldError> {
-    if let Some(name) = &rule.name {
-        if name.chars().count() > 100 {
-            return Err(FieldError::new(format!("{path}.name"), "must be at most 100 characters"));
-        }
+    if let Some(name) = &rule.name
+        && name.chars().count() > 100
+    {
+        return Err(FieldError::new(format!("{path}.name"), "must be at most 100 characters"));
     }
     let action = RuleAction::parse(&rule.action, actions)
         .map_err(|m| FieldError::new(format!("{path}.action"), m))?;

@@ -159,31 +159,31 @@ impl CalicoRule {
             return false;
         }
         let number = protocol_number(flow.protocol);
-        if let Some(p) = self.protocol.filter(|&p| p != number) {
-            if !fail(&mut misses, "protocol", protocol_name(p), flow.protocol.to_string()) {
-                return false;
-            }
+        if let Some(p) = self.protocol.filter(|&p| p != number)
+            && !fail(&mut misses, "protocol", protocol_name(p), flow.protocol.to_string())
+        {
+            return false;
         }
-        if let Some(p) = self.not_protocol.filter(|&p| p == number) {
-            if !fail(
+        if let Some(p) = self.not_protocol.filter(|&p| p == number)
+            && !fail(
                 &mut misses,
                 "notProtocol",
                 format!("not {}", protocol_name(p)),
                 flow.protocol.to_string(),
-            ) {
-                return false;
-            }
+            )
+        {
+            return false;
         }
         let family = flow.src.ip.or(flow.dst.ip).map(|ip| if ip.is_ipv4() { 4 } else { 6 });
-        if let Some(v) = self.ip_version.filter(|&v| family.is_some_and(|f| f != v)) {
-            if !fail(
+        if let Some(v) = self.ip_version.filter(|&v| family.is_some_and(|f| f != v))
+            && !fail(
                 &mut misses,
                 "ipVersion",
                 v.to_string(),
                 family.map(|f| f.to_string()).unwrap_or_default(),
-            ) {
-                return false;
-            }
+            )
+        {
+            return false;
         }
         let src_ok = self.source.check("source", &flow.src, None, flow, &mut misses);
         if !src_ok && misses.0.is_none() {
@@ -227,10 +227,10 @@ impl EntityMatch {
         {
             fail!("nets", join(&self.nets), got_ip());
         }
-        if let Some(ip) = entity.ip {
-            if let Some(net) = self.not_nets.iter().find(|n| n.contains(&ip)) {
-                fail!("notNets", format!("not in {net}"), ip.to_string());
-            }
+        if let Some(ip) = entity.ip
+            && let Some(net) = self.not_nets.iter().find(|n| n.contains(&ip))
+        {
+            fail!("notNets", format!("not in {net}"), ip.to_string());
         }
         // Calico scopes the positive selector to the namespace(s) whenever a selector of any
         // kind is given; `notSelector` alone stays unscoped but still triggers the scope.
@@ -257,14 +257,15 @@ impl EntityMatch {
                 Some(pod) => {
                     if scope_active {
                         match (&self.namespace_selector, &self.own_namespace) {
-                            (Some(ns), _) => {
-                                if !ns.matches(&pod.namespace_view(), SelectorContext::Namespace) {
-                                    fail!(
-                                        "namespaceSelector",
-                                        ns.to_string(),
-                                        format!("namespace {}", pod.namespace)
-                                    );
-                                }
+                            (Some(ns), _)
+                                if !ns
+                                    .matches(&pod.namespace_view(), SelectorContext::Namespace) =>
+                            {
+                                fail!(
+                                    "namespaceSelector",
+                                    ns.to_string(),
+                                    format!("namespace {}", pod.namespace)
+                                );
                             }
                             (None, Some(own)) if own != pod.namespace => {
                                 fail!(
@@ -276,10 +277,10 @@ impl EntityMatch {
                             _ => {}
                         }
                     }
-                    if let Some(selector) = &self.selector {
-                        if !selector.matches(&pod, SelectorContext::Endpoint) {
-                            fail!("selector", selector.to_string(), describe_labels(pod.labels));
-                        }
+                    if let Some(selector) = &self.selector
+                        && !selector.matches(&pod, SelectorContext::Endpoint)
+                    {
+                        fail!("selector", selector.to_string(), describe_labels(pod.labels));
                     }
                     if let Some(accounts) = &self.service_accounts {
                         if !accounts.names.is_empty()
@@ -291,25 +292,24 @@ impl EntityMatch {
                                 pod.service_account.to_owned()
                             );
                         }
-                        if let Some(selector) = &accounts.selector {
-                            if !selector
+                        if let Some(selector) = &accounts.selector
+                            && !selector
                                 .matches(&pod.service_account_view(), SelectorContext::Endpoint)
-                            {
-                                fail!(
-                                    "serviceAccounts.selector",
-                                    selector.to_string(),
-                                    format!("service account {}", pod.service_account)
-                                );
-                            }
+                        {
+                            fail!(
+                                "serviceAccounts.selector",
+                                selector.to_string(),
+                                format!("service account {}", pod.service_account)
+                            );
                         }
                     }
                 }
             }
         }
-        if let (Some(selector), Some(pod)) = (&self.not_selector, entity.pod) {
-            if selector.matches(&pod, SelectorContext::Endpoint) {
-                fail!("notSelector", format!("not {selector}"), describe_labels(pod.labels));
-            }
+        if let (Some(selector), Some(pod)) = (&self.not_selector, entity.pod)
+            && selector.matches(&pod, SelectorContext::Endpoint)
+        {
+            fail!("notSelector", format!("not {selector}"), describe_labels(pod.labels));
         }
         if !self.ports.is_empty() {
             let hit = port.is_some_and(|p| {
@@ -320,12 +320,11 @@ impl EntityMatch {
                 fail!("ports", join(&self.ports), got);
             }
         }
-        if let Some(p) = port {
-            if let Some(c) =
+        if let Some(p) = port
+            && let Some(c) =
                 self.not_ports.iter().find(|c| port_matches(c, p, entity, flow.protocol))
-            {
-                fail!("notPorts", format!("not {c}"), p.to_string());
-            }
+        {
+            fail!("notPorts", format!("not {c}"), p.to_string());
         }
         ok
     }
