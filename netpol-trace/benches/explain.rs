@@ -70,5 +70,43 @@ fn explain_latency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, explain_latency, load);
+/// 10k policies of every kind over 100k pods: the tiered path.
+fn mixed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mixed");
+    group.sample_size(10);
+    let (policies, pods) = (10_000, 100_000);
+    let objects = synthetic::mixed_cluster(policies, pods);
+    let name = format!("{policies}p-{pods}pods");
+    group.bench_with_input(BenchmarkId::new("load", &name), &objects, |b, objects| {
+        b.iter_batched(
+            || objects.clone(),
+            |objects| Inventory::from_objects(objects, InventoryOptions::default()).expect("valid"),
+            BatchSize::PerIteration,
+        )
+    });
+    let inventory = Inventory::from_objects(objects, InventoryOptions::default()).expect("valid");
+    let pod = |index: usize| {
+        let ns = synthetic::namespace_name(index % synthetic::NAMESPACES);
+        inventory.pod_id(&ns, &synthetic::pod_name(index)).expect("pod exists")
+    };
+    let flow = Flow::new(
+        &inventory,
+        EndpointSpec::Pod(pod(101)),
+        EndpointSpec::Pod(pod(0)),
+        3306,
+        Protocol::Tcp,
+    );
+    let options = ExplainOptions::default();
+    group.bench_function(BenchmarkId::new("explain", &name), |b| {
+        b.iter(|| explain(black_box(&inventory), black_box(&flow), &options))
+    });
+    group.bench_function(BenchmarkId::new("is_allowed", &name), |b| {
+        b.iter(|| {
+            netpol_trace::explain::is_allowed(black_box(&inventory), black_box(&flow), &options)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, explain_latency, load, mixed);
 criterion_main!(benches);

@@ -14,7 +14,9 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use netpol_trace::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
+use netpol_trace::inventory::{
+    ClusterObjects, PolicySource, Sourced, SourcedPolicy, TieredObjects,
+};
 
 /// Namespaces `ns-0` … `ns-99`.
 pub const NAMESPACES: usize = 100;
@@ -149,5 +151,70 @@ pub fn cluster(policies: usize, pods: usize) -> ClusterObjects {
             .collect(),
         services: Vec::new(),
         endpoint_slices: Vec::new(),
+        tiered: TieredObjects::default(),
     }
+}
+
+fn sourced<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Sourced<T> {
+    let object = serde_json::from_value(value.clone()).expect("valid object");
+    Sourced { object, raw: value, source: PolicySource::InMemory }
+}
+
+/// `policies` policies of mixed kinds and `pods` pods: 60% NetworkPolicies (as [`cluster`]),
+/// 30% Calico NetworkPolicies (Allow/Deny/Log rules with selectors, namespace selectors and port
+/// ranges) in a `security` tier and the default tier, 6% GlobalNetworkPolicies (one of them the
+/// usual default deny) and 4% ClusterNetworkPolicies / AdminNetworkPolicies in both tiers.
+pub fn mixed_cluster(policies: usize, pods: usize) -> ClusterObjects {
+    use serde_json::json;
+    let kube = policies * 6 / 10;
+    let calico = policies * 3 / 10;
+    let global = policies * 6 / 100;
+    let admin = policies - kube - calico - global;
+    let mut objects = cluster(kube, pods);
+    objects.tiered.tiers.push(sourced(json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "Tier",
+        "metadata": {"name": "security"}, "spec": {"order": 100, "defaultAction": "Pass"}})));
+    for i in 0..calico {
+        let ns = namespace_name(i % NAMESPACES);
+        let app = format!("app-{}", i % APPS_PER_NAMESPACE);
+        let tier = if i % 3 == 0 { "security" } else { "default" };
+        objects.tiered.calico.push(sourced(json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("{tier}.cnp-{i}"), "namespace": ns},
+            "spec": {"tier": tier, "order": (i % 50) as f64 * 10.0,
+                     "selector": format!("app == '{app}' && !has(debug)"),
+                     "types": ["Ingress", "Egress"],
+                     "ingress": [
+                        {"action": "Log"},
+                        {"action": "Deny", "protocol": "TCP",
+                         "source": {"namespaceSelector": "team in {'t5', 't6'}"}, "destination": {"ports": ["9000:9100"]}},
+                        {"action": "Allow", "protocol": "TCP",
+                         "source": {"selector": format!("app starts with 'app-{}'", i % 7), "namespaceSelector": "all()"},
+                         "destination": {"ports": [3306, "http"]}}],
+                     "egress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [3306]}}]}})));
+    }
+    for i in 0..global {
+        let spec = if i == 0 {
+            json!({"selector": "projectcalico.org/namespace not in {'kube-system'}", "types": ["Ingress", "Egress"]})
+        } else {
+            json!({"order": 500 + i, "selector": format!("app == 'app-{}'", i % APPS_PER_NAMESPACE),
+                   "namespaceSelector": format!("team == 't{}'", i % 7),
+                   "ingress": [{"action": "Pass", "source": {"nets": ["192.0.2.0/24"]}}]})
+        };
+        objects.tiered.calico.push(sourced(json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": format!("gnp-{i}")}, "spec": spec})));
+    }
+    for i in 0..admin {
+        let tier = if i % 4 == 0 { "Baseline" } else { "Admin" };
+        objects.tiered.admin.push(sourced(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": format!("cnp-{i}")},
+            "spec": {"tier": tier, "priority": i % 1000,
+                     "subject": {"namespaces": {"matchLabels": {"team": format!("t{}", i % 7)}}},
+                     "ingress": [{"action": "Deny",
+                                  "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": format!("app-{}", i % APPS_PER_NAMESPACE)}}}}],
+                                  "protocols": [{"tcp": {"destinationPort": {"range": {"start": 10000, "end": 20000}}}}]}]}})));
+    }
+    objects
 }

@@ -7,12 +7,13 @@
 
 mod near_miss;
 pub mod table;
+mod tiers;
 
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{Flow, FlowEndpoint};
 use crate::inventory::{Inventory, PodId, PolicyId};
-use crate::policy::{Direction, IpBlockPodMode, PeerIdentity, Protocol};
+use crate::policy::{Direction, IpBlockPodMode, PeerIdentity, PolicyKind, Protocol};
 
 /// Evaluation choices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,23 +72,66 @@ pub struct Mismatch {
 pub struct RuleExplanation {
     /// Index in `spec.ingress` / `spec.egress`.
     pub index: usize,
-    /// Whether the rule allows the flow.
+    /// Whether the rule matches the flow (for a NetworkPolicy: allows it).
     pub matched: bool,
     /// Empty when matched; otherwise the closest peer's and the closest port's mismatches.
     pub mismatches: Vec<Mismatch>,
+    /// The rule's action, for kinds whose rules have one (Allow, Accept, Deny, Pass, Log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
-/// One policy that isolates the endpoint in a direction.
+/// One policy that applies to the endpoint in a direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyExplanation {
-    /// Namespace.
+    /// The kind, as its API names it.
+    #[serde(default)]
+    pub kind: PolicyKind,
+    /// Namespace (empty, and left out of JSON, for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// Whether one of its rules allows the flow.
+    /// The tier, for tiered kinds (`Admin`/`Baseline`, or a Calico tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Whether its first matching rule allows the flow (NetworkPolicy: one of its rules does).
     pub allowed: bool,
+    /// For tiered kinds, the action of the first matching rule (the policy's effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// Every rule of the direction, in order (none for a deny-all policy).
     pub rules: Vec<RuleExplanation>,
+}
+
+impl PolicyExplanation {
+    /// `namespace/name`, or `name` for a cluster-scoped policy.
+    pub fn key(&self) -> String {
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// The policy that decided a direction's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedBy {
+    /// Its kind.
+    pub kind: PolicyKind,
+    /// Its namespace (absent for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its tier, for tiered kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The deciding rule's index; `null` for a deny by isolation or at the end of a tier.
+    pub rule: Option<usize>,
+    /// `Allow`/`Accept` or `Deny`, as the kind spells it.
+    pub action: String,
 }
 
 /// One direction: the source's egress or the destination's ingress.
@@ -97,8 +141,12 @@ pub struct DirectionExplanation {
     pub isolated: bool,
     /// Not isolated, or allowed by at least one isolating policy.
     pub allowed: bool,
-    /// Exactly the policies that isolate the endpoint, sorted by namespace/name.
+    /// Exactly the policies that apply to the endpoint, in evaluation order (NetworkPolicies
+    /// alone: sorted by namespace/name).
     pub policies: Vec<PolicyExplanation>,
+    /// The policy that decided the verdict; `null` when none did (default allow).
+    #[serde(default)]
+    pub decided_by: Option<DecidedBy>,
 }
 
 /// The rule closest to allowing a flow, and its policy.
@@ -121,7 +169,7 @@ impl DirectionExplanation {
     }
 
     fn not_isolated() -> Self {
-        Self { isolated: false, allowed: true, policies: Vec::new() }
+        Self { isolated: false, allowed: true, policies: Vec::new(), decided_by: None }
     }
 }
 
@@ -176,6 +224,9 @@ pub fn is_allowed(inventory: &Inventory, flow: &Flow, options: &ExplainOptions) 
     let allowed = |end: FlowEndpoint, direction| match end {
         FlowEndpoint::Pod { id, .. } => {
             let context = RuleContext::new(inventory, flow, direction, options);
+            if !inventory.tiered().is_empty() {
+                return tiers::evaluate(context, id, false).allowed;
+            }
             let policies = inventory.isolating_policies(id, direction);
             policies.is_empty() || policies.iter().any(|&p| context.policy_allows(p))
         }
@@ -192,15 +243,12 @@ fn explain_direction(
     options: &ExplainOptions,
 ) -> DirectionExplanation {
     let context = RuleContext::new(inventory, flow, direction, options);
-    let policies: Vec<PolicyExplanation> = inventory
-        .isolating_policies(endpoint, direction)
-        .iter()
-        .map(|&id| context.explain_policy(id))
-        .collect();
+    let evaluated = tiers::evaluate(context, endpoint, true);
     DirectionExplanation {
-        isolated: !policies.is_empty(),
-        allowed: policies.is_empty() || policies.iter().any(|p| p.allowed),
-        policies,
+        isolated: evaluated.isolated,
+        allowed: evaluated.allowed,
+        policies: evaluated.policies,
+        decided_by: evaluated.decided_by,
     }
 }
 
@@ -272,13 +320,16 @@ impl<'a> RuleContext<'a> {
                 let matched = self.rule_allows(&compiled.namespace, rule);
                 let mismatches =
                     if matched { Vec::new() } else { self.mismatches(&compiled.namespace, rule) };
-                RuleExplanation { index, matched, mismatches }
+                RuleExplanation { index, matched, mismatches, action: None }
             })
             .collect();
         PolicyExplanation {
+            kind: PolicyKind::NetworkPolicy,
             namespace: compiled.namespace.clone(),
             name: compiled.name.clone(),
+            tier: None,
             allowed: rules.iter().any(|r| r.matched),
+            action: None,
             rules,
         }
     }

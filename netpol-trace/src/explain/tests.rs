@@ -690,11 +690,13 @@ fn json_matches_the_contract() {
                  "dst": {"namespace": "db", "pod": "mysql-0", "ip": "10.0.2.7"},
                  "port": 3306, "protocol": "TCP"},
         "verdict": "deny",
-        "egress":  {"isolated": false, "allowed": true, "policies": []},
+        "egress":  {"isolated": false, "allowed": true, "policies": [], "decided_by": null},
         "ingress": {"isolated": true, "allowed": false, "policies": [
-           {"namespace": "db", "name": "mysql-ingress", "allowed": false, "rules": [
+           {"kind": "NetworkPolicy", "namespace": "db", "name": "mysql-ingress", "allowed": false, "rules": [
               {"index": 0, "matched": false,
-               "mismatches": [{"field": "ports[0].port", "want": "3307", "got": "3306"}]}]}]}
+               "mismatches": [{"field": "ports[0].port", "want": "3307", "got": "3306"}]}]}],
+           "decided_by": {"kind": "NetworkPolicy", "namespace": "db", "name": "mysql-ingress",
+                          "rule": null, "action": "Deny"}}
     });
     assert_eq!(serde_json::to_value(&explanation).unwrap(), want);
     let back: Explanation = serde_json::from_value(want).unwrap();
@@ -712,7 +714,7 @@ fn external_endpoints_have_null_pod_fields_and_no_isolation() {
     );
     assert_eq!(
         json["ingress"],
-        serde_json::json!({"isolated": false, "allowed": true, "policies": []})
+        serde_json::json!({"isolated": false, "allowed": true, "policies": [], "decided_by": null})
     );
     assert!(explanation.allowed());
     // A dual-stack destination given by name uses the source's family.

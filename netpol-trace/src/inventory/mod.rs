@@ -19,6 +19,7 @@ mod peers;
 mod pods;
 mod policies;
 mod services;
+mod tiered;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub use peers::{PortRange, ResolvedPeers, ResolvedPorts, resolved_ports};
 pub use pods::{NamespaceId, NamespaceInfo, PodId, PodInfo, PodRef};
 pub use policies::{PolicyEntry, PolicyId, PolicySource, SourcedPolicy};
 pub use services::{PortRef, SERVICE_NAME_LABEL, ServiceBackend};
+pub use tiered::{
+    AdminEntry, CalicoEntry, CalicoId, Sourced, TierEntry, TieredIndex, TieredObjects,
+};
 
 use crate::policy::{Direction, Labels, compile_policy};
 use catalog::Catalog;
@@ -56,6 +60,8 @@ pub struct ClusterObjects {
     pub services: Vec<Service>,
     /// EndpointSlices.
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// ClusterNetworkPolicies, AdminNetworkPolicies and Calico policies and tiers.
+    pub tiered: TieredObjects,
 }
 
 impl ClusterObjects {
@@ -66,6 +72,7 @@ impl ClusterObjects {
         self.network_policies.extend(other.network_policies);
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
+        self.tiered.extend(other.tiered);
     }
 }
 
@@ -88,6 +95,7 @@ pub struct Inventory {
     catalog: Arc<Catalog>,
     services: Arc<ServiceIndex>,
     policies: PolicySet,
+    tiered: Arc<TieredIndex>,
     options: InventoryOptions,
 }
 
@@ -100,6 +108,7 @@ impl Inventory {
         options: InventoryOptions,
     ) -> Result<Self, InvalidPolicy> {
         let default_namespace = options.default_namespace.as_str();
+        let tiered = Arc::new(TieredIndex::build(objects.tiered, default_namespace)?);
         let compiled = objects
             .network_policies
             .into_iter()
@@ -128,7 +137,13 @@ impl Inventory {
             ServiceIndex::build(&objects.services, &objects.endpoint_slices, default_namespace);
         let entries = compiled.into_iter().map(|(c, s)| Arc::new(PolicyEntry::new(c, s, &catalog)));
         let policies = PolicySet::index(entries, catalog.pods().len());
-        Ok(Self { catalog: Arc::new(catalog), services: Arc::new(services), policies, options })
+        Ok(Self {
+            catalog: Arc::new(catalog),
+            services: Arc::new(services),
+            policies,
+            tiered,
+            options,
+        })
     }
 
     /// A new inventory with `replacements` replacing the policies of the same namespace/name, or
@@ -165,6 +180,7 @@ impl Inventory {
         Ok(Self {
             catalog: Arc::clone(&self.catalog),
             services: Arc::clone(&self.services),
+            tiered: Arc::clone(&self.tiered),
             policies: PolicySet::index(entries, self.catalog.pods().len()),
             options: self.options.clone(),
         })
@@ -181,9 +197,15 @@ impl Inventory {
         Self {
             catalog: Arc::clone(&self.catalog),
             services: Arc::clone(&self.services),
+            tiered: Arc::clone(&self.tiered),
             policies: PolicySet::index(entries.cloned(), self.catalog.pods().len()),
             options: self.options.clone(),
         }
+    }
+
+    /// The policy kinds beyond NetworkPolicy: admin and baseline tiers, Calico tiers.
+    pub fn tiered(&self) -> &TieredIndex {
+        &self.tiered
     }
 
     /// The options it was built with.

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{ContainerPort, Labels, Protocol};
 
+/// The service account admission gives a pod that names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
 /// Index of a pod in an [`super::Inventory`]; stable across
 /// [`super::Inventory::with_policies_replaced`], which shares the pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +60,8 @@ pub struct PodInfo {
     pub ips: Vec<IpAddr>,
     /// Ports its containers declare, for named-port resolution.
     pub ports: Vec<ContainerPort>,
+    /// `spec.serviceAccountName` (`default`, as admission sets it, when absent).
+    pub service_account: String,
     /// `spec.hostNetwork`: such pods share the node's address and are left out of the IP index.
     pub host_network: bool,
     /// `status.phase` is Succeeded or Failed: its address may already belong to a new pod, so it
@@ -107,6 +112,10 @@ impl PodInfo {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             ips,
             ports,
+            service_account: spec
+                .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned()),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             finished: matches!(
                 status.and_then(|s| s.phase.as_deref()),

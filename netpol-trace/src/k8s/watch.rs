@@ -202,6 +202,7 @@ impl ClusterCache {
             network_policies,
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
+            tiered: Default::default(),
         }
     }
 }

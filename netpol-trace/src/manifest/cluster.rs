@@ -42,7 +42,14 @@ pub async fn load_cluster_with(client: kube::Client) -> Result<ClusterObjects, C
         .zip(policies_raw)
         .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
         .collect();
-    Ok(ClusterObjects { namespaces, pods, network_policies, services, endpoint_slices })
+    Ok(ClusterObjects {
+        namespaces,
+        pods,
+        network_policies,
+        services,
+        endpoint_slices,
+        tiered: Default::default(),
+    })
 }
 
 #[cfg(test)]

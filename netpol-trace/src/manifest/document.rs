@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ManifestError;
-use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
+use crate::inventory::{ClusterObjects, PolicySource, Sourced, SourcedPolicy};
+use crate::policy::calico::model::VERSIONS as CALICO_VERSIONS;
 
 /// The syntax a manifest is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +143,28 @@ impl Context<'_> {
                 prefix,
                 api_version,
             )?),
+            "NetworkPolicy" | "GlobalNetworkPolicy"
+                if api_version.is_some_and(|v| CALICO_VERSIONS.contains(&v)) =>
+            {
+                let object = self.untyped(&value, prefix)?;
+                objects.tiered.calico.push(self.sourced(object, value));
+            }
+            "Tier" if api_version.is_some_and(|v| CALICO_VERSIONS.contains(&v)) => {
+                let object = self.untyped(&value, prefix)?;
+                objects.tiered.tiers.push(self.sourced(object, value));
+            }
+            "GlobalNetworkPolicy" | "Tier" => {
+                return Err(self.object_error(
+                    &value,
+                    prefix,
+                    "apiVersion",
+                    &format!("want one of {CALICO_VERSIONS:?} for Calico's {kind}"),
+                ));
+            }
+            "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+                let object = self.untyped(&value, prefix)?;
+                objects.tiered.admin.push(self.sourced(object, value));
+            }
             "NetworkPolicy" => {
                 let policy = self.typed::<NetworkPolicy>(&value, prefix, api_version)?;
                 let source =
@@ -153,6 +176,25 @@ impl Context<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Deserialises `value` as `T` (a kind k8s-openapi does not know), with the failing
+    /// field's path in the error.
+    fn untyped<T: DeserializeOwned>(
+        &self,
+        value: &Value,
+        prefix: &str,
+    ) -> Result<T, ManifestError> {
+        serde_path_to_error::deserialize::<_, T>(value.clone()).map_err(|error| {
+            let field = error.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            self.object_error(value, prefix, &field, &error.into_inner().to_string())
+        })
+    }
+
+    fn sourced<T>(&self, object: T, raw: Value) -> Sourced<T> {
+        let source = PolicySource::File { path: self.path.to_owned(), document: self.document };
+        Sourced { object, raw, source }
     }
 
     /// Deserialises `value` as `T`, with the failing field's path in the error.

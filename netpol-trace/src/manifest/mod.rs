@@ -1,7 +1,9 @@
 //! Loading objects: manifest files (`-f PATH`, repeatable: YAML/JSON files, multi-document YAML,
 //! `kind: List`, directories searched recursively for `*.yaml`, `*.yml`, `*.json`; `-` is
 //! standard input) or the live cluster. Kinds used: Namespace, Pod, NetworkPolicy, Service,
-//! EndpointSlice; other kinds are skipped with a debug log. NetworkPolicies keep their raw JSON
+//! EndpointSlice, ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, and
+//! Calico's NetworkPolicy (by its apiVersion), GlobalNetworkPolicy and Tier; other kinds are
+//! skipped with a debug log. NetworkPolicies keep their raw JSON
 //! exactly as read, with file path and 1-based document number.
 
 mod cluster;

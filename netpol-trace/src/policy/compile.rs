@@ -18,8 +18,12 @@ pub fn compile_policy(
     let namespace =
         policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
     let name = policy.metadata.name.clone().unwrap_or_default();
-    let wrap =
-        |error: FieldError| PolicyError { namespace: namespace.clone(), name: name.clone(), error };
+    let wrap = |error: FieldError| PolicyError {
+        kind: "networkpolicy",
+        namespace: namespace.clone(),
+        name: name.clone(),
+        error,
+    };
     if name.is_empty() {
         return Err(wrap(FieldError::new("metadata.name", "is required")));
     }

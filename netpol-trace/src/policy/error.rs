@@ -18,14 +18,28 @@ impl FieldError {
     }
 }
 
-/// An invalid NetworkPolicy, named by `namespace/name`.
+/// An invalid policy object, named by kind and `namespace/name` (just `name` when cluster-scoped).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("networkpolicy {namespace}/{name}: {error}")]
+#[error("{object}: {error}", object = self.object())]
 pub struct PolicyError {
+    /// The object's kind in lower case, as kubectl names it (`networkpolicy`,
+    /// `clusternetworkpolicy`, `globalnetworkpolicy`, `tier`, ...).
+    pub kind: &'static str,
     /// Policy namespace.
     pub namespace: String,
     /// Policy name.
     pub name: String,
     /// The offending field and the reason.
     pub error: FieldError,
+}
+
+impl PolicyError {
+    /// `kind namespace/name`, or `kind name` for a cluster-scoped object.
+    pub fn object(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
 }
