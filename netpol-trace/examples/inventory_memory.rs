@@ -9,6 +9,7 @@ use netpol_trace::flow::{EndpointSpec, Flow};
 use netpol_trace::inventory::{Inventory, InventoryOptions};
 use netpol_trace::policy::Protocol;
 
+#[allow(dead_code)] // the mixed-kinds generator serves the benchmark only
 #[path = "../benches/support/synthetic.rs"]
 mod synthetic;
 
