@@ -37,7 +37,7 @@ fn documents(path: &Path) -> Result<Vec<Value>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let value: Value = serde::Deserialize::deserialize(doc)
             .map_err(|e| format!("{} document {i}: {e}", path.display()))?;
         match value {

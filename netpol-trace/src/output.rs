@@ -55,7 +55,7 @@ pub fn write_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Resul
 
 /// Writes `value` as YAML.
 pub fn write_yaml(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
-    out.write_all(serde_yaml::to_string(value)?.as_bytes())?;
+    out.write_all(serde_yaml_ng::to_string(value)?.as_bytes())?;
     Ok(())
 }
 

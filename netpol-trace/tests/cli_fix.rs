@@ -154,7 +154,7 @@ fn kubectl_commands_survive_a_shell() {
         assert!(shell.status.success(), "{}", String::from_utf8_lossy(&shell.stderr));
         let received = String::from_utf8(shell.stdout).unwrap();
         if want_create {
-            let object: Value = serde_yaml::from_str(&received).unwrap();
+            let object: Value = serde_yaml_ng::from_str(&received).unwrap();
             assert_eq!(object, plan["patches"][0]["object"], "{name}");
         } else {
             let ops: Value = serde_json::from_str(&received).unwrap();
@@ -168,7 +168,7 @@ fn yaml_output_is_the_corrected_policy_ready_for_apply() {
     let dir = scenario("no-ingress-list");
     let out = netpol_trace(&web_to_mysql(dir.to_str().unwrap(), &["-o", "yaml"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let policy: Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+    let policy: Value = serde_yaml_ng::from_str(&stdout(&out)).unwrap();
     assert_eq!(policy["metadata"]["name"], "mysql-ingress");
     assert_eq!(policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "web");
     // The corrected policy, fed back as a manifest, allows the flow.

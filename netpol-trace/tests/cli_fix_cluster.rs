@@ -35,7 +35,7 @@ async fn cluster(scenario: &str) -> (FakeApiServer, tempfile::TempDir, PathBuf) 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(scenario);
     for file in ["namespaces.yaml", "pods.yaml", "policy.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
             let mut object = Value::deserialize(document).unwrap();
             if let Some(metadata) = object["metadata"].as_object_mut() {
                 metadata.remove("resourceVersion");

@@ -124,10 +124,10 @@ fn plain_manifests() -> Vec<PathBuf> {
 /// The documents of a (multi-document) YAML file as JSON, without empty documents.
 fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = read(path);
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .enumerate()
         .filter_map(|(i, doc)| {
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            let value = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{} document {i}: not YAML: {e}", rel(path)));
             (!value.is_null()).then(|| {
                 serde_json::to_value(value)

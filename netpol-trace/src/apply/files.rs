@@ -3,7 +3,7 @@
 //! saving a backup beside the file (`<file>.netpol-trace-<UTC timestamp>.bak`) that
 //! [`restore_file`] puts back. Documents other than the rewritten one keep their bytes.
 //!
-//! Document indexes count documents the way `serde_yaml::Deserializer` yields them: an
+//! Document indexes count documents the way `serde_yaml_ng::Deserializer` yields them: an
 //! explicit `---` starts a document; text before the first `---` is a document only if it
 //! holds more than blank lines and comments. A JSON file is one document.
 
@@ -120,7 +120,7 @@ fn pieces(text: &str) -> Vec<Piece> {
     out
 }
 
-/// Indexes into `pieces` of each document's text, numbered like serde_yaml numbers them.
+/// Indexes into `pieces` of each document's text, numbered like serde_yaml_ng numbers them.
 fn document_pieces(pieces: &[Piece]) -> Vec<usize> {
     let mut docs = Vec::new();
     for (i, p) in pieces.iter().enumerate() {
@@ -213,7 +213,7 @@ fn rewritten(
             let old = match &parts[at] {
                 Piece::Text(t) | Piece::Separator(t) => t,
             };
-            let mut list: Value = serde_yaml::from_str(old).map_err(|e| {
+            let mut list: Value = serde_yaml_ng::from_str(old).map_err(|e| {
                 manifest_err(path, format!("document {doc} is not valid YAML: {e}"))
             })?;
             replace_list_item(path, &mut list, i, object)?;
@@ -357,7 +357,7 @@ fn without(path: &Path, text: &str, original: &Value) -> Result<Option<String>> 
     let mut parts = pieces(text);
     for at in document_pieces(&parts) {
         let Piece::Text(segment) = &parts[at] else { continue };
-        let Ok(value) = serde_yaml::from_str::<Value>(segment) else { continue };
+        let Ok(value) = serde_yaml_ng::from_str::<Value>(segment) else { continue };
         let replacement = if value == *original {
             leading_comments(segment).to_owned()
         } else if let Some(list) = list_without(&value, original) {
@@ -468,11 +468,13 @@ mod tests {
     }
 
     fn serde_yaml_count(text: &str) -> usize {
-        serde_yaml::Deserializer::from_str(text).filter_map(|d| Value::deserialize(d).ok()).count()
+        serde_yaml_ng::Deserializer::from_str(text)
+            .filter_map(|d| Value::deserialize(d).ok())
+            .count()
     }
 
     #[test]
-    fn counts_documents_like_serde_yaml() {
+    fn counts_documents_like_serde_yaml_ng() {
         for text in [
             MULTI,
             "a: 1\n",
@@ -500,7 +502,7 @@ mod tests {
             "---   # trailing\napiVersion: v1\nkind: Namespace\nmetadata: {name: db}\n"
         ));
         assert!(!text.contains("# the one to change") && rest.contains("# the one to change"));
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
             .map(|d| Value::deserialize(d).unwrap())
             .collect();
         assert_eq!(docs[1], policy("b", 3306));
@@ -517,7 +519,7 @@ mod tests {
         let list =
             json!({"apiVersion": "v1", "kind": "List", "items": [policy("a", 1), policy("b", 2)]});
         let yaml = dir.path().join("list.yaml");
-        std::fs::write(&yaml, serde_yaml::to_string(&list).unwrap()).unwrap();
+        std::fs::write(&yaml, serde_yaml_ng::to_string(&list).unwrap()).unwrap();
         replace_document(
             &yaml,
             DocumentLocation::ListItem { document: 0, item: 1 },
@@ -525,7 +527,8 @@ mod tests {
             false,
         )
         .unwrap();
-        let back: Value = serde_yaml::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
+        let back: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
         assert_eq!(back["items"][1], policy("b", 3306));
         assert_eq!(back["items"][0], policy("a", 1));
 

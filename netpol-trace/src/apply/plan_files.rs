@@ -120,7 +120,7 @@ fn locate(entry: &PolicyPatch) -> Result<(PathBuf, DocumentLocation), FilesError
     let text = read(&path)?;
     let index = document.checked_sub(1).ok_or_else(changed)?;
     let value = match Syntax::of_path(&path) {
-        Syntax::Yaml => serde_yaml::Deserializer::from_str(&text)
+        Syntax::Yaml => serde_yaml_ng::Deserializer::from_str(&text)
             .nth(index)
             .and_then(|d| Value::deserialize(d).ok()),
         Syntax::Json => serde_json::Deserializer::from_str(&text)

@@ -76,41 +76,41 @@ pub fn clean_for_apply(object: &Value) -> Value {
 
 /// `object` as one YAML document (no leading `---`), keys in the usual order.
 pub fn to_yaml(object: &Value) -> String {
-    serde_yaml::to_string(&ordered(object, false)).unwrap_or_default()
+    serde_yaml_ng::to_string(&ordered(object, false)).unwrap_or_default()
 }
 
 fn rank(key: &str) -> usize {
     KEY_ORDER.iter().position(|k| *k == key).unwrap_or(KEY_ORDER.len())
 }
 
-fn ordered(value: &Value, data_map: bool) -> serde_yaml::Value {
+fn ordered(value: &Value, data_map: bool) -> serde_yaml_ng::Value {
     match value {
-        Value::Null => serde_yaml::Value::Null,
-        Value::Bool(b) => serde_yaml::Value::Bool(*b),
+        Value::Null => serde_yaml_ng::Value::Null,
+        Value::Bool(b) => serde_yaml_ng::Value::Bool(*b),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                serde_yaml::Value::Number(i.into())
+                serde_yaml_ng::Value::Number(i.into())
             } else if let Some(u) = n.as_u64() {
-                serde_yaml::Value::Number(u.into())
+                serde_yaml_ng::Value::Number(u.into())
             } else {
-                serde_yaml::Value::Number(n.as_f64().unwrap_or_default().into())
+                serde_yaml_ng::Value::Number(n.as_f64().unwrap_or_default().into())
             }
         }
-        Value::String(s) => serde_yaml::Value::String(s.clone()),
+        Value::String(s) => serde_yaml_ng::Value::String(s.clone()),
         Value::Array(items) => {
-            serde_yaml::Value::Sequence(items.iter().map(|v| ordered(v, false)).collect())
+            serde_yaml_ng::Value::Sequence(items.iter().map(|v| ordered(v, false)).collect())
         }
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             if !data_map {
                 keys.sort_by_key(|k| (rank(k), k.as_str()));
             }
-            let mut out = serde_yaml::Mapping::new();
+            let mut out = serde_yaml_ng::Mapping::new();
             for key in keys {
                 let child = ordered(&map[key], DATA_MAPS.contains(&key.as_str()));
-                out.insert(serde_yaml::Value::String(key.clone()), child);
+                out.insert(serde_yaml_ng::Value::String(key.clone()), child);
             }
-            serde_yaml::Value::Mapping(out)
+            serde_yaml_ng::Value::Mapping(out)
         }
     }
 }

@@ -227,13 +227,14 @@ fn resolved_ports_per_destination() {
 #[test]
 fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
     let inventory = world();
-    let patched: k8s_openapi::api::networking::v1::NetworkPolicy = serde_yaml::from_str(
+    let patched: k8s_openapi::api::networking::v1::NetworkPolicy = serde_yaml_ng::from_str(
         "{metadata: {name: mysql-ingress, namespace: db}, spec: {podSelector: {matchLabels: {app: nothing}}}}",
     )
     .unwrap();
-    let added: k8s_openapi::api::networking::v1::NetworkPolicy =
-        serde_yaml::from_str("{metadata: {name: extra, namespace: db}, spec: {podSelector: {}}}")
-            .unwrap();
+    let added: k8s_openapi::api::networking::v1::NetworkPolicy = serde_yaml_ng::from_str(
+        "{metadata: {name: extra, namespace: db}, spec: {podSelector: {}}}",
+    )
+    .unwrap();
     let next = inventory.with_policies_replaced(vec![patched, added]).unwrap();
     let mysql = pod(&next, "db/mysql-0");
     assert_eq!(next.policies().len(), inventory.policies().len() + 1);
@@ -252,7 +253,7 @@ fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
     assert_eq!(next.policy(policy(&next, "db/extra")).sourced.source, PolicySource::InMemory);
     // The original is untouched.
     assert_eq!(inventory.isolating_policies(mysql, Direction::Ingress).len(), 1);
-    let invalid: k8s_openapi::api::networking::v1::NetworkPolicy = serde_yaml::from_str(
+    let invalid: k8s_openapi::api::networking::v1::NetworkPolicy = serde_yaml_ng::from_str(
         "{metadata: {name: mysql-ingress, namespace: db}, spec: {ingress: [{ports: [{port: 0}]}]}}",
     )
     .unwrap();

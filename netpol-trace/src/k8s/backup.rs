@@ -180,7 +180,7 @@ impl BackupDir {
         }
         let file = object_file_name(&namespace, &name);
         let yaml =
-            serde_yaml::to_string(object).map_err(|e| Error::InvalidObject(e.to_string()))?;
+            serde_yaml_ng::to_string(object).map_err(|e| Error::InvalidObject(e.to_string()))?;
         write_atomically(&dir.join(&file), yaml.as_bytes())?;
         let entry = BackupEntry {
             api_version: object
@@ -251,7 +251,7 @@ pub fn read_object(dir: &Path, entry: &BackupEntry) -> Result<Value> {
     }
     let path = dir.join(&entry.file);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_yaml::from_str(&text).map_err(|e| Error::InvalidBackup { path, reason: e.to_string() })
+    serde_yaml_ng::from_str(&text).map_err(|e| Error::InvalidBackup { path, reason: e.to_string() })
 }
 
 fn write_manifest(dir: &Path, manifest: &BackupManifest) -> Result<()> {

@@ -183,7 +183,7 @@ spec:
     #[test]
     fn an_invalid_policy_is_reported_with_its_field() {
         let topology = build_topology(&LabNames::new("t").unwrap(), &[]).unwrap();
-        let policy: NetworkPolicy = serde_yaml::from_str(
+        let policy: NetworkPolicy = serde_yaml_ng::from_str(
             "{metadata: {name: p, namespace: x}, spec: {ingress: [{ports: [{port: 0}]}]}}",
         )
         .unwrap();

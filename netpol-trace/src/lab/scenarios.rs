@@ -97,7 +97,7 @@ impl Scenario {
             self.files.iter().find(|(file, _)| *file == SCENARIO_FILE).ok_or_else(|| {
                 LabError::invalid(format!("scenario {}", self.name), SCENARIO_FILE, "missing")
             })?;
-        serde_yaml::from_str(text).map_err(|e| {
+        serde_yaml_ng::from_str(text).map_err(|e| {
             LabError::invalid(format!("scenario {}", self.name), SCENARIO_FILE, e.to_string())
         })
     }

@@ -234,7 +234,7 @@ mod tests {
     use super::*;
 
     fn pods(yaml: &str) -> Vec<Pod> {
-        serde_yaml::Deserializer::from_str(yaml)
+        serde_yaml_ng::Deserializer::from_str(yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect()
     }

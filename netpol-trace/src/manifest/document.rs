@@ -48,7 +48,7 @@ pub fn parse_manifest(
     };
     match syntax {
         Syntax::Yaml => {
-            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
                 let value = Value::deserialize(document)
                     .map_err(|e| syntax_error(index + 1, e.to_string()))?;
                 add_document(value, path, index + 1, objects)?;

@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str) -> NetworkPolicy {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     fn compile(yaml: &str) -> Result<CompiledPolicy, PolicyError> {

@@ -217,7 +217,7 @@ fn scenario_policies(scenario: Option<&str>) -> Vec<Value> {
     let Some(s) = scenario.and_then(crate::lab::scenarios::find) else { return Vec::new() };
     let mut out = Vec::new();
     for (_, text) in s.files {
-        for doc in serde_yaml::Deserializer::from_str(text) {
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
             if let Ok(v) = <Value as serde::Deserialize>::deserialize(doc)
                 && v.get("kind").and_then(Value::as_str) == Some("NetworkPolicy")
             {

@@ -149,7 +149,7 @@ pub fn read(path: &Path, ctx: &Context) -> Result<Incident> {
     }
     // YAML is a superset of JSON: one parser reads both.
     let value: Value =
-        serde_yaml::from_str(&text).map_err(|e| invalid(format!("not YAML or JSON: {e}")))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| invalid(format!("not YAML or JSON: {e}")))?;
     from_value(&value, ctx).map_err(invalid)
 }
 

@@ -38,7 +38,7 @@ pub fn readable(object: &Value) -> Value {
 
 /// YAML of a JSON value (empty on the impossible serialization error of a JSON value).
 pub fn to_yaml(object: &Value) -> String {
-    serde_yaml::to_string(object).unwrap_or_default()
+    serde_yaml_ng::to_string(object).unwrap_or_default()
 }
 
 /// One step of a path into a JSON value.
