@@ -169,4 +169,13 @@ if [ "${need_linker:-0}" = 1 ]; then
             --version 0.13.0 --no-default-features --features "llvm-$llvm"
     fi
 fi
+# Every tool the lab and the tests run must now be found (PATH plus the sbin folders above).
+if [ "$dry_run" != 1 ]; then
+    not_found=()
+    for pair in ip:iproute2 nft:nftables iptables:iptables bpftool:bpftool tshark:tshark \
+        mariadb-install-db:mariadb-server mariadb:mariadb-client chromium:chromium; do
+        command -v "${pair%%:*}" >/dev/null || not_found+=("${pair%%:*} (package ${pair#*:})")
+    done
+    [ ${#not_found[@]} -eq 0 ] || die "installed, but not found on PATH or in /usr/sbin: ${not_found[*]}"
+fi
 say "ready (eBPF toolchain: $bpf_toolchain, LLVM $llvm)"

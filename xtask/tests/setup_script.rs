@@ -22,6 +22,8 @@ struct Machine {
     apt_knows_packages: bool,
     /// `apt-get` and `dpkg-query` exist at all.
     has_apt: bool,
+    /// Tools that stay missing even after their packages are installed.
+    missing_tools: &'static [&'static str],
 }
 
 impl Machine {
@@ -32,6 +34,7 @@ impl Machine {
             bpf_linker_llvm: None,
             apt_knows_packages: true,
             has_apt: true,
+            missing_tools: &[],
         }
     }
 
@@ -125,6 +128,14 @@ fn run_setup_with_env(machine: Machine, extra_env: &[(&str, &str)]) -> Run {
         };
         write_script(&bin, "dpkg-query", &format!("{rec}\n{dpkg}"));
         write_script(&bin, "debconf-set-selections", &format!("{rec}\ncat > /dev/null"));
+    }
+    // The tools the packages bring; the script checks they are found once installed.
+    for tool in
+        ["ip", "nft", "iptables", "bpftool", "tshark", "mariadb-install-db", "mariadb", "chromium"]
+    {
+        if !machine.missing_tools.contains(&tool) {
+            write_script(&bin, tool, &rec);
+        }
     }
     // rustup's nightly has no rust-src here: the Debian toolchain path.
     write_script(
@@ -278,6 +289,13 @@ fn refuses_a_distribution_without_the_packages() {
         "installed something anyway: {:?}",
         run.calls
     );
+}
+
+#[test]
+fn names_a_tool_still_missing_after_the_install() {
+    let run = run_setup(Machine { missing_tools: &["chromium"], ..Machine::ready() });
+    assert_eq!(run.output.status.code(), Some(2), "{}", run.stderr());
+    assert!(run.stderr().contains("chromium (package chromium)"), "{}", run.stderr());
 }
 
 #[test]
