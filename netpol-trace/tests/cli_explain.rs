@@ -43,7 +43,9 @@ fn denied_flow_exits_1_with_the_failing_rule() {
         "{text}"
     );
     assert!(
-        text.contains("  ✗ db/mysql-ingress\n      ✗ rule 0: ports[0].port: want 3307, got 3306\n"),
+        text.contains(
+            "  ✗ db/mysql-ingress  ← decides: Deny (no rule matched)\n      ✗ rule 0: ports[0].port: want 3307, got 3306\n"
+        ),
         "{text}"
     );
 }

@@ -82,12 +82,24 @@ fn unblock(topo: &Topology) {
     topo.node_exec(&["nft", "delete", "table", "inet", NFT_TABLE]).unwrap();
 }
 
+/// Whether no program is attached to the topology's veths any more. A tcx link goes away when
+/// its last file descriptor closes; a process that another test forks at that moment holds a
+/// copy until it execs, so the check allows a few seconds before it says no.
 fn detached(topo: &Topology) -> bool {
     let node = topo.node_path();
     let ifaces: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
     std::thread::spawn(move || {
         netns::enter(&node).unwrap();
-        ifaces.iter().all(|i| tcx_programs(i).unwrap().is_empty())
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if ifaces.iter().all(|i| tcx_programs(i).unwrap().is_empty()) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     })
     .join()
     .unwrap()

@@ -150,7 +150,7 @@ fn select_one(
     db: &LabPod,
     connect_timeout: Duration,
 ) -> std::result::Result<String, String> {
-    let out = Command::new("ip")
+    let out = Command::new(super::paths::tool(super::paths::IP_BIN))
         .args(["netns", "exec", &app.netns, "mariadb", "-h", &db.ip.to_string()])
         .args(["-u", MARIADB_USER, &format!("-p{MARIADB_PASSWORD}")])
         .arg(format!("--connect-timeout={}", connect_timeout.as_secs().max(1)))

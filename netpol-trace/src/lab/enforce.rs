@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use super::error::{LabError, Result};
-use super::paths::{NFT_BIN, RunDir};
+use super::paths::{NFT_BIN, RunDir, tool};
 use super::plan::EnforcementPlan;
 use super::render::render_ruleset;
 use super::system::run_command;
@@ -46,7 +46,7 @@ pub fn apply_plan(run_dir: &RunDir, topology: &Topology, plan: &EnforcementPlan)
     let path = run_dir.ruleset_file();
     std::fs::write(&path, &ruleset)
         .map_err(|e| LabError::io(format!("writing {}", path.display()), e))?;
-    let mut command = Command::new(NFT_BIN);
+    let mut command = Command::new(tool(NFT_BIN));
     command.arg("-f").arg(&path);
     let _netns = command_in_netns(&mut command, &topology.node_netns)?;
     run_command(&mut command, None)?;
@@ -55,7 +55,7 @@ pub fn apply_plan(run_dir: &RunDir, topology: &Topology, plan: &EnforcementPlan)
 
 /// Lists the lab's table as the kernel holds it (`nft list table inet ...` in the node namespace).
 pub fn list_ruleset(topology: &Topology) -> Result<String> {
-    let mut command = Command::new(NFT_BIN);
+    let mut command = Command::new(tool(NFT_BIN));
     command.args(["list", "table", "inet", &topology.nft_table]);
     let _netns = command_in_netns(&mut command, &topology.node_netns)?;
     run_command(&mut command, None)
@@ -64,7 +64,7 @@ pub fn list_ruleset(topology: &Topology) -> Result<String> {
 /// Asks the kernel whether `ruleset` would load (`nft -c`), inside a private network namespace
 /// created for the check and gone with it. Needs root.
 pub fn check_ruleset(ruleset: &str) -> Result<()> {
-    let mut command = Command::new(NFT_BIN);
+    let mut command = Command::new(tool(NFT_BIN));
     command.args(["-c", "-f", "-"]);
     command_in_private_netns(&mut command);
     run_command(&mut command, Some(ruleset)).map(drop)

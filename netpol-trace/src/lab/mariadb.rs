@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{LabError, Result};
 use super::naming::process_name;
-use super::paths::{MARIADB_INSTALL_DB_BIN, MARIADBD_BIN, RunDir};
+use super::paths::{MARIADB_INSTALL_DB_BIN, MARIADBD_BIN, RunDir, tool};
 use super::process::{DaemonRecord, is_running, spawn_daemon, stop_daemon};
 use super::system::run_command;
 use super::topology::LabPod;
@@ -108,7 +108,7 @@ pub fn stop(record: &DaemonRecord) -> bool {
 }
 
 fn install_db(files: &MariadbFiles) -> Result<()> {
-    let mut command = Command::new(MARIADB_INSTALL_DB_BIN);
+    let mut command = Command::new(tool(MARIADB_INSTALL_DB_BIN));
     command
         .arg("--no-defaults")
         .arg(format!("--datadir={}", files.data_dir().display()))

@@ -48,6 +48,29 @@ pub const MARIADB_INSTALL_DB_BIN: &str = "mariadb-install-db";
 /// The MariaDB server.
 pub const MARIADBD_BIN: &str = "/usr/sbin/mariadbd";
 
+/// Where system tools live besides `PATH`: `su` without `-` and some sudo set-ups leave the
+/// sbin folders off `PATH`, while `ip` and `nft` live there.
+const SBIN_DIRS: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// The path of the system tool `name` (one of the `*_BIN` constants): the first match on
+/// `PATH`, then in the sbin folders; the bare name when none has it (running it then fails
+/// with "not found", naming the tool).
+pub fn tool(name: &str) -> PathBuf {
+    tool_in(name, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`tool`] with `path` in place of `$PATH`.
+fn tool_in(name: &str, path: &std::ffi::OsStr) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    std::env::split_paths(path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// The directory holding all labs: `$NETPOL_TRACE_LAB_DIR` or [`DEFAULT_LABS_DIR`].
 pub fn labs_dir() -> PathBuf {
     std::env::var_os(LABS_DIR_ENV)
@@ -95,5 +118,24 @@ impl RunDir {
     /// MariaDB files (data directory, socket, init file) of one pod.
     pub fn mariadb_dir(&self, pod_key: &str) -> PathBuf {
         self.root.join(MARIADB_DIR).join(pod_key)
+    }
+}
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+
+    #[test]
+    fn tools_in_sbin_are_found_without_sbin_on_path() {
+        // `nft` (nftables) lives in /usr/sbin; a PATH without it still finds it.
+        let found = tool_in(NFT_BIN, std::ffi::OsStr::new("/nonexistent:/usr/bin"));
+        assert!(found.is_absolute() && found.is_file(), "nft not found: {}", found.display());
+        assert!(found.parent().unwrap().ends_with("sbin"), "{}", found.display());
+    }
+
+    #[test]
+    fn an_unknown_tool_keeps_its_name() {
+        assert_eq!(tool("no-such-tool-npt"), PathBuf::from("no-such-tool-npt"));
+        assert_eq!(tool("/usr/sbin/mariadbd"), PathBuf::from("/usr/sbin/mariadbd"));
     }
 }

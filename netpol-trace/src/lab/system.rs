@@ -42,7 +42,7 @@ pub fn run_command(command: &mut Command, stdin: Option<&str>) -> Result<String>
 
 /// `ip ARGS...` in the current network namespace (`-n NETNS` targets another one).
 pub fn ip(args: &[&str]) -> Result<String> {
-    run_command(Command::new(super::paths::IP_BIN).args(args), None)
+    run_command(Command::new(super::paths::tool(super::paths::IP_BIN)).args(args), None)
 }
 
 fn check_output(line: &str, output: Output) -> Result<String> {
