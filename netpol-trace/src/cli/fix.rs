@@ -179,14 +179,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn refuse_tiered_writes(args: &Args, plan: &FixPlan, target: &Target) -> anyhow::Result<()> {
     let refused = if let Some(entry) = plan.patches.iter().find(|p| p.requires_cluster_admin) {
         format!(
-            "only a cluster admin can make this change ({}): nothing was applied;              review the plan and have a cluster admin run its kubectl command (-o kubectl)",
+            "only a cluster admin can make this change ({}): nothing was applied; \
+             review the plan and have a cluster admin run its kubectl command (-o kubectl)",
             entry.key()
         )
     } else if let (Target::Cluster(_), Some(entry)) =
         (target, plan.patches.iter().find(|p| !p.is_kubernetes()))
     {
         format!(
-            "--apply writes NetworkPolicies to the cluster, not {}: nothing was applied;              run the plan's kubectl command (-o kubectl) instead",
+            "--apply writes NetworkPolicies to the cluster, not {}: nothing was applied; \
+             run the plan's kubectl command (-o kubectl) instead",
             entry.key()
         )
     } else {

@@ -169,8 +169,8 @@ impl Planner<'_> {
         hints.push(Hint {
             policy: format!("{} {}", by.kind, by.name),
             message: format!(
-                "{denier} denies this flow above every NetworkPolicy: only a cluster admin can \
-                 change it; the change below is for them to review and apply"
+                "tier Admin, priority {priority}: denies this flow above every NetworkPolicy; \
+                 only a cluster admin can change it, the change below is for them to review and apply"
             ),
         });
         if priority == 0 {
