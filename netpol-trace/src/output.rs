@@ -145,7 +145,13 @@ pub fn trace_line(ev: &TraceEvent) -> String {
                 d.count
             );
             for p in &d.policies {
-                line.push_str(&format!("  [{} {}/{}]", p.direction, p.namespace, p.name));
+                let name = crate::attribution::wording::policy_name(
+                    p.kind,
+                    p.tier.is_some(),
+                    &p.namespace,
+                    &p.name,
+                );
+                line.push_str(&format!("  [{} {name}]", p.direction));
             }
             if let Some(hint) = &d.hint {
                 line.push_str(&format!("  {hint}"));

@@ -224,6 +224,8 @@ mod tests {
         assert_eq!(u, DropUpdate { new_drops: 1, started: true });
         store.get_mut(&drop_of(1, 0, 0, 1).src_key()).unwrap().drop.policies =
             vec![crate::trace::PolicyRef {
+                kind: crate::policy::PolicyKind::NetworkPolicy,
+                tier: None,
                 namespace: "db".into(),
                 name: "p".into(),
                 direction: crate::policy::Direction::Ingress,

@@ -67,9 +67,28 @@ pub enum ClusterApplyError {
         /// The backup folder.
         backup: PathBuf,
     },
+    /// The plan changes a policy this writer does not write; nothing was changed.
+    #[error("{policy}: {reason}; nothing was changed")]
+    Unsupported {
+        /// The policy, named with its kind.
+        policy: String,
+        /// Why it is not written.
+        reason: &'static str,
+    },
 }
 
 impl ClusterApplyError {
+    /// The refusal of a plan entry this writer must not make: a change to an admin-tier policy
+    /// (only a cluster admin may make it) or to another kind than NetworkPolicy.
+    fn unsupported(entry: &crate::fix::PolicyPatch) -> Self {
+        let reason = if entry.requires_cluster_admin {
+            "only a cluster admin can make this change; it is never applied on their behalf"
+        } else {
+            "only NetworkPolicies are written to the cluster; apply it with the plan's kubectl command"
+        };
+        Self::Unsupported { policy: entry.key(), reason }
+    }
+
     /// Whether re-reading the cluster and planning again may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
@@ -129,6 +148,11 @@ pub async fn apply_plan(
     backup_root: &Path,
     dry_run: bool,
 ) -> Result<ClusterApply, ClusterApplyError> {
+    if let Some(entry) =
+        plan.patches.iter().find(|p| !p.is_kubernetes() || p.requires_cluster_admin)
+    {
+        return Err(ClusterApplyError::unsupported(entry));
+    }
     let writes = writes(plan);
     let checked = ApplyOptions::dry_run(backup_root);
     let mut reports = Vec::new();

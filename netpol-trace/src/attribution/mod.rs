@@ -146,6 +146,8 @@ fn denying_policies(explanation: &Explanation) -> Vec<PolicyRef> {
             continue;
         }
         out.extend(dir.policies.iter().map(|p| PolicyRef {
+            kind: p.kind,
+            tier: p.tier.clone(),
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             direction,

@@ -35,6 +35,8 @@ fn a_port_typo_is_named_with_its_rule() {
     assert_eq!(
         d.policies,
         [PolicyRef {
+            kind: crate::policy::PolicyKind::NetworkPolicy,
+            tier: None,
             namespace: "db".into(),
             name: "mysql-ingress".into(),
             direction: Direction::Ingress

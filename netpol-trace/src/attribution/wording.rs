@@ -2,8 +2,28 @@
 //! demo), the one-line denial of Events, and the list of denying policies of the demo's
 //! timeline.
 
-use crate::explain::Explanation;
+use crate::explain::{Explanation, PolicyExplanation};
+use crate::policy::PolicyKind;
 use crate::trace::PolicyRef;
+
+/// How a policy is named to people: `ns/name` for a Kubernetes NetworkPolicy (as always), the
+/// kind and `name` for a cluster-scoped one (`GlobalNetworkPolicy default-deny`), the kind and
+/// `ns/name` for Calico's namespaced NetworkPolicy.
+pub fn policy_name(kind: PolicyKind, tiered: bool, namespace: &str, name: &str) -> String {
+    match (kind, tiered, namespace.is_empty()) {
+        (PolicyKind::NetworkPolicy, false, _) => format!("{namespace}/{name}"),
+        (_, _, true) => format!("{kind} {name}"),
+        (_, _, false) => format!("{kind} {namespace}/{name}"),
+    }
+}
+
+fn explained_name(p: &PolicyExplanation) -> String {
+    policy_name(p.kind, p.tier.is_some(), &p.namespace, &p.name)
+}
+
+fn all_kubernetes(policies: &[PolicyExplanation]) -> bool {
+    policies.iter().all(|p| p.kind == PolicyKind::NetworkPolicy && p.tier.is_none())
+}
 
 /// One line for a person: the closest rule of a denying direction and what it lacks.
 pub fn hint(explanation: &Explanation) -> Option<String> {
@@ -25,16 +45,14 @@ pub fn hint(explanation: &Explanation) -> Option<String> {
                     .map(|m| format!("{}: want {}, got {}", m.field, m.want, m.got))
                     .collect();
                 format!(
-                    "{}/{} {name} rule {}: {}",
-                    c.policy.namespace,
-                    c.policy.name,
+                    "{} {name} rule {}: {}",
+                    explained_name(c.policy),
                     c.rule.index,
                     what.join("; ")
                 )
             }
             None => {
-                let names: Vec<String> =
-                    dir.policies.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+                let names: Vec<String> = dir.policies.iter().map(explained_name).collect();
                 format!("{} has no {name} rule: {name} is denied to all", names.join(", "))
             }
         });
@@ -53,10 +71,25 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
     } else {
         ("", &explanation.ingress)
     };
-    let names: Vec<String> =
-        dir.policies.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+    let names: Vec<String> = dir.policies.iter().map(explained_name).collect();
     let plural = if names.len() == 1 { "y" } else { "ies" };
-    let mut out = format!("denied by {direction}NetworkPolic{plural} {}", names.join(", "));
+    let mut out = if all_kubernetes(&dir.policies) {
+        format!("denied by {direction}NetworkPolic{plural} {}", names.join(", "))
+    } else {
+        // Tiered kinds: the policy that decided, as explain's decided_by names it.
+        let decider = dir.decided_by.as_ref().map_or_else(
+            || names.join(", "),
+            |by| {
+                policy_name(
+                    by.kind,
+                    by.tier.is_some(),
+                    by.namespace.as_deref().unwrap_or(""),
+                    &by.name,
+                )
+            },
+        );
+        format!("denied by {direction}{decider}")
+    };
     match dir.closest_rule() {
         Some(c) => {
             let lacks: Vec<String> = c
@@ -72,7 +105,7 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
                 })
                 .collect();
             if names.len() > 1 {
-                out.push_str(&format!("; closest: {}/{}", c.policy.namespace, c.policy.name));
+                out.push_str(&format!("; closest: {}", explained_name(c.policy)));
             }
             out.push_str(&format!(", rule {} {}", c.rule.index, lacks.join(", ")));
         }
@@ -89,7 +122,67 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
 pub fn denied_by(policies: &[PolicyRef]) -> String {
     let names: Vec<String> = policies
         .iter()
-        .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction.spec_field()))
+        .map(|p| {
+            let name = policy_name(p.kind, p.tier.is_some(), &p.namespace, &p.name);
+            format!("{name} ({})", p.direction.spec_field())
+        })
         .collect();
     format!("denied by {}", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::explain::{ExplainOptions, explain};
+    use crate::flow::{EndpointSpec, Flow};
+    use crate::inventory::{ClusterObjects, Inventory, InventoryOptions};
+    use crate::policy::{Direction, Protocol};
+
+    fn explained(scenario: &str) -> Explanation {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(scenario);
+        let objects: ClusterObjects = crate::manifest::load_paths(&[dir]).unwrap();
+        let inventory = Inventory::from_objects(objects, InventoryOptions::default()).unwrap();
+        let pod = |ns, name| EndpointSpec::Pod(inventory.pod_id(ns, name).unwrap());
+        let flow = Flow::new(
+            &inventory,
+            pod("app", "web-7d9f8b6c5-x2k4q"),
+            pod("db", "mysql-0"),
+            3306,
+            Protocol::Tcp,
+        );
+        explain(&inventory, &flow, &ExplainOptions::default())
+    }
+
+    #[test]
+    fn cluster_scoped_policies_are_named_by_kind_and_name() {
+        let explanation = explained("calico-default-deny");
+        let denial = denial(&explanation).unwrap();
+        assert_eq!(denial, "denied by GlobalNetworkPolicy default-deny, which allows no ingress");
+        let hint = hint(&explanation).unwrap();
+        assert!(hint.starts_with("GlobalNetworkPolicy default-deny has no ingress rule"), "{hint}");
+        let refs = [PolicyRef {
+            kind: PolicyKind::ClusterNetworkPolicy,
+            tier: Some("Admin".into()),
+            namespace: String::new(),
+            name: "isolate-db".into(),
+            direction: Direction::Ingress,
+        }];
+        assert_eq!(denied_by(&refs), "denied by ClusterNetworkPolicy isolate-db (ingress)");
+    }
+
+    #[test]
+    fn admin_tier_denial_names_the_deciding_policy_and_rule() {
+        let explanation = explained("admin-tier-deny");
+        let denial = denial(&explanation).unwrap();
+        assert!(denial.starts_with("denied by ClusterNetworkPolicy isolate-db"), "{denial}");
+        assert!(!denial.contains("/isolate-db"), "{denial}");
+    }
+
+    #[test]
+    fn kubernetes_network_policies_keep_namespace_slash_name() {
+        assert_eq!(policy_name(PolicyKind::NetworkPolicy, false, "db", "p"), "db/p");
+        assert_eq!(policy_name(PolicyKind::NetworkPolicy, true, "db", "p"), "NetworkPolicy db/p");
+    }
 }

@@ -157,6 +157,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         eprintln!("note: a safe patch exists; --fallback is not needed and is ignored");
     }
     let write = (args.apply || args.dry_run) && !plan.is_noop();
+    if write && !args.dry_run {
+        refuse_tiered_writes(&args, &plan, &target)?;
+    }
     let applied = match (&target, write) {
         (_, false) => None,
         (Target::Files, true) => Some(apply_files(&args, &plan)?),
@@ -168,6 +171,31 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     print(&args, &plan, applied.as_ref())?;
     Ok(exit::OK)
+}
+
+/// `--apply` writes NetworkPolicies and, to files, Calico policies; a change to an admin-tier
+/// policy is left to a cluster admin (never applied on a user's behalf), and tiered kinds are
+/// not written to the cluster: the plan is printed and the refusal says what to run instead.
+fn refuse_tiered_writes(args: &Args, plan: &FixPlan, target: &Target) -> anyhow::Result<()> {
+    let refused = if let Some(entry) = plan.patches.iter().find(|p| p.requires_cluster_admin) {
+        format!(
+            "only a cluster admin can make this change ({}): nothing was applied; \
+             review the plan and have a cluster admin run its kubectl command (-o kubectl)",
+            entry.key()
+        )
+    } else if let (Target::Cluster(_), Some(entry)) =
+        (target, plan.patches.iter().find(|p| !p.is_kubernetes()))
+    {
+        format!(
+            "--apply writes NetworkPolicies to the cluster, not {}: nothing was applied; \
+             run the plan's kubectl command (-o kubectl) instead",
+            entry.key()
+        )
+    } else {
+        return Ok(());
+    };
+    print(args, plan, None)?;
+    Err(ExitError { code: exit::NO, message: refused }.into())
 }
 
 fn load(

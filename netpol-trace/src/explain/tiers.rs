@@ -11,6 +11,14 @@
 //!    Calico objects this is exactly NetworkPolicy isolation;
 //! 3. the baseline tier (ClusterNetworkPolicy `tier: Baseline`, BaselineAdminNetworkPolicy);
 //! 4. the default allow (Calico: the profiles' allow).
+//!
+//! Mixed with Calico tiers, the admin and baseline tiers take the places Calico gives them:
+//! Calico enforces AdminNetworkPolicy in its own tier `adminnetworkpolicy` at order 1000 and
+//! BaselineAdminNetworkPolicy in `baselineadminnetworkpolicy` at order 10,000,000, with the
+//! default tier at 1,000,000. So a Calico Tier ordered below 1000 is evaluated before the admin
+//! tier, and one between 1,000,000 and 10,000,000 (or without an order: last) after the
+//! default tier and before (or after) the baseline tier. Without Calico tiers of their own this
+//! is exactly the contract's admin → NetworkPolicy → baseline → default allow.
 
 use super::{DecidedBy, Mismatch, PolicyExplanation, RuleContext, RuleExplanation};
 use crate::flow::FlowEndpoint;
@@ -23,6 +31,14 @@ use crate::policy::calico::{
 };
 use crate::policy::kind::{FieldMiss, Misses};
 use crate::policy::{Direction, PolicyKind, RuleAction, RuleEffect};
+
+/// Calico's tier for AdminNetworkPolicy (and the admin tier of ClusterNetworkPolicy), and its
+/// order.
+const ADMIN_TIER: &str = "adminnetworkpolicy";
+const ADMIN_TIER_ORDER: f64 = 1000.0;
+/// Calico's tier for BaselineAdminNetworkPolicy, and its order.
+const BASELINE_TIER: &str = "baselineadminnetworkpolicy";
+const BASELINE_TIER_ORDER: f64 = 10_000_000.0;
 
 /// The outcome of one direction.
 pub(super) struct Evaluated {
@@ -73,14 +89,27 @@ pub(super) fn evaluate(rules: RuleContext<'_>, endpoint: PodId, explain: bool) -
         policies: Vec::new(),
     };
     let tiered = inventory.tiered();
-    pipeline.admin_tier(&tiered.admin);
+    let (mut admin, mut baseline) = (Some(&tiered.admin), Some(&tiered.baseline));
     for tier in &tiered.tiers {
+        let key = (order_key(tier.tier.order), tier.tier.name.as_str());
+        if let Some(entries) =
+            admin.take_if(|_| key > (order_key(Some(ADMIN_TIER_ORDER)), ADMIN_TIER))
+        {
+            pipeline.admin_tier(entries);
+        }
+        if let Some(entries) =
+            baseline.take_if(|_| key > (order_key(Some(BASELINE_TIER_ORDER)), BASELINE_TIER))
+        {
+            pipeline.admin_tier(entries);
+        }
         if pipeline.done() {
             break;
         }
         pipeline.calico_tier(tier);
     }
-    pipeline.admin_tier(&tiered.baseline);
+    for entries in [admin, baseline].into_iter().flatten() {
+        pipeline.admin_tier(entries);
+    }
     let (allowed, decided_by) = match pipeline.decision {
         Some((allowed, by)) => (allowed, Some(by)),
         None => (true, None),

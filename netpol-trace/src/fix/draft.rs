@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::FixError;
 use crate::inventory::PolicySource;
-use crate::policy::Direction;
+use crate::policy::{Direction, PolicyKind};
 
 /// JSON pointer of the concurrency guard.
 pub const RESOURCE_VERSION_POINTER: &str = "/metadata/resourceVersion";
@@ -26,6 +26,11 @@ pub struct DraftObject {
     pub current: Value,
     /// Where it was read from (in memory for a created one).
     pub source: PolicySource,
+    /// Its kind, as the API names it.
+    pub kind: PolicyKind,
+    /// Its tier for tiered kinds (`Admin`/`Baseline` or a Calico tier); `None` for a
+    /// Kubernetes NetworkPolicy.
+    pub tier: Option<String>,
     /// Whether an emitted patch already begins with the resourceVersion test.
     guarded: bool,
 }
@@ -39,6 +44,8 @@ impl DraftObject {
             original: Some(raw.clone()),
             current: raw,
             source,
+            kind: PolicyKind::NetworkPolicy,
+            tier: None,
             guarded: false,
         }
     }
@@ -51,8 +58,20 @@ impl DraftObject {
             original: None,
             current: object,
             source: PolicySource::InMemory,
+            kind: PolicyKind::NetworkPolicy,
+            tier: None,
             guarded: false,
         }
+    }
+
+    /// The same working copy, of a tiered kind (a cluster-scoped or Calico policy).
+    pub fn of_kind(self, kind: PolicyKind, tier: &str) -> Self {
+        Self { kind, tier: Some(tier.to_owned()), ..self }
+    }
+
+    /// Whether this is a Kubernetes NetworkPolicy (not a tiered kind).
+    pub fn is_kubernetes(&self) -> bool {
+        self.tier.is_none()
     }
 
     /// Whether the plan creates this policy.
@@ -60,9 +79,13 @@ impl DraftObject {
         self.original.is_none()
     }
 
-    /// `namespace/name`.
+    /// `namespace/name`, or `name` for a cluster-scoped policy.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
     }
 
     /// The current state as a typed object.
@@ -114,6 +137,22 @@ impl DraftObject {
             (Some(_), None) => return Err(self.unpatchable("spec is not a mapping".to_owned())),
         };
         self.apply(vec![op])
+    }
+
+    /// Inserts `rule` at position `index` of `spec.ingress`/`spec.egress`, before the rule there
+    /// (tiered kinds: rules are evaluated in order, so it takes precedence over that rule).
+    pub fn insert_rule(
+        &mut self,
+        direction: Direction,
+        index: usize,
+        rule: Value,
+    ) -> Result<Option<Patch>, FixError> {
+        let list = format!("/spec/{}", direction.spec_field());
+        match self.current.pointer(&list) {
+            Some(Value::Array(rules)) if index <= rules.len() => {}
+            _ => return Err(self.unpatchable(format!("{list} has no rule {index}"))),
+        }
+        self.apply(vec![json!({"op": "add", "path": format!("{list}/{index}"), "value": rule})])
     }
 
     /// Applies `ops` to the current state, with the resourceVersion test in front of the first

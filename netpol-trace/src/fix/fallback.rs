@@ -75,8 +75,11 @@ pub fn plan_delete_fallback(
                 .map(|probe| probe.to_pair(inventory))
                 .collect();
             PolicyPatch {
+                kind: crate::policy::PolicyKind::NetworkPolicy,
                 namespace: compiled.namespace.clone(),
                 name: compiled.name.clone(),
+                tier: None,
+                requires_cluster_admin: false,
                 direction,
                 action: PatchAction::Delete,
                 json_patch: None,

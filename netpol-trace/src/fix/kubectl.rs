@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::yaml::{clean_for_apply, to_yaml};
+use crate::policy::PolicyKind;
 
 /// `s` in single quotes, each `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
@@ -22,6 +23,36 @@ pub fn patch_command(namespace: &str, name: &str, ops: &Value) -> String {
     format!(
         "kubectl patch networkpolicy -n {} {} --type=json -p {}",
         shell_word(namespace),
+        shell_word(name),
+        shell_quote(&ops.to_string())
+    )
+}
+
+/// The kubectl resource name of a policy kind (`tiered`: Calico's NetworkPolicy rather than
+/// Kubernetes').
+pub fn resource(kind: PolicyKind, tiered: bool) -> &'static str {
+    match kind {
+        PolicyKind::NetworkPolicy if tiered => "networkpolicies.projectcalico.org",
+        PolicyKind::NetworkPolicy => "networkpolicy",
+        PolicyKind::GlobalNetworkPolicy => "globalnetworkpolicies.projectcalico.org",
+        PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
+        PolicyKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
+        PolicyKind::BaselineAdminNetworkPolicy => {
+            "baselineadminnetworkpolicies.policy.networking.k8s.io"
+        }
+    }
+}
+
+/// `kubectl patch RESOURCE [-n NS] NAME --type=json -p '<ops>'` (no `-n` when `namespace` is
+/// empty: a cluster-scoped object).
+pub fn patch_resource_command(resource: &str, namespace: &str, name: &str, ops: &Value) -> String {
+    if resource == "networkpolicy" {
+        return patch_command(namespace, name, ops);
+    }
+    let namespace =
+        if namespace.is_empty() { String::new() } else { format!("-n {} ", shell_word(namespace)) };
+    format!(
+        "kubectl patch {resource} {namespace}{} --type=json -p {}",
         shell_word(name),
         shell_quote(&ops.to_string())
     )

@@ -36,6 +36,7 @@ mod planner;
 mod proof;
 pub mod rule;
 pub mod table;
+mod tiered;
 pub mod workload;
 pub mod yaml;
 

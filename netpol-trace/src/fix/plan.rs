@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::{AllowedPair, FixError, Hint};
 use crate::explain::{ExplainOptions, FlowSummary, Verdict};
-use crate::inventory::{Inventory, PolicySource};
-use crate::policy::Direction;
+use crate::inventory::{Inventory, PolicySource, TieredObjects};
+use crate::policy::{Direction, PolicyKind};
 
 /// Label put on created policies.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "netpol-trace");
@@ -40,10 +40,20 @@ pub enum PatchAction {
 /// One change to one policy: an entry of `patches` in `fix -o json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyPatch {
-    /// Namespace of the policy.
+    /// The policy's kind, as its API names it.
+    pub kind: PolicyKind,
+    /// Namespace of the policy (empty, and left out of JSON, for cluster-scoped kinds).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Name of the policy.
     pub name: String,
+    /// Its tier, for tiered kinds (`Admin`/`Baseline`, or a Calico tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Whether only a cluster administrator can make this change (an admin-tier policy):
+    /// `--apply` leaves it to them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requires_cluster_admin: bool,
     /// The direction the change opens.
     pub direction: Direction,
     /// Patch, create or delete.
@@ -83,9 +93,20 @@ pub struct PolicyPatch {
 }
 
 impl PolicyPatch {
-    /// `namespace/name`.
+    /// `namespace/name`, or `Kind name` for a cluster-scoped policy.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else if self.tier.is_some() {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
+
+    /// Whether this changes a Kubernetes NetworkPolicy (not a tiered kind).
+    pub fn is_kubernetes(&self) -> bool {
+        self.tier.is_none()
     }
 }
 
@@ -115,12 +136,17 @@ impl FixPlan {
         self.patches.is_empty()
     }
 
-    /// The policies as the plan leaves them (patched and created ones; each once, in its final
-    /// state), typed.
+    /// Whether some change needs a cluster administrator.
+    pub fn requires_cluster_admin(&self) -> bool {
+        self.patches.iter().any(|p| p.requires_cluster_admin)
+    }
+
+    /// The Kubernetes NetworkPolicies as the plan leaves them (patched and created ones; each
+    /// once, in its final state), typed.
     pub fn policies(&self) -> Result<Vec<NetworkPolicy>, FixError> {
         self.final_entries()
             .into_iter()
-            .filter(|entry| entry.action != PatchAction::Delete)
+            .filter(|entry| entry.action != PatchAction::Delete && entry.is_kubernetes())
             .map(|entry| {
                 serde_json::from_value(entry.result.clone()).map_err(|e| FixError::InvalidResult {
                     policy: entry.key(),
@@ -158,9 +184,19 @@ impl FixPlan {
             .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         let base = inventory.with_policies_removed(&removed);
-        base.with_policies_replaced(self.policies()?).map_err(|e| FixError::InvalidResult {
+        let invalid = |e: crate::inventory::InvalidPolicy| FixError::InvalidResult {
             policy: format!("{}/{}", e.error.namespace, e.error.name),
             message: e.to_string(),
-        })
+        };
+        let after = base.with_policies_replaced(self.policies()?).map_err(invalid)?;
+        let mut tiered = TieredObjects::default();
+        for entry in self.final_entries().into_iter().filter(|e| !e.is_kubernetes()) {
+            super::tiered::add_object(&mut tiered, entry.kind, &entry.result, &entry.key())?;
+        }
+        if tiered.is_empty() {
+            Ok(after)
+        } else {
+            after.with_tiered_replaced(tiered).map_err(invalid)
+        }
     }
 }

@@ -3,40 +3,34 @@
 //! ([`super::proof`]) and the plan ([`super::plan`]).
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use json_patch::Patch;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::blast::{PairEnd, Probe};
 use super::draft::DraftObject;
 use super::hints::{self, Hint, peer_end, subject_end};
-use super::plan::{
-    FLOW_ANNOTATION, FixOptions, FixPlan, MANAGED_BY_LABEL, PatchAction, PolicyPatch,
-};
-use super::rule::{self, PortForm, RulePeer};
+use super::plan::{FixOptions, FixPlan, PatchAction, PolicyPatch};
+use super::rule::{self, PortForm, RulePeer, dns_label, new_policy};
 use super::workload::Workload;
-use super::{FixError, kubectl};
+use super::{FixError, kubectl, tiered};
 use crate::explain::{FlowSummary, Verdict, explain, is_allowed};
 use crate::flow::{Flow, FlowEndpoint};
-use crate::inventory::{Inventory, PodId, PolicyId, PolicySource};
+use crate::inventory::{Inventory, PodId, PolicyId, PolicySource, TieredObjects};
 use crate::policy::{CompiledPolicy, Direction, Operator, Protocol, Selector};
-
-/// Longest name given to a created policy (a DNS label, so it also fits everywhere a name goes).
-const MAX_NAME: usize = 63;
 
 /// One change recorded while planning.
 #[derive(Debug, Clone)]
 pub(super) struct DraftEntry {
     pub(super) object: usize,
     pub(super) direction: Direction,
-    action: PatchAction,
-    ops: Option<Patch>,
-    change: String,
-    hints: Vec<Hint>,
-    result: Value,
-    companion_file: Option<PathBuf>,
+    pub(super) action: PatchAction,
+    pub(super) ops: Option<Patch>,
+    pub(super) change: String,
+    pub(super) hints: Vec<Hint>,
+    pub(super) result: Value,
+    pub(super) companion_file: Option<PathBuf>,
 }
 
 pub(super) struct Planner<'a> {
@@ -46,6 +40,9 @@ pub(super) struct Planner<'a> {
     pub(super) current: Inventory,
     pub(super) objects: Vec<DraftObject>,
     pub(super) entries: Vec<DraftEntry>,
+    /// Whether the direction being fixed is denied by a baseline-tier policy, which a new
+    /// NetworkPolicy overrides (isolating the workload loses nothing the proof does not see).
+    baseline_deny: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -62,6 +59,7 @@ impl<'a> Planner<'a> {
             current: base.clone(),
             objects: Vec::new(),
             entries: Vec::new(),
+            baseline_deny: false,
         };
         let denied_before = flows.iter().any(|f| !is_allowed(base, f, &options.explain));
         for flow in flows {
@@ -95,7 +93,14 @@ impl<'a> Planner<'a> {
                 }
                 FlowEndpoint::External { ip } => RulePeer::Address(ip),
             };
-            self.fix_direction(flow, direction, subject, &workload, peer, hints)?;
+            let by = explanation.direction(direction).decided_by.as_ref();
+            match by.filter(|by| tiered::needs_tiered_fix(by)) {
+                Some(by) => self.fix_tiered(flow, direction, &workload, peer, by, hints)?,
+                None => {
+                    self.baseline_deny = tiered::is_baseline_deny(by);
+                    self.fix_direction(flow, direction, subject, &workload, peer, hints)?;
+                }
+            }
             self.refresh()?;
         }
         Ok(())
@@ -249,7 +254,7 @@ impl<'a> Planner<'a> {
             .filter(|&&p| self.current.isolating_policies(p, direction).is_empty())
             .map(|&p| self.current.pod(p).pod.to_string())
             .collect();
-        if !unisolated.is_empty() {
+        if !unisolated.is_empty() && !self.baseline_deny {
             return Err(FixError::WouldIsolate {
                 direction,
                 namespace: workload.namespace.clone(),
@@ -380,13 +385,21 @@ impl<'a> Planner<'a> {
 
     /// Re-evaluates the working copies into `current`.
     fn refresh(&mut self) -> Result<(), FixError> {
-        let policies =
-            self.objects.iter().map(DraftObject::typed).collect::<Result<Vec<_>, _>>()?;
-        self.current =
-            self.base.with_policies_replaced(policies).map_err(|e| FixError::InvalidResult {
-                policy: format!("{}/{}", e.error.namespace, e.error.name),
-                message: e.to_string(),
-            })?;
+        let (kubernetes, others): (Vec<&DraftObject>, Vec<&DraftObject>) =
+            self.objects.iter().partition(|o| o.is_kubernetes());
+        let policies = kubernetes.into_iter().map(DraftObject::typed).collect::<Result<_, _>>()?;
+        let invalid = |e: crate::inventory::InvalidPolicy| FixError::InvalidResult {
+            policy: format!("{}/{}", e.error.namespace, e.error.name),
+            message: e.to_string(),
+        };
+        self.current = self.base.with_policies_replaced(policies).map_err(invalid)?;
+        if !others.is_empty() {
+            let mut objects = TieredObjects::default();
+            for object in others {
+                tiered::add_object(&mut objects, object.kind, &object.current, &object.key())?;
+            }
+            self.current = self.current.with_tiered_replaced(objects).map_err(invalid)?;
+        }
         Ok(())
     }
 
@@ -436,11 +449,7 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|entry| {
                 let object = &self.objects[entry.object];
-                let selected: BTreeSet<PodId> = self
-                    .current
-                    .policy_id(&object.namespace, &object.name)
-                    .map(|id| self.current.policy(id).selected.iter().copied().collect())
-                    .unwrap_or_default();
+                let selected = self.subjects(object, entry.direction);
                 let touches = |probe: &&Probe| match (entry.direction, probe.src, probe.dst) {
                     (Direction::Ingress, _, PairEnd::Pod(dst)) => selected.contains(&dst),
                     (Direction::Egress, PairEnd::Pod(src), _) => selected.contains(&src),
@@ -456,16 +465,25 @@ impl<'a> Planner<'a> {
                     ),
                     _ => {
                         let ops = serde_json::to_value(&entry.ops).unwrap_or(Value::Null);
+                        let resource = kubectl::resource(object.kind, object.tier.is_some());
                         (
-                            kubectl::patch_command(&object.namespace, &object.name, &ops),
+                            kubectl::patch_resource_command(
+                                resource,
+                                &object.namespace,
+                                &object.name,
+                                &ops,
+                            ),
                             None,
                             object.source.to_string(),
                         )
                     }
                 };
                 PolicyPatch {
+                    kind: object.kind,
                     namespace: object.namespace.clone(),
                     name: object.name.clone(),
+                    tier: object.tier.clone(),
+                    requires_cluster_admin: tiered::is_admin_kind(object.kind),
                     direction: entry.direction,
                     action: entry.action,
                     json_patch: entry.ops.clone(),
@@ -486,11 +504,17 @@ impl<'a> Planner<'a> {
             "nothing to do: the flow is already allowed".to_owned()
         } else {
             let pairs = newly_allowed.len();
+            let admin = patches.iter().any(|p| p.requires_cluster_admin);
             format!(
-                "{} change{} the flow; {pairs} connection{} newly allowed",
+                "{} change{} the flow; {pairs} connection{} newly allowed{}",
                 patches.len(),
                 if patches.len() == 1 { " allows" } else { "s allow" },
-                if pairs == 1 { "" } else { "s" }
+                if pairs == 1 { "" } else { "s" },
+                if admin {
+                    "; only a cluster admin can make it (an admin-tier policy)"
+                } else {
+                    ""
+                }
             )
         };
         let mut summaries = summaries.into_iter();
@@ -533,49 +557,4 @@ fn describe_port(port: &Value) -> String {
         Some(number) => format!("{protocol} {number}"),
         None => protocol.to_owned(),
     }
-}
-
-/// A new NetworkPolicy selecting `workload` with one rule for `direction`.
-fn new_policy(
-    namespace: &str,
-    name: &str,
-    workload: &Workload,
-    direction: Direction,
-    rule: Value,
-    flow: &str,
-) -> Value {
-    let policy_type = match direction {
-        Direction::Ingress => "Ingress",
-        Direction::Egress => "Egress",
-    };
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1},
-            "annotations": {FLOW_ANNOTATION: flow},
-        },
-        "spec": {
-            "podSelector": {"matchLabels": workload.selector},
-            "policyTypes": [policy_type],
-            direction.spec_field(): [rule],
-        },
-    })
-}
-
-/// Lowercase letters, digits and single dashes, at most [`MAX_NAME`] characters.
-fn dns_label(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.truncate(MAX_NAME);
-    out.trim_matches('-').to_owned()
 }

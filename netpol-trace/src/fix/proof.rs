@@ -64,11 +64,7 @@ impl Planner<'_> {
         }
         let mut scope = ChangeScope::default();
         for entry in &self.entries {
-            let object = &self.objects[entry.object];
-            let Some(id) = self.current.policy_id(&object.namespace, &object.name) else {
-                continue;
-            };
-            let selected = self.current.policy(id).selected.iter().copied();
+            let selected = self.subjects(&self.objects[entry.object], entry.direction);
             match entry.direction {
                 Direction::Ingress => scope.ingress_subjects.extend(selected),
                 Direction::Egress => scope.egress_subjects.extend(selected),

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
+use super::plan::{FLOW_ANNOTATION, MANAGED_BY_LABEL};
 use super::workload::Workload;
 use crate::flow::Flow;
 use crate::inventory::{Inventory, NAMESPACE_NAME_LABEL, PodId, PodInfo};
@@ -149,4 +150,52 @@ pub fn peers_are_exactly(
             all_within && selects_pod
         }
     }
+}
+
+/// Longest name given to a created policy (a DNS label, so it also fits everywhere a name goes).
+const MAX_NAME: usize = 63;
+
+/// A new NetworkPolicy selecting `workload` with one rule for `direction`.
+pub(super) fn new_policy(
+    namespace: &str,
+    name: &str,
+    workload: &Workload,
+    direction: Direction,
+    rule: Value,
+    flow: &str,
+) -> Value {
+    let policy_type = match direction {
+        Direction::Ingress => "Ingress",
+        Direction::Egress => "Egress",
+    };
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1},
+            "annotations": {FLOW_ANNOTATION: flow},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": workload.selector},
+            "policyTypes": [policy_type],
+            direction.spec_field(): [rule],
+        },
+    })
+}
+
+/// Lowercase letters, digits and single dashes, at most [`MAX_NAME`] characters.
+pub(super) fn dns_label(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(MAX_NAME);
+    out.trim_matches('-').to_owned()
 }

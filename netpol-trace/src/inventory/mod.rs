@@ -203,6 +203,16 @@ impl Inventory {
         }
     }
 
+    /// A new inventory whose cluster-scoped and Calico policies are `replacements` added to the
+    /// ones known (an object of the same kind, namespace and name replaces the known one).
+    /// Pods, namespaces, services and NetworkPolicies are shared.
+    pub fn with_tiered_replaced(&self, replacements: TieredObjects) -> Result<Self, InvalidPolicy> {
+        let mut objects = self.tiered.objects();
+        objects.extend(replacements);
+        let tiered = TieredIndex::build(objects, &self.options.default_namespace)?;
+        Ok(Self { tiered: Arc::new(tiered), ..self.clone() })
+    }
+
     /// The policy kinds beyond NetworkPolicy: admin and baseline tiers, Calico tiers.
     pub fn tiered(&self) -> &TieredIndex {
         &self.tiered

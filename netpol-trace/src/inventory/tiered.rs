@@ -102,6 +102,8 @@ pub struct TieredIndex {
     /// Calico tiers in evaluation order; the default tier is always there (it holds the
     /// Kubernetes NetworkPolicies).
     pub tiers: Vec<TierEntry>,
+    /// The Tier objects as read (kept to rebuild the index after a change).
+    tier_objects: Vec<Sourced<TierObject>>,
 }
 
 impl TieredIndex {
@@ -126,6 +128,7 @@ impl TieredIndex {
 
         let mut tiers: BTreeMap<String, CalicoTier> =
             BTreeMap::from([(DEFAULT_TIER.to_owned(), CalicoTier::default_tier())]);
+        let tier_objects = objects.tiers.clone();
         for sourced in &objects.tiers {
             let tier = compile_tier(&sourced.object).map_err(|e| invalid(&sourced.source, e))?;
             let mut tier = tier;
@@ -187,7 +190,7 @@ impl TieredIndex {
                 None => tier.global.push(id),
             }
         }
-        Ok(Self { admin: admin_tier, baseline, calico, tiers })
+        Ok(Self { admin: admin_tier, baseline, calico, tiers, tier_objects })
     }
 
     /// Whether there is nothing beyond NetworkPolicies (the default tier alone, empty).
@@ -201,6 +204,24 @@ impl TieredIndex {
     /// Whether Calico objects are present (the Calico tier model applies).
     pub fn has_calico(&self) -> bool {
         !self.calico.is_empty() || self.tiers.len() > 1
+    }
+
+    /// The objects this index was built from, as read (policies re-read from their raw form),
+    /// so that a changed copy can be built with [`TieredIndex::build`].
+    pub fn objects(&self) -> TieredObjects {
+        let admin = self.admin.iter().chain(&self.baseline).filter_map(|entry| {
+            let object = serde_json::from_value(entry.raw.clone()).ok()?;
+            Some(Sourced { object, raw: entry.raw.clone(), source: entry.source.clone() })
+        });
+        let calico = self.calico.iter().filter_map(|entry| {
+            let object = serde_json::from_value(entry.raw.clone()).ok()?;
+            Some(Sourced { object, raw: entry.raw.clone(), source: entry.source.clone() })
+        });
+        TieredObjects {
+            admin: admin.collect(),
+            calico: calico.collect(),
+            tiers: self.tier_objects.clone(),
+        }
     }
 
     /// A Calico policy by id.

@@ -41,10 +41,17 @@ impl Endpoint {
     }
 }
 
-/// A NetworkPolicy that isolates one end of a dropped flow without allowing it.
+/// A policy that isolates one end of a dropped flow without allowing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
-    /// Policy namespace.
+    /// Its kind, as its API names it (`NetworkPolicy` when absent).
+    #[serde(default)]
+    pub kind: crate::policy::PolicyKind,
+    /// Its tier, for tiered kinds (`Admin`/`Baseline`, or a Calico tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Policy namespace (empty, and left out of JSON, for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Policy name.
     pub name: String,
@@ -166,6 +173,8 @@ mod tests {
             },
             dst: Endpoint::addr("10.0.2.7".parse().unwrap(), 3306),
             policies: vec![PolicyRef {
+                kind: crate::policy::PolicyKind::NetworkPolicy,
+                tier: None,
                 namespace: "db".into(),
                 name: "mysql-ingress".into(),
                 direction: crate::policy::Direction::Ingress,

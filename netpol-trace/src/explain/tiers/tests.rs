@@ -264,3 +264,59 @@ fn invalid_objects_name_the_field() {
         assert_eq!(error.error.error.field, field, "{error}");
     }
 }
+
+const CALICO_TIER_SECURITY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.allow-web}
+spec:
+  tier: security
+  selector: app == 'mysql'
+  ingress: [{action: Allow, source: {selector: app == 'web'}}]
+"#;
+
+const CALICO_TIER_LATE: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: late}
+spec: {order: 2000000}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: late.allow-web}
+spec:
+  tier: late
+  selector: app == 'mysql'
+  ingress: [{action: Allow, source: {selector: app == 'web'}}]
+"#;
+
+#[test]
+fn calico_orders_the_admin_tier_at_1000_and_the_baseline_tier_at_ten_million() {
+    // A Calico tier at order 100 comes before Calico's adminnetworkpolicy tier (order 1000).
+    let v = ingress(&[CALICO_TIER_SECURITY, CNP_ADMIN_DENY], 3306);
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["decided_by"]["name"], "security.allow-web");
+    assert_eq!(v["policies"][0]["tier"], "security");
+    assert_eq!(v["policies"][1]["tier"], "Admin");
+    // A tier at order 2,000,000 comes after the default tier and before the baseline tier
+    // (10,000,000): its Allow wins over a Baseline Deny.
+    let baseline_deny = r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress: [{name: deny, action: Deny, from: [{namespaces: {}}]}]
+"#;
+    let v = ingress(&[CALICO_TIER_LATE, baseline_deny], 3306);
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["decided_by"]["name"], "late.allow-web");
+    let order: Vec<&str> =
+        v["policies"].as_array().unwrap().iter().map(|p| p["tier"].as_str().unwrap()).collect();
+    assert_eq!(order, ["late", "Baseline"]);
+}
