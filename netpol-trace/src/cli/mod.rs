@@ -22,8 +22,11 @@ The loop, each step also usable on its own:
   netpol-trace lab demo                # the whole recovery on a local replica node
 
 Objects come from -f manifests (files, directories, multi-document YAML, List) or, without
--f, from the cluster of your kubeconfig. Exit codes: 0 yes/done, 1 no (denied, no safe
-patch, not restored), 2 bad input or cannot run (privileges, BTF, unknown pod...).";
+-f, from the cluster of your kubeconfig. kubectl's habits: --kubeconfig, --context, -n (default:
+the context's namespace), -A where a command lists, --dry-run=none|client|server where it
+writes (bare --dry-run: client); printed kubectl commands repeat your --kubeconfig/--context.
+Exit codes: 0 yes/done, 1 no (denied, no safe patch, not restored), 2 bad input or cannot run
+(privileges, BTF, unknown pod...), 3 cluster unreachable (retry later).";
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -80,5 +83,32 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),
         Command::Completion(args) => completion::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Duplicate flags between shared groups (e.g. two `-n`) would only panic at run time.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_commands_take_kubectls_flags() {
+        for args in [
+            &["netpol-trace", "explain", "--from", "a/b", "--to", "c/d", "--context", "x"][..],
+            &["netpol-trace", "fix", "--from", "b", "--to", "d", "--kubeconfig", "k", "-n", "n"],
+            &["netpol-trace", "fix", "--from", "b", "--to", "d", "--dry-run=server"],
+            &["netpol-trace", "restore", "--context", "x", "--dry-run", "dir"],
+            &["netpol-trace", "trace", "--context", "x", "--kubeconfig", "k"],
+            &["netpol-trace", "agent", "--context", "x"],
+            &["netpol-trace", "drops", "-A", "--context", "x"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }
