@@ -1,9 +1,10 @@
 //! The `netpol-trace` command line: one binary, kubectl's habits.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod agent;
 pub mod completion;
+pub mod doctor;
 pub mod drops;
 pub mod explain;
 pub mod fix;
@@ -20,6 +21,7 @@ The loop, each step also usable on its own:
   netpol-trace fix --from app/web-1 --to db/mysql-0 --port 3306 [--apply]
                                        # the minimal patch, with backup; `restore` undoes it
   netpol-trace lab demo                # the whole recovery on a local replica node
+  netpol-trace doctor                  # can this node run the agent, and if not, why
 
 Objects come from -f manifests (files, directories, multi-document YAML, List) or, without
 -f, from the cluster of your kubeconfig. kubectl's habits: --kubeconfig, --context, -n (default:
@@ -69,6 +71,30 @@ pub enum Command {
     Report(report::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// Can this node run the agent? Kernel, BTF, drop reasons, capabilities, CNI, API, RBAC.
+    Doctor(doctor::Args),
+}
+
+/// The version line: the crate version and whether the kernel programs are embedded.
+pub fn version() -> String {
+    let programs = if crate::datapath::object::is_embedded() {
+        "kernel programs embedded"
+    } else {
+        "built without kernel programs (NETPOL_TRACE_SKIP_EBPF): trace, agent and lab refuse"
+    };
+    format!("{} ({programs})", env!("CARGO_PKG_VERSION"))
+}
+
+/// The command definition with the run-time [`version`].
+pub fn command() -> clap::Command {
+    // Leaked once per process: clap keeps `&'static str` versions.
+    Cli::command().version(&*Box::leak(version().into_boxed_str()))
+}
+
+/// Parses the process arguments (exits with usage on error, like `Cli::parse`).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -83,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 
