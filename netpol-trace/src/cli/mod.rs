@@ -85,10 +85,21 @@ pub fn version() -> String {
     format!("{} ({programs})", env!("CARGO_PKG_VERSION"))
 }
 
-/// The command definition with the run-time [`version`].
+/// The file name kubectl looks for on PATH to run `kubectl netpol-trace` (a dash in a plugin's
+/// command name is an underscore in its file name).
+pub const KUBECTL_PLUGIN_BINARY: &str = "kubectl-netpol_trace";
+
+/// The command definition with the run-time [`version`]; invoked as the kubectl plugin, its
+/// usage reads `kubectl netpol-trace ...`.
 pub fn command() -> clap::Command {
     // Leaked once per process: clap keeps `&'static str` versions.
-    Cli::command().version(&*Box::leak(version().into_boxed_str()))
+    let command = Cli::command().version(&*Box::leak(version().into_boxed_str()));
+    let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
+    let as_plugin = invoked
+        .as_deref()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|name| name == KUBECTL_PLUGIN_BINARY);
+    if as_plugin { command.bin_name("kubectl netpol-trace") } else { command }
 }
 
 /// Parses the process arguments (exits with usage on error, like `Cli::parse`).
