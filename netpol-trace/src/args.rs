@@ -1,6 +1,8 @@
 //! Flag groups shared by the commands, in one place: where objects come from and which flow
-//! is meant ([`FlowArgs`]), which node interfaces and ports to trace ([`TracerArgs`]), and the
-//! duration syntax. The commands (`cli`) flatten these into their own arguments.
+//! is meant ([`FlowArgs`]), which cluster ([`ClusterArgs`]: kubectl's `--kubeconfig`,
+//! `--context`), `--dry-run` ([`DryRunArgs`]), which node interfaces and ports to trace
+//! ([`TracerArgs`]), and the duration syntax. The commands (`cli`) flatten these into their
+//! own arguments.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use anyhow::Context;
 use crate::exit::ExitError;
 use crate::explain::ExplainOptions;
 use crate::flow::{EndpointArg, FlowRequest, ResolvedFlow, resolve_flows};
-use crate::inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions, PortRef};
+use crate::inventory::{ClusterObjects, Inventory, InventoryOptions, PortRef};
+pub use crate::k8s::client::{ClusterArgs, DryRun, DryRunArgs};
 use crate::manifest;
 use crate::netns;
 use crate::policy::{IpBlockPodMode, Protocol};
@@ -24,9 +27,10 @@ pub struct FlowArgs {
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub filenames: Vec<PathBuf>,
 
-    /// Namespace of endpoints given as a bare POD name.
-    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    /// Namespace of endpoints given as a bare POD name (default: the kubeconfig context's
+    /// namespace, else `default`).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 
     /// Source: NAMESPACE/POD, POD (with -n) or an IP address.
     #[arg(long, value_name = "ENDPOINT")]
@@ -49,9 +53,21 @@ pub struct FlowArgs {
     /// ipBlock only matches addresses outside the cluster's pods).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub ipblock_matches_pods: bool,
+
+    /// Which cluster (without -f; with -f, only the default namespace comes from it).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl FlowArgs {
+    /// The namespace of bare POD names: `-n`, else the kubeconfig context's, else `default`.
+    pub fn namespace(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => namespace.clone(),
+            None => self.cluster.default_namespace_blocking(),
+        }
+    }
+
     /// The flow request these flags describe.
     pub fn request(&self) -> FlowRequest {
         FlowRequest {
@@ -59,7 +75,7 @@ impl FlowArgs {
             to: self.to.clone(),
             port: self.port.clone(),
             protocol: self.protocol,
-            namespace: self.namespace.clone(),
+            namespace: self.namespace(),
         }
     }
 
@@ -73,12 +89,36 @@ impl FlowArgs {
         ExplainOptions { ip_block_pod_mode }
     }
 
-    /// Loads the inventory from `-f` paths or the live cluster, and resolves the flow(s); every
-    /// failure is bad input (exit 2).
+    /// Loads the inventory from `-f` paths or the live cluster, and resolves the flow(s); a
+    /// cluster that cannot be reached exits 3, every other failure is bad input (exit 2).
     pub fn load(&self) -> anyhow::Result<(Inventory, Vec<ResolvedFlow>)> {
-        let inventory = load_inventory(&self.filenames)?;
+        let inventory = load_inventory(&self.filenames, &self.cluster)?;
         let flows = resolve_flows(&inventory, &self.request()).map_err(ExitError::from)?;
         Ok((inventory, flows))
+    }
+}
+
+/// Which namespaces a listing command covers, as kubectl's `-n` and `-A`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListScopeArgs {
+    /// Only this namespace (default: the kubeconfig context's namespace, else `default`).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+}
+
+impl ListScopeArgs {
+    /// The namespace to list, `None` for all: `-A`, else `-n`, else the context's namespace.
+    pub fn namespace(&self, cluster: &ClusterArgs) -> Option<String> {
+        if self.all_namespaces {
+            return None;
+        }
+        Some(match &self.namespace {
+            Some(namespace) => namespace.clone(),
+            None => cluster.default_namespace_blocking(),
+        })
     }
 }
 
@@ -138,30 +178,83 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Loads objects from `paths` (or the live cluster when empty) and builds the inventory.
-/// Errors carry exit code 2.
-pub fn load_inventory(paths: &[PathBuf]) -> anyhow::Result<Inventory> {
+/// Loads objects from `paths` (or, when empty, the cluster `cluster` selects) and builds the
+/// inventory. An unreachable cluster exits 3, other errors 2.
+pub fn load_inventory(paths: &[PathBuf], cluster: &ClusterArgs) -> anyhow::Result<Inventory> {
     let objects = if paths.is_empty() {
-        read_cluster()?
+        read_cluster(cluster)?
     } else {
         manifest::load_paths(paths).map_err(ExitError::from)?
     };
     Ok(Inventory::from_objects(objects, InventoryOptions::default()).map_err(ExitError::from)?)
 }
 
-fn read_cluster() -> anyhow::Result<ClusterObjects> {
+fn read_cluster(cluster: &ClusterArgs) -> anyhow::Result<ClusterObjects> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(manifest::load_cluster()).map_err(|e| {
-        ExitError::bad_input(format!("no -f given and no cluster reachable: {e}")).into()
+    runtime.block_on(async {
+        let client = crate::k8s::client::connect(cluster)
+            .await
+            .map_err(|e| ExitError::from(e).context("no -f given"))?;
+        manifest::load_cluster_with(client).await.map_err(|e| ExitError::from(e).into())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct ExplainLike {
+        #[command(flatten)]
+        flow: FlowArgs,
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct ListLike {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        scope: ListScopeArgs,
+    }
+
+    fn kubeconfig_with_namespace(dir: &std::path::Path, namespace: &str) -> PathBuf {
+        let path = dir.join("config");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: ctx\n\
+             clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:1'}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\n\
+             contexts: [{{name: ctx, context: {{cluster: c, user: u, namespace: {namespace}}}}}]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn kubectl_flags_parse_and_the_namespace_defaults_to_the_contexts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = kubeconfig_with_namespace(dir.path(), "shop");
+        let config = config.to_str().unwrap();
+        let base = ["x", "--from", "web-1", "--to", "db/mysql-0", "--kubeconfig", config];
+        let cli = ExplainLike::try_parse_from(base.iter().chain(&["--context", "ctx"])).unwrap();
+        assert_eq!(cli.flow.cluster.context.as_deref(), Some("ctx"));
+        assert_eq!(cli.flow.cluster.kubeconfig.as_deref(), Some(std::path::Path::new(config)));
+        assert_eq!(cli.flow.request().namespace, "shop");
+        let cli = ExplainLike::try_parse_from(base.iter().chain(&["-n", "app"])).unwrap();
+        assert_eq!(cli.flow.request().namespace, "app");
+
+        let list = ["x", "--kubeconfig", config];
+        let cli = ListLike::try_parse_from(list).unwrap();
+        assert_eq!(cli.scope.namespace(&cli.cluster).as_deref(), Some("shop"));
+        let cli = ListLike::try_parse_from(list.iter().chain(&["-A"])).unwrap();
+        assert_eq!(cli.scope.namespace(&cli.cluster), None);
+        let cli = ListLike::try_parse_from(list.iter().chain(&["--all-namespaces"])).unwrap();
+        assert!(cli.scope.all_namespaces);
+        assert!(ListLike::try_parse_from(list.iter().chain(&["-A", "-n", "db"])).is_err());
+    }
 
     #[test]
     fn durations_take_humantime_and_plain_seconds() {

@@ -26,6 +26,7 @@ pub mod args;
 pub mod attribution;
 pub mod cli;
 pub mod datapath;
+pub mod doctor;
 pub mod exit;
 pub mod explain;
 pub mod fix;

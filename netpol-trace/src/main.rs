@@ -1,11 +1,10 @@
 //! The `netpol-trace` binary: parses arguments, sets up logging, maps errors to exit codes.
 
-use clap::Parser;
 use netpol_trace::{cli, exit};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     // Logs go to stderr; stdout is for results (tables, JSON, NDJSON).

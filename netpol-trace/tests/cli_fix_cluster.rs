@@ -114,8 +114,7 @@ async fn apply_dry_runs_first_backs_up_and_restore_undoes_it() {
 async fn dry_run_writes_nothing() {
     let (fake, temp, kubeconfig) = cluster("egress-default-deny").await;
     let backups = temp.path().join("backups");
-    let out =
-        run(&kubeconfig, &fix_args(backups.to_str().unwrap(), &["--apply", "--dry-run"])).await;
+    let out = run(&kubeconfig, &fix_args(backups.to_str().unwrap(), &["--dry-run=server"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
@@ -127,6 +126,59 @@ async fn dry_run_writes_nothing() {
     assert!(fake.get("networkpolicies", "app", "allow-web-to-mysql-3306").is_none());
     assert!(fake.requests().iter().filter(|r| r.method != "GET").all(|r| r.is_dry_run()));
     assert!(!backups.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_dry_run_is_client_side_and_sends_no_write() {
+    let (fake, temp, kubeconfig) = cluster("egress-default-deny").await;
+    let backups = temp.path().join("backups");
+    let args = fix_args(backups.to_str().unwrap(), &["--apply", "--dry-run", "-o", "json"]);
+    let out = run(&kubeconfig, &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("dry run (client): would create networkpolicy app/allow-web-to-mysql-3306"),
+        "{}",
+        stderr(&out)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["applied"]["dry_run_mode"], "client", "{json}");
+    assert!(fake.requests().iter().all(|r| r.method == "GET"), "{:?}", fake.requests());
+    assert!(!backups.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_commands_carry_the_given_kubeconfig_and_context() {
+    let (_fake, temp, kubeconfig) = cluster("port-typo").await;
+    let backups = temp.path().join("backups");
+    let config = kubeconfig.to_str().unwrap();
+    let args = fix_args(
+        backups.to_str().unwrap(),
+        &["--kubeconfig", config, "--context", "fake", "-o", "kubectl"],
+    );
+    // KUBECONFIG points elsewhere: --kubeconfig must win.
+    let out = run(Path::new("/nonexistent/kubeconfig"), &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let expected = format!(
+        "kubectl --kubeconfig {config} --context fake patch networkpolicy -n db mysql-ingress"
+    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_exits_3_and_bad_input_2() {
+    let (fake, temp, kubeconfig) = cluster("port-typo").await;
+    let backups = temp.path().join("backups");
+    let unknown =
+        run(&kubeconfig, &fix_args(backups.to_str().unwrap(), &["--context", "nope"])).await;
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    drop(fake);
+    let down = run(&kubeconfig, &fix_args(backups.to_str().unwrap(), &[])).await;
+    assert_eq!(down.status.code(), Some(3), "{}", stderr(&down));
+    assert!(stderr(&down).contains("no Kubernetes cluster reachable"), "{}", stderr(&down));
+    let explain = run(&kubeconfig, &["explain", "--from", WEB, "--to", "db/mysql-0"]).await;
+    assert_eq!(explain.status.code(), Some(3), "{}", stderr(&explain));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ async fn restore_puts_the_cluster_back() {
     let folder = opts.backup.path().unwrap();
     let folder_arg = folder.to_str().unwrap();
 
+    let writes_before = fake.requests().iter().filter(|r| r.method != "GET").count();
     let dry = run(&kubeconfig, &["restore", folder_arg, "--dry-run", "-o", "json"]).await;
     assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
@@ -55,6 +56,16 @@ async fn restore_puts_the_cluster_back() {
         (report["dry_run"].as_bool(), report["restored"].as_bool()),
         (Some(true), Some(true))
     );
+    assert!(fake.get("networkpolicies", "db", "allow-web").is_some(), "dry run wrote nothing");
+    let writes = fake.requests().iter().filter(|r| r.method != "GET").count();
+    assert_eq!(writes, writes_before, "--dry-run (client) sends no write");
+
+    // --dry-run=server: the same, validated by the API server (dryRun=All writes).
+    let server = run(&kubeconfig, &["restore", folder_arg, "--dry-run=server", "-o", "json"]).await;
+    assert_eq!(server.status.code(), Some(0), "{}", String::from_utf8_lossy(&server.stderr));
+    let sent: Vec<_> =
+        fake.requests().into_iter().filter(|r| r.method != "GET").skip(writes).collect();
+    assert!(!sent.is_empty() && sent.iter().all(|r| r.is_dry_run()), "{sent:?}");
     assert!(fake.get("networkpolicies", "db", "allow-web").is_some(), "dry run wrote nothing");
 
     let out = run(&kubeconfig, &["restore", folder_arg]).await;
@@ -108,12 +119,12 @@ async fn bad_input_and_file_backups() {
     let help = run(&kubeconfig, &["restore", "--help"]).await;
     let help = String::from_utf8(help.stdout).unwrap();
     assert!(help.contains(
-        "netpol-trace restore ./netpol-trace-backups/20260101T120000Z --dry-run -o json"
+        "netpol-trace restore --context prod ./netpol-trace-backups/20260101T120000Z --dry-run=server"
     ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_cluster_exits_2() {
+async fn unreachable_cluster_exits_3() {
     let fake = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -129,7 +140,7 @@ async fn unreachable_cluster_exits_2() {
     let folder = opts.backup.path().unwrap();
     drop(fake);
     let out = run(&kubeconfig, &["restore", folder.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "exit 3: unreachable, retry");
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("no Kubernetes cluster reachable at http://127.0.0.1:")

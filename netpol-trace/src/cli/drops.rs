@@ -13,6 +13,7 @@ use crate::{
         },
         events::fix_command,
     },
+    args::ListScopeArgs,
     exit,
     k8s::client::ClusterArgs,
     output::{OutputFormat, TABLE_JSON_YAML, write_json, write_yaml},
@@ -22,22 +23,23 @@ use crate::{
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  # Every dropped flow in the cluster
-  $ netpol-trace drops
+  # Every dropped flow in the cluster (without -A: flows with an end in the context's namespace)
+  $ netpol-trace drops -A
   STATE     NODE    COUNT  LAST SEEN             REASON          SOURCE     DESTINATION      DENIED BY
   dropping  node-a  12     2026-11-26T07:31:09Z  NETFILTER_DROP  app/web-1  db/mysql-0:3306  db/mysql-ingress (ingress)
 
-  # Flows with an end in namespace db, and the patches that would allow them
-  $ netpol-trace drops -n db --fix
+  # Flows with an end in namespace db, and the patches that would allow them (the printed
+  # commands carry the --kubeconfig/--context given here)
+  $ netpol-trace drops --context prod -n db --fix
 
 The agents are asked through the API server's pod proxy
 (GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/drops): only `get pods/proxy` on the agents'
 namespace is needed. An agent that does not answer is reported on stderr; exit 2 when none
-answered.")]
+answered, 3 when the API server is unreachable.")]
 pub struct Args {
-    /// Only flows with an end in this namespace.
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Flows with an end in this namespace (-n; default: the context's), or all (-A).
+    #[command(flatten)]
+    pub scope: ListScopeArgs,
     /// Output format.
     #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
@@ -63,18 +65,19 @@ pub struct Args {
 
 /// One suggestion of `--fix`.
 #[derive(Debug, serde::Serialize)]
-struct Suggestion<'a> {
+struct Suggestion {
     from: String,
     to: String,
     port: u16,
     /// kubectl commands (empty when the agent found no safe patch).
-    kubectl: &'a [String],
+    kubectl: Vec<String>,
     /// The command that computes (and can apply) the patch.
     command: String,
 }
 
 /// Runs `drops`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    let namespace = args.scope.namespace(&args.cluster);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let records = rt.block_on(async {
         let mut config = crate::k8s::client::load_config(&args.cluster).await?;
@@ -87,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             port: args.agent_port,
             timeout: args.timeout,
         };
-        let answers = collect(&client, &locator, args.namespace.as_deref())
+        let answers = collect(&client, &locator, namespace.as_deref())
             .await
             .map_err(exit::ExitError::from)?;
         let mut records = vec![];
@@ -119,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     records.sort_by_key(|r| std::cmp::Reverse(r.drop.time));
     let mut out = std::io::stdout().lock();
     if args.fix {
-        print_fixes(&mut out, args.output, &records)?;
+        print_fixes(&mut out, args.output, &records, &args.cluster)?;
     } else {
         match args.output {
             OutputFormat::Json => write_json(&mut out, &records)?,
@@ -136,6 +139,7 @@ fn print_fixes(
     out: &mut impl Write,
     format: OutputFormat,
     records: &[FlowRecord],
+    cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
     let suggestions: Vec<Suggestion> = records
         .iter()
@@ -144,8 +148,11 @@ fn print_fixes(
             from: r.drop.src.display_name(),
             to: format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port),
             port: r.drop.dst.port,
-            kubectl: r.fix.as_ref().map_or(&[], |f| f.kubectl.as_slice()),
-            command: fix_command(r),
+            kubectl: r
+                .fix
+                .as_ref()
+                .map_or(vec![], |f| f.kubectl.iter().map(|k| cluster.kubectl(k)).collect()),
+            command: format!("{}{}", fix_command(r), cluster.kubectl_flags()),
         })
         .collect();
     match format {
@@ -161,7 +168,7 @@ fn print_fixes(
                     writeln!(out, "# no safe patch found by the agent; to investigate:")?;
                     writeln!(out, "{}", s.command)?;
                 }
-                for k in s.kubectl {
+                for k in &s.kubectl {
                     writeln!(out, "{k}")?;
                 }
             }
@@ -229,12 +236,22 @@ mod tests {
         );
 
         let mut fixes = vec![];
-        print_fixes(&mut fixes, OutputFormat::Table, &[r]).unwrap();
+        print_fixes(&mut fixes, OutputFormat::Table, &[r.clone()], &ClusterArgs::default())
+            .unwrap();
         let fixes = String::from_utf8(fixes).unwrap();
         assert!(
             fixes.starts_with(
                 "# app/web-1 -> db/mysql-0:3306\nkubectl patch networkpolicy -n db mysql-ingress"
             ),
+            "{fixes}"
+        );
+
+        let prod = ClusterArgs { kubeconfig: None, context: Some("prod".into()) };
+        let mut fixes = vec![];
+        print_fixes(&mut fixes, OutputFormat::Table, &[r], &prod).unwrap();
+        let fixes = String::from_utf8(fixes).unwrap();
+        assert!(
+            fixes.contains("\nkubectl --context prod patch networkpolicy -n db mysql-ingress"),
             "{fixes}"
         );
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::apply::cluster::{ClusterApply, apply_plan};
 use crate::apply::plan_files::{PolicyWrite, write_plan};
-use crate::args::{FlowArgs, load_inventory};
+use crate::args::{DryRun, DryRunArgs, FlowArgs, load_inventory};
 use crate::exit::{self, ExitError};
 use crate::fix::yaml::{clean_for_apply, to_yaml};
 use crate::fix::{
@@ -50,9 +50,11 @@ Examples:
   manifests/policy.yaml.netpol-trace-20260101T120000Z.bak; undo: netpol-trace restore ...)
 
   # Without -f: the cluster (server-side dry run, backup folder, resourceVersion-guarded PATCH;
-  # a concurrent change is re-read and planned again once). --dry-run writes nothing.
-  $ netpol-trace fix --from app/web-1 --to svc/db/mysql --port mysql --apply --dry-run
-  $ netpol-trace restore ./netpol-trace-backups/20260101T120000Z
+  # a concurrent change is re-read and planned again once). --dry-run=server has the API
+  # server validate every write; --dry-run (client) sends none. Both write nothing.
+  # --kubeconfig/--context select the cluster and are repeated in every printed command.
+  $ netpol-trace fix --context prod --from app/web-1 --to svc/db/mysql --port mysql --dry-run=server
+  $ netpol-trace restore --context prod ./netpol-trace-backups/20260101T120000Z
 
   # Last resort when no safe patch exists (e.g. an ipBlock except excludes the source):
   # delete the denying policies, after a backup, with a loud warning
@@ -60,10 +62,12 @@ Examples:
       --fallback delete-policy --yes --apply
 
 Exit status: 0 patch found (and applied) or nothing to do, 1 no safe patch (or a conflict that
-persisted after one re-read), 2 bad input (or a write the API server refused).
+persisted after one re-read), 2 bad input (or a write the API server refused), 3 cluster
+unreachable (retry).
 -o json: flow, verdict_before, verdict_after, patches[{namespace, name, direction, action,
 json_patch | object, kubectl, newly_allowed[{from, to, port, protocol}], change, hints, source}],
-newly_allowed, summary; with --apply/--dry-run also applied; with no safe patch, error.";
+newly_allowed, summary; with --apply/--dry-run also applied (dry_run, dry_run_mode); with no
+safe patch, error.";
 
 /// What to do when no safe patch exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,10 +95,10 @@ pub struct Args {
     #[arg(long)]
     pub apply: bool,
 
-    /// Show what --apply would write (the API server validates it in a server-side dry run);
-    /// write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Show what --apply would write, write nothing (`--dry-run=server`: validated by the API
+    /// server; with -f, every mode leaves the files alone).
+    #[command(flatten)]
+    pub dry_run: DryRunArgs,
 
     /// When no safe patch exists, fall back to MODE. Only with --yes.
     #[arg(long, value_enum, value_name = "MODE")]
@@ -107,10 +111,12 @@ pub struct Args {
     /// Folder under which cluster backups are written (one timestamped folder per --apply).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_BACKUP_ROOT)]
     pub backup_dir: PathBuf,
+}
 
-    /// Which cluster (without -f).
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
+impl Args {
+    fn dry_run(&self) -> DryRun {
+        self.dry_run.dry_run
+    }
 }
 
 /// Where the objects come from and go to.
@@ -134,8 +140,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     let target = if args.flow.filenames.is_empty() {
         let client = runtime
-            .block_on(connect(&args.cluster))
-            .map_err(|e| ExitError::bad_input(format!("no -f given and {e}")))?;
+            .block_on(connect(&args.flow.cluster))
+            .map_err(|e| ExitError::from(e).context("no -f given"))?;
         Target::Cluster(client)
     } else {
         Target::Files
@@ -147,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Err(error) => match args.fallback {
             Some(Fallback::DeletePolicy) => {
                 let plan = plan_delete_fallback(&inventory, &flows, &options);
-                warn_fallback(&error, &plan, args.apply && !args.dry_run);
+                warn_fallback(&error, &plan, args.apply && !args.dry_run().is_dry());
                 plan
             }
             None => return no_safe_patch(&args, &inventory, &flows, &options, &error),
@@ -156,19 +162,25 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if args.fallback.is_some() && plan.patches.iter().all(|p| p.action != PatchAction::Delete) {
         eprintln!("note: a safe patch exists; --fallback is not needed and is ignored");
     }
-    let write = (args.apply || args.dry_run) && !plan.is_noop();
-    if write && !args.dry_run {
+    let write = (args.apply || args.dry_run().is_dry()) && !plan.is_noop();
+    if write && !args.dry_run().is_dry() {
         refuse_tiered_writes(&args, &plan, &target)?;
     }
     let applied = match (&target, write) {
         (_, false) => None,
         (Target::Files, true) => Some(apply_files(&args, &plan)?),
+        (Target::Cluster(_), true) if args.dry_run() == DryRun::Client => {
+            Some(client_dry_run(&plan))
+        }
         (Target::Cluster(client), true) => {
             let (final_plan, applied) = apply_cluster(&runtime, &args, client, plan, &options)?;
             plan = final_plan;
             Some(applied)
         }
     };
+    for patch in &mut plan.patches {
+        patch.kubectl = args.flow.cluster.kubectl(&patch.kubectl);
+    }
     print(&args, &plan, applied.as_ref())?;
     Ok(exit::OK)
 }
@@ -198,13 +210,30 @@ fn refuse_tiered_writes(args: &Args, plan: &FixPlan, target: &Target) -> anyhow:
     Err(ExitError { code: exit::NO, message: refused }.into())
 }
 
+/// `--dry-run=client` against the cluster: what would be written, nothing sent.
+fn client_dry_run(plan: &FixPlan) -> Value {
+    let objects: Vec<Value> = plan
+        .patches
+        .iter()
+        .map(|p| {
+            eprintln!(
+                "dry run (client): would {} networkpolicy {} (nothing sent)",
+                format!("{:?}", p.action).to_lowercase(),
+                p.key()
+            );
+            json!({"namespace": p.namespace, "name": p.name, "action": p.action})
+        })
+        .collect();
+    json!({"target": "cluster", "dry_run": true, "dry_run_mode": DryRun::Client, "objects": objects})
+}
+
 fn load(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
     target: &Target,
 ) -> anyhow::Result<(Inventory, Vec<Flow>)> {
     let inventory = match target {
-        Target::Files => load_inventory(&args.flow.filenames)?,
+        Target::Files => load_inventory(&args.flow.filenames, &args.flow.cluster)?,
         Target::Cluster(client) => {
             let objects =
                 runtime.block_on(load_cluster_with(client.clone())).map_err(ExitError::from)?;
@@ -267,7 +296,8 @@ fn no_safe_patch(
 
 /// Writes the plan into the manifest files; progress on stderr.
 fn apply_files(args: &Args, plan: &FixPlan) -> anyhow::Result<Value> {
-    let writes = write_plan(plan, &args.flow.filenames, args.dry_run).map_err(ExitError::from)?;
+    let dry_run = args.dry_run().is_dry();
+    let writes = write_plan(plan, &args.flow.filenames, dry_run).map_err(ExitError::from)?;
     for write in &writes {
         report_file(write);
     }
@@ -278,7 +308,9 @@ fn apply_files(args: &Args, plan: &FixPlan) -> anyhow::Result<Value> {
                    "file_action": w.file.action, "backup": w.file.backup})
         })
         .collect();
-    Ok(json!({"target": "files", "dry_run": args.dry_run, "files": files}))
+    Ok(
+        json!({"target": "files", "dry_run": dry_run, "dry_run_mode": args.dry_run(), "files": files}),
+    )
 }
 
 fn report_file(write: &PolicyWrite) {
@@ -314,10 +346,11 @@ fn apply_cluster(
     let mut plan = plan;
     let mut retried = false;
     loop {
-        match runtime.block_on(apply_plan(client, &plan, &args.backup_dir, args.dry_run)) {
+        let dry_run = args.dry_run().is_dry();
+        match runtime.block_on(apply_plan(client, &plan, &args.backup_dir, dry_run)) {
             Ok(applied) => {
-                report_cluster(&applied, args.dry_run);
-                return Ok((plan, cluster_json(&applied, args.dry_run, retried)));
+                report_cluster(&applied, dry_run, &args.flow.cluster);
+                return Ok((plan, cluster_json(&applied, args.dry_run(), retried)));
             }
             Err(error) if error.is_conflict() && !retried => {
                 eprintln!("{error}; re-reading the cluster and planning again");
@@ -328,7 +361,8 @@ fn apply_cluster(
                         eprintln!("nothing to do any more: the flow is allowed now");
                         return Ok((
                             plan,
-                            json!({"target": "cluster", "dry_run": args.dry_run, "retried": true}),
+                            json!({"target": "cluster", "dry_run": dry_run,
+                                   "dry_run_mode": args.dry_run(), "retried": true}),
                         ));
                     }
                     Ok(plan) => plan,
@@ -349,7 +383,7 @@ fn apply_cluster(
     }
 }
 
-fn report_cluster(applied: &ClusterApply, dry_run: bool) {
+fn report_cluster(applied: &ClusterApply, dry_run: bool, cluster: &ClusterArgs) {
     for report in &applied.reports {
         let key = format!("{}/{}", report.namespace, report.name);
         if dry_run {
@@ -368,7 +402,12 @@ fn report_cluster(applied: &ClusterApply, dry_run: bool) {
         eprintln!("{}: networkpolicy {key}{versions}{retried}", past(&report.action.to_string()));
     }
     if let Some(backup) = &applied.backup {
-        eprintln!("backup: {} (undo: netpol-trace restore {})", backup.display(), backup.display());
+        eprintln!(
+            "backup: {} (undo: netpol-trace restore{} {})",
+            backup.display(),
+            cluster.kubectl_flags(),
+            backup.display()
+        );
     }
 }
 
@@ -381,7 +420,7 @@ fn past(action: &str) -> String {
     }
 }
 
-fn cluster_json(applied: &ClusterApply, dry_run: bool, retried: bool) -> Value {
+fn cluster_json(applied: &ClusterApply, dry_run: DryRun, retried: bool) -> Value {
     let objects: Vec<Value> = applied
         .reports
         .iter()
@@ -391,7 +430,8 @@ fn cluster_json(applied: &ClusterApply, dry_run: bool, retried: bool) -> Value {
                    "resource_version_after": r.resource_version_after, "retried": r.retried})
         })
         .collect();
-    json!({"target": "cluster", "dry_run": dry_run, "retried": retried, "backup": applied.backup, "objects": objects})
+    json!({"target": "cluster", "dry_run": dry_run.is_dry(), "dry_run_mode": dry_run,
+           "retried": retried, "backup": applied.backup, "objects": objects})
 }
 
 /// `-o json`: the plan, plus what `--apply`/`--dry-run` wrote (`applied`).

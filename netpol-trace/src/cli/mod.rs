@@ -1,9 +1,10 @@
 //! The `netpol-trace` command line: one binary, kubectl's habits.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod agent;
 pub mod completion;
+pub mod doctor;
 pub mod drops;
 pub mod explain;
 pub mod fix;
@@ -20,10 +21,14 @@ The loop, each step also usable on its own:
   netpol-trace fix --from app/web-1 --to db/mysql-0 --port 3306 [--apply]
                                        # the minimal patch, with backup; `restore` undoes it
   netpol-trace lab demo                # the whole recovery on a local replica node
+  netpol-trace doctor                  # can this node run the agent, and if not, why
 
 Objects come from -f manifests (files, directories, multi-document YAML, List) or, without
--f, from the cluster of your kubeconfig. Exit codes: 0 yes/done, 1 no (denied, no safe
-patch, not restored), 2 bad input or cannot run (privileges, BTF, unknown pod...).";
+-f, from the cluster of your kubeconfig. kubectl's habits: --kubeconfig, --context, -n (default:
+the context's namespace), -A where a command lists, --dry-run=none|client|server where it
+writes (bare --dry-run: client); printed kubectl commands repeat your --kubeconfig/--context.
+Exit codes: 0 yes/done, 1 no (denied, no safe patch, not restored), 2 bad input or cannot run
+(privileges, BTF, unknown pod...), 3 cluster unreachable (retry later).";
 
 /// Find the NetworkPolicy that drops a connection and fix it minimally.
 #[derive(Debug, Parser)]
@@ -66,6 +71,41 @@ pub enum Command {
     Report(report::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// Can this node run the agent? Kernel, BTF, drop reasons, capabilities, CNI, API, RBAC.
+    Doctor(doctor::Args),
+}
+
+/// The version line: the crate version and whether the kernel programs are embedded.
+pub fn version() -> String {
+    let programs = if crate::datapath::object::is_embedded() {
+        "kernel programs embedded"
+    } else {
+        "built without kernel programs (NETPOL_TRACE_SKIP_EBPF): trace, agent and lab refuse"
+    };
+    format!("{} ({programs})", env!("CARGO_PKG_VERSION"))
+}
+
+/// The file name kubectl looks for on PATH to run `kubectl netpol-trace` (a dash in a plugin's
+/// command name is an underscore in its file name).
+pub const KUBECTL_PLUGIN_BINARY: &str = "kubectl-netpol_trace";
+
+/// The command definition with the run-time [`version`]; invoked as the kubectl plugin, its
+/// usage reads `kubectl netpol-trace ...`.
+pub fn command() -> clap::Command {
+    // Leaked once per process: clap keeps `&'static str` versions.
+    let command = Cli::command().version(&*Box::leak(version().into_boxed_str()));
+    let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
+    let as_plugin = invoked
+        .as_deref()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|name| name == KUBECTL_PLUGIN_BINARY);
+    if as_plugin { command.bin_name("kubectl netpol-trace") } else { command }
+}
+
+/// Parses the process arguments (exits with usage on error, like `Cli::parse`).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -80,5 +120,33 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Doctor(args) => doctor::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Duplicate flags between shared groups (e.g. two `-n`) would only panic at run time.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_commands_take_kubectls_flags() {
+        for args in [
+            &["netpol-trace", "explain", "--from", "a/b", "--to", "c/d", "--context", "x"][..],
+            &["netpol-trace", "fix", "--from", "b", "--to", "d", "--kubeconfig", "k", "-n", "n"],
+            &["netpol-trace", "fix", "--from", "b", "--to", "d", "--dry-run=server"],
+            &["netpol-trace", "restore", "--context", "x", "--dry-run", "dir"],
+            &["netpol-trace", "trace", "--context", "x", "--kubeconfig", "k"],
+            &["netpol-trace", "agent", "--context", "x"],
+            &["netpol-trace", "drops", "-A", "--context", "x"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }

@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::apply::files::{FileRestore, original_of_backup, restore_file};
 use crate::exit::{self, ExitError};
 use crate::k8s::backup::MANIFEST_FILE;
-use crate::k8s::client::{ClusterArgs, connect};
-use crate::k8s::restore::{RestoreReport, restore};
+use crate::k8s::client::{ClusterArgs, DryRunArgs, connect};
+use crate::k8s::restore::{RestoreReport, restore_with};
 use crate::output::{OutputFormat, TABLE_OR_JSON};
 
 /// Arguments of `restore`.
@@ -24,21 +24,23 @@ Examples:
   NAMESPACE  NAME           RECORDED  RESULT     DETAIL
   db         mysql-ingress  patch     replaced   spec, labels and annotations replaced (resourceVersion 4711 -> 4790)
 
-  # Check first: server-side dry run, nothing is written
-  netpol-trace restore ./netpol-trace-backups/20260101T120000Z --dry-run -o json
+  # Check first: server-side dry run (the API server validates, nothing is written); a bare
+  # --dry-run (client) only reads the cluster. --kubeconfig/--context as with kubectl.
+  netpol-trace restore --context prod ./netpol-trace-backups/20260101T120000Z --dry-run=server
 
   # Put a manifest file back from the backup saved beside it by `fix -f ... --apply`
   netpol-trace restore manifests/db.yaml.netpol-trace-20260101T120000Z.bak
 
-Exit status: 0 restored, 1 some object could not be restored, 2 bad input or no cluster.")]
+Exit status: 0 restored, 1 some object could not be restored, 2 bad input or no cluster
+configured, 3 cluster unreachable (retry).")]
 pub struct Args {
     /// A backup folder (holding manifest.json) or a file backup (<file>.netpol-trace-<time>.bak).
     #[arg(value_name = "BACKUP")]
     pub backup: PathBuf,
 
-    /// Show what would be done (validated by the API server), write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Show what would be done, write nothing.
+    #[command(flatten)]
+    pub dry_run: DryRunArgs,
 
     /// Output format.
     #[arg(short, long, value_parser = OutputFormat::parser(TABLE_OR_JSON), default_value = "table")]
@@ -65,15 +67,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             .context("cannot start the async runtime")?;
         let report = runtime.block_on(async {
             let client = connect(&args.cluster).await.map_err(ExitError::from)?;
-            restore(&client, &args.backup, args.dry_run)
+            restore_with(&client, &args.backup, args.dry_run.dry_run)
                 .await
-                .map_err(|e| anyhow::Error::from(ExitError::bad_input(e.to_string())))
+                .map_err(|e| anyhow::Error::from(ExitError::from(e)))
         })?;
         print_cluster_report(&report, args.output)?;
         return Ok(if report.restored() { exit::OK } else { exit::NO });
     }
     if args.backup.is_file() && original_of_backup(&args.backup).is_some() {
-        let done = restore_file(&args.backup, args.dry_run).map_err(ExitError::from)?;
+        let done =
+            restore_file(&args.backup, args.dry_run.dry_run.is_dry()).map_err(ExitError::from)?;
         print_file_report(&done, args.output)?;
         return Ok(exit::OK);
     }

@@ -5,7 +5,7 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::args::{TracerArgs, load_inventory};
+use crate::args::{ClusterArgs, TracerArgs, load_inventory};
 use crate::attribution;
 use crate::output::{OutputFormat, TABLE_OR_JSON};
 use crate::{
@@ -57,11 +57,16 @@ pub struct Args {
     /// without it, the cluster of the kubeconfig (or in-cluster) when one is configured.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub filenames: Vec<PathBuf>,
+    /// Which cluster attributes the drops (without -f).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
-/// Whether a cluster is configured (kubeconfig or in-cluster), so `trace` may try it.
-fn cluster_configured() -> bool {
-    std::env::var_os("KUBECONFIG").is_some()
+/// Whether a cluster is configured (flags, kubeconfig or in-cluster), so `trace` may try it.
+fn cluster_configured(cluster: &ClusterArgs) -> bool {
+    cluster.kubeconfig.is_some()
+        || cluster.context.is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
         || std::env::var_os("HOME")
             .is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists())
@@ -71,12 +76,12 @@ fn cluster_configured() -> bool {
 /// configured cluster (unreachable: a warning, and drops stay unattributed).
 fn attribution_inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
     if !args.filenames.is_empty() {
-        return load_inventory(&args.filenames).map(Some);
+        return load_inventory(&args.filenames, &args.cluster).map(Some);
     }
-    if !cluster_configured() {
+    if !cluster_configured(&args.cluster) {
         return Ok(None);
     }
-    match load_inventory(&[]) {
+    match load_inventory(&[], &args.cluster) {
         Ok(inv) => Ok(Some(inv)),
         Err(e) => {
             eprintln!("netpol-trace: drops will not be attributed: {e:#}");

@@ -171,6 +171,12 @@ impl Error {
         }
     }
 
+    /// Whether the API server could not be reached at all (retrying later may help), as
+    /// opposed to a request it refused or input that is wrong.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Transport { .. })
+    }
+
     /// A short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::backup::{self, BackupAction, BackupEntry};
+use super::client::DryRun;
 use super::error::{Error, Result};
 use super::rest::{self, meta_str};
 
@@ -81,11 +82,23 @@ impl RestoreReport {
 }
 
 /// Restores every object of a backup folder, most recent first. Failures of single objects
-/// are reported in their line; an unreadable backup is an error.
+/// are reported in their line; an unreadable backup is an error. `dry_run`: a server-side dry
+/// run.
 pub async fn restore(
     client: &kube::Client,
     backup_dir: &Path,
     dry_run: bool,
+) -> Result<RestoreReport> {
+    let mode = if dry_run { DryRun::Server } else { DryRun::None };
+    restore_with(client, backup_dir, mode).await
+}
+
+/// [`restore`] with kubectl's dry-run modes: `Client` reads the cluster and says what it would
+/// write, sending no write.
+pub async fn restore_with(
+    client: &kube::Client,
+    backup_dir: &Path,
+    mode: DryRun,
 ) -> Result<RestoreReport> {
     let manifest = backup::read_manifest(backup_dir)?;
     for entry in &manifest.objects {
@@ -101,7 +114,7 @@ pub async fn restore(
     }
     let mut objects = Vec::new();
     for entry in manifest.objects.iter().rev() {
-        let (outcome, detail) = match restore_one(client, backup_dir, entry, dry_run).await {
+        let (outcome, detail) = match restore_one(client, backup_dir, entry, mode).await {
             Ok(done) => done,
             Err(e @ (Error::InvalidBackup { .. } | Error::Io { .. })) => return Err(e),
             Err(e) => (RestoreOutcome::Failed, e.to_string()),
@@ -114,7 +127,7 @@ pub async fn restore(
             detail,
         });
     }
-    Ok(RestoreReport { backup: backup_dir.display().to_string(), dry_run, objects })
+    Ok(RestoreReport { backup: backup_dir.display().to_string(), dry_run: mode.is_dry(), objects })
 }
 
 fn same_content(a: &Value, b: &Value) -> bool {
@@ -151,8 +164,10 @@ async fn restore_one(
     client: &kube::Client,
     dir: &Path,
     entry: &BackupEntry,
-    dry_run: bool,
+    mode: DryRun,
 ) -> Result<(RestoreOutcome, String)> {
+    let dry_run = mode.is_dry();
+    let send = mode != DryRun::Client;
     let (ns, name) = (entry.namespace.as_str(), entry.name.as_str());
     let current = rest::get_policy(client, ns, name).await?;
     match entry.action {
@@ -168,6 +183,9 @@ async fn restore_one(
                         .into(),
                 ));
             }
+            if !send {
+                return Ok((RestoreOutcome::Deleted, "would delete (nothing sent)".into()));
+            }
             rest::delete_policy_object(client, ns, name, uid, None, dry_run).await?;
             Ok((RestoreOutcome::Deleted, format!("deleted (uid {})", uid.unwrap_or_default())))
         }
@@ -179,6 +197,12 @@ async fn restore_one(
             let saved = backup::read_object(dir, entry)?;
             match current {
                 None => {
+                    if !send {
+                        return Ok((
+                            RestoreOutcome::Recreated,
+                            "would create again from the backup (nothing sent)".into(),
+                        ));
+                    }
                     let obj = rest::for_create(&saved);
                     let created = rest::create_policy_object(client, ns, &obj, dry_run).await?;
                     let rv = meta_str(&created, "resourceVersion").unwrap_or("-");
@@ -193,6 +217,14 @@ async fn restore_one(
                 Some(current) => {
                     let before = meta_str(&current, "resourceVersion").unwrap_or("-").to_string();
                     let replacement = with_saved_content(&current, &saved);
+                    if !send {
+                        return Ok((
+                            RestoreOutcome::Replaced,
+                            format!(
+                                "would replace spec, labels and annotations (resourceVersion {before}; nothing sent)"
+                            ),
+                        ));
+                    }
                     let put = rest::replace_policy(client, ns, name, &replacement, dry_run).await?;
                     let after = meta_str(&put, "resourceVersion").unwrap_or("-");
                     let detail = if dry_run {
