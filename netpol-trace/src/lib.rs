@@ -17,6 +17,7 @@
 //! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine, and writing
 //!   it back to manifest files.
 //! * [`output`]: table/JSON/YAML output helpers.
+//! * [`operator`]: DropReports, approval, the leader-elected controller that applies fixes.
 
 pub mod agent;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod inventory;
 pub mod k8s;
 pub mod lab;
 pub mod manifest;
+pub mod operator;
 pub mod output;
 pub mod policy;
 pub mod trace;

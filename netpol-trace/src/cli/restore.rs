@@ -35,14 +35,28 @@ Examples:
   # Check first: server-side dry run, nothing is written
   netpol-trace restore ./netpol-trace-backups/20260101T120000Z --dry-run -o json
 
+  # Undo a fix the controller applied for a DropReport (refused, exit 1, when a policy was
+  # edited since the fix, unless --force); the report becomes RolledBack
+  netpol-trace restore dropreport/app-web-to-mysql-3306-tcp-3f2a9c01d4 -n db
+
   # Put a manifest file back from the backup saved beside it by `fix -f ... --apply`
   netpol-trace restore manifests/db.yaml.netpol-trace-20260101T120000Z.bak
 
 Exit status: 0 restored, 1 some object could not be restored, 2 bad input or no cluster.")]
 pub struct Args {
-    /// A backup folder (holding manifest.json) or a file backup (<file>.netpol-trace-<time>.bak).
+    /// A backup folder (holding manifest.json), a file backup (<file>.netpol-trace-<time>.bak),
+    /// or `dropreport/NAME` (the backup the controller kept in the report; with -n).
     #[arg(value_name = "BACKUP")]
     pub backup: PathBuf,
+
+    /// Namespace of `dropreport/NAME` (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// `dropreport/NAME`: restore even objects changed since the fix (their later edits are
+    /// lost).
+    #[arg(long)]
+    pub force: bool,
 
     /// Show what would be done (validated by the API server), write nothing.
     #[arg(long)]
@@ -59,6 +73,10 @@ pub struct Args {
 
 /// Runs `restore` and returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    if let Some(name) = args.backup.to_str().and_then(dropreport_name) {
+        let name = name.to_string();
+        return super::restore_report::run(&args, &name);
+    }
     if args.backup.is_dir() {
         if !args.backup.join(MANIFEST_FILE).is_file() {
             return Err(ExitError::bad_input(format!(
@@ -92,6 +110,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         display_missing(&args.backup)
     ))
     .into())
+}
+
+/// `NAME` of a `dropreport/NAME` (or `dr/NAME`) argument.
+fn dropreport_name(arg: &str) -> Option<&str> {
+    ["dropreport/", "dropreports/", "dr/", "dropreports.netpol-trace.io/"]
+        .iter()
+        .find_map(|p| arg.strip_prefix(p))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
 }
 
 fn display_missing(path: &Path) -> String {
