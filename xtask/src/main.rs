@@ -161,20 +161,55 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
     )?;
     if !unprivileged {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!(
-                "the privileged integration tests need root (namespaces, nftables, eBPF): run `sudo -E env PATH=\"$PATH\" cargo xtask test`, or pass --unprivileged"
-            );
+        if unsafe { libc::geteuid() } == 0 {
+            ok &= cargo_test(
+                "privileged integration tests",
+                cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
+                &mut tally,
+            )?;
+        } else {
+            ok &= privileged_tests_through_sudo(root, &mut tally)?;
         }
-        ok &= cargo_test(
-            "privileged integration tests",
-            cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
-            &mut tally,
-        )?;
     }
     println!("xtask: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
     if !ok || tally.failed > 0 {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// For a user with sudo: builds the privileged test binaries as that user (the target
+/// directory stays theirs), then runs only the binaries as root.
+fn privileged_tests_through_sudo(root: &Path, tally: &mut Tally) -> anyhow::Result<bool> {
+    if Command::new("sudo").arg("--version").output().is_err() {
+        bail!(
+            "the privileged integration tests need root (namespaces, nftables, eBPF) and there is no sudo: run `cargo xtask test` as root, or pass --unprivileged"
+        );
+    }
+    eprintln!("xtask: building the privileged integration tests");
+    let out = cargo()
+        .current_dir(root)
+        .args(["test", "-p", "netpol-trace-integration", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot start cargo")?;
+    if !out.status.success() {
+        bail!("building the privileged integration tests failed ({})", out.status);
+    }
+    let mut ok = true;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_test = msg["profile"]["test"].as_bool() == Some(true);
+        let Some(exe) = msg["executable"].as_str().filter(|_| is_test) else { continue };
+        let name = msg["target"]["name"].as_str().unwrap_or(exe);
+        let mut cmd = Command::new("sudo");
+        cmd.args(["--preserve-env=PATH,RUST_LOG,RUST_BACKTRACE,CI", exe]);
+        ok &= cargo_test(
+            &format!("privileged integration tests: {name} (through sudo)"),
+            &mut cmd,
+            tally,
+        )?;
+    }
+    Ok(ok)
 }
