@@ -179,3 +179,34 @@ mod tests {
         assert_eq!(table(&[], false), "No drop reports found.\n");
     }
 }
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_operator_commands_parse_as_documented() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["netpol-trace", "drops", "-A", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Drops(a) if a.all_namespaces));
+        assert!(Cli::try_parse_from(["netpol-trace", "drops", "-A", "-n", "db"]).is_err());
+        let cli = Cli::try_parse_from(["netpol-trace", "approve", "r1", "-n", "db"]).unwrap();
+        assert!(matches!(cli.command, Command::Approve(a) if a.namespace.as_deref() == Some("db")));
+        let cli = Cli::try_parse_from([
+            "netpol-trace",
+            "restore",
+            "dropreport/r1",
+            "-n",
+            "db",
+            "--force",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Restore(a) if a.force));
+        let cli =
+            Cli::try_parse_from(["netpol-trace", "controller", "--auto-approve", "regressions"])
+                .unwrap();
+        assert!(matches!(cli.command, Command::Controller(a) if a.auto_approve.is_some()));
+    }
+}
