@@ -35,7 +35,10 @@ pub const PLURAL: &str = "dropreports";
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Fix","type":"string","jsonPath":".status.fix.phase"}"#,
     printcolumn = r#"{"name":"Count","type":"integer","jsonPath":".status.count"}"#,
-    printcolumn = r#"{"name":"Last Seen","type":"date","jsonPath":".status.lastSeen"}"#
+    printcolumn = r#"{"name":"Last Seen","type":"date","jsonPath":".status.lastSeen"}"#,
+    printcolumn = r#"{"name":"Decision","type":"string","jsonPath":".spec.decision","priority":1}"#,
+    printcolumn = r#"{"name":"Source IP","type":"string","jsonPath":".spec.source.ip","priority":1}"#,
+    category = "netpol-trace"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DropReportSpec {
@@ -47,6 +50,7 @@ pub struct DropReportSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// `TCP`, `UDP` or `SCTP`.
+    #[schemars(extend("enum" = ["TCP", "UDP", "SCTP"]))]
     pub protocol: String,
     /// Absent while pending; set by `netpol-trace approve|reject` or the auto-approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,4 +337,24 @@ impl DropReport {
             self.metadata.name.as_deref().unwrap_or_default()
         )
     }
+}
+
+/// The header of the shipped CRD file.
+const CRD_HEADER: &str = "\
+# DropReport: one dropped flow identity (source workload or IP, destination workload, port,
+# protocol), in the destination's namespace. Node agents create it and fill its status through
+# /status; a person (`netpol-trace approve|reject`, or `kubectl patch`) or the controller's narrow
+# auto-approval sets spec.decision; the controller applies approved fixes and records the backup
+# in the status. Backed-up objects and patches are kept whole (x-kubernetes-preserve-unknown-fields).
+#
+# Generated from netpol-trace/src/operator/report.rs; do not edit by hand:
+#   cargo run -p netpol-trace --example dropreport_crd > deploy/crd-dropreport.yaml
+# The Helm chart's crds/dropreports.yaml is the same file; a test checks both.
+";
+
+/// The CRD as shipped in `deploy/crd-dropreport.yaml`: a header comment and the YAML that
+/// the types generate.
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    use kube::CustomResourceExt;
+    Ok(format!("{CRD_HEADER}{}", serde_yaml_ng::to_string(&DropReport::crd())?))
 }
