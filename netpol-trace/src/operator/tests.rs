@@ -3,7 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use kube::CustomResourceExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::auto_approve::AutoApprover;
 use super::fixer::needs_work;
