@@ -457,3 +457,19 @@ async fn wait<T>(mut check: impl FnMut() -> Option<T>) -> T {
     }
     panic!("not reached within 10 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_reads_a_dropreport_from_the_cluster() {
+    let cluster = Cluster::start(3307).await;
+    let name = published(&cluster).await;
+    let out = cluster
+        .cli(PERSON, &["report", &format!("dropreport/{name}"), "-n", "db", "-o", "markdown"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let markdown = String::from_utf8_lossy(&out.stdout);
+    assert!(markdown.contains("mysql") && markdown.contains("3306"), "{markdown}");
+    let out =
+        cluster.cli(PERSON, &["report", "dropreport/nope", "-n", "db", "-o", "markdown"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("dropreport db/nope not found"), "{}", text(&out));
+}

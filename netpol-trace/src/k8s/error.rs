@@ -50,7 +50,7 @@ impl std::fmt::Display for ApiFailure {
                 };
                 write!(
                     f,
-                    "forbidden: the credentials in use need {} on {} {scope} (in a cluster only the controller writes NetworkPolicies, see deploy/rbac-controller.yaml); the server said: {}",
+                    "forbidden: the service account needs {} on {} {scope} (see the roles in deploy/); the server said: {}",
                     self.verb, self.resource, self.message
                 )
             }
@@ -246,7 +246,7 @@ mod tests {
             message: "denied".into(),
         };
         assert!(Error::Api(Box::new(f)).to_string().starts_with(
-            "forbidden: the credentials in use need patch on networkpolicies in namespace db (in a cluster only the controller writes NetworkPolicies, see deploy/rbac-controller.yaml)"
+            "forbidden: the service account needs patch on networkpolicies in namespace db (see the roles in deploy/)"
         ));
     }
 }

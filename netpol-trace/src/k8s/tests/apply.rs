@@ -124,7 +124,7 @@ async fn forbidden_and_invalid_are_clear() {
         .unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "forbidden: the credentials in use need patch on networkpolicies in namespace db (in a cluster only the controller writes NetworkPolicies, see deploy/rbac-controller.yaml)"
+            "forbidden: the service account needs patch on networkpolicies in namespace db (see the roles in deploy/)"
         ),
         "{err}"
     );
