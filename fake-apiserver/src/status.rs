@@ -161,6 +161,8 @@ impl ApiError {
         match code {
             404 => Self::not_found(rt, name),
             409 => Self::stale(rt, name),
+            // What a write answers when a JSON patch `test` op fails.
+            422 => Self::json_patch_rejected(),
             403 => Self::forbidden(rt, "access", None, None, Some(name), FAKE_USER),
             429 => Self::new(
                 429,

@@ -113,7 +113,8 @@ async fn agent_publishes_reports_and_cannot_touch_policies() {
     within(api.list(&ListParams::default())).await.unwrap();
     let name = "app-web-to-db-mysql-3306-tcp";
     let status = json!({"status": {"state": "Dropping", "count": 3,
-        "nodes": [{"node": "node-1", "count": 3, "ifname": "cali1", "reason": "NETFILTER_DROP"}]}});
+        "nodes": [{"node": "node-1", "count": 3, "lastSeen": "2026-01-01T00:00:00Z",
+                   "ifname": "cali1", "reason": "NETFILTER_DROP"}]}});
     let after = within(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)))
         .await
         .unwrap();

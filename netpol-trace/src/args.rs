@@ -1,8 +1,8 @@
 //! Flag groups shared by the commands, in one place: where objects come from and which flow
 //! is meant ([`FlowArgs`]), which cluster ([`ClusterArgs`]: kubectl's `--kubeconfig`,
 //! `--context`), `--dry-run` ([`DryRunArgs`]), which node interfaces and ports to trace
-//! ([`TracerArgs`]), and the duration syntax. The commands (`cli`) flatten these into their
-//! own arguments.
+//! ([`TracerArgs`]), which DropReport a decision is about ([`ReportArgs`]), and the duration
+//! syntax. The commands (`cli`) flatten these into their own arguments.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,6 +156,20 @@ impl TracerArgs {
         }
         Ok(self.netns.as_deref().map(netns::resolve).transpose()?)
     }
+}
+
+/// Which DropReport `approve` and `reject` decide, and on which cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// The DropReport's name (`dropreport/NAME` is accepted too).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Its namespace (the destination's); default: the kubeconfig context's namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: crate::k8s::client::ClusterArgs,
 }
 
 /// Parses a duration the way every flag takes one: humantime's syntax (`500ms`, `1s`, `2m`,

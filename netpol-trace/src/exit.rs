@@ -81,6 +81,15 @@ bad_input_from!(
     crate::lab::error::LabError,
 );
 
+/// An error of the operator feed at the command line: a report that does not exist is bad
+/// input (exit 2) with the report named; anything else keeps its message and context.
+pub fn operator_error(error: crate::operator::Error) -> anyhow::Error {
+    match error {
+        e @ crate::operator::Error::NotFound { .. } => ExitError::bad_input(e.to_string()).into(),
+        e => anyhow::Error::from(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

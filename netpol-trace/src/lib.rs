@@ -19,6 +19,7 @@
 //! * [`fix`]: the minimal patch that allows a denied flow, proven with the engine (pure).
 //! * [`output`]: table/JSON/YAML output helpers.
 //! * [`report`]: the postmortem report (HTML, Markdown) from NDJSON streams or a DropReport.
+//! * [`operator`]: DropReports, approval, the leader-elected controller that applies fixes.
 
 pub mod agent;
 pub mod apply;
@@ -36,6 +37,7 @@ pub mod k8s;
 pub mod lab;
 pub mod manifest;
 pub mod netns;
+pub mod operator;
 pub mod output;
 pub mod policy;
 pub mod report;

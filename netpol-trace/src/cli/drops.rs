@@ -1,258 +1,215 @@
-//! `netpol-trace drops`: the dropped flows of the whole cluster, from every agent.
+//! `netpol-trace drops`: the DropReports of a namespace or of the whole cluster, read from the
+//! API server (one list request, however many nodes there are).
 
-use std::{io::Write, time::Duration};
+use std::io::Write;
 
-use anyhow::Context;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
 
-use crate::{
-    agent::{
-        FlowRecord, FlowState,
-        collect::{
-            AgentLocator, DEFAULT_AGENT_NAMESPACE, DEFAULT_AGENT_PORT, DEFAULT_AGENT_SELECTOR,
-            collect,
-        },
-        events::fix_command,
-    },
-    args::ListScopeArgs,
-    exit,
-    k8s::client::ClusterArgs,
-    output::{OutputFormat, TABLE_JSON_YAML, write_json, write_yaml},
-};
+use crate::args::ListScopeArgs;
+use crate::exit;
+use crate::exit::ExitError;
+use crate::k8s::client::{ClusterArgs, client_and_namespace};
+use crate::operator::report::DropReport;
+use crate::output::{OutputFormat, TABLE_JSON_YAML, write_json, write_yaml};
 
 /// Arguments of `drops`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  # Every dropped flow in the cluster (without -A: flows with an end in the context's namespace)
+  # Reports in the kubeconfig context's namespace, then in every namespace
+  $ netpol-trace drops
   $ netpol-trace drops -A
-  STATE     NODE    COUNT  LAST SEEN             REASON          SOURCE     DESTINATION      DENIED BY
-  dropping  node-a  12     2026-11-26T07:31:09Z  NETFILTER_DROP  app/web-1  db/mysql-0:3306  db/mysql-ingress (ingress)
+  NAMESPACE  NAME                                  SOURCE   DESTINATION  PORT      STATE     FIX       DECISION  COUNT  LAST SEEN
+  db         app-web-to-mysql-3306-tcp-3f2a9c01d4  app/web  db/mysql     3306/TCP  Dropping  Proposed  -         12     2026-11-26T07:31:09Z
 
-  # Flows with an end in namespace db, and the patches that would allow them (the printed
-  # commands carry the --kubeconfig/--context given here)
-  $ netpol-trace drops --context prod -n db --fix
+  # The same as JSON (a List, as kubectl prints it)
+  $ netpol-trace drops -n db -o json
 
-The agents are asked through the API server's pod proxy
-(GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/drops): only `get pods/proxy` on the agents'
-namespace is needed. An agent that does not answer is reported on stderr; exit 2 when none
-answered, 3 when the API server is unreachable.")]
+Then: `netpol-trace approve NAME -n NS` (the controller applies the fix), `reject`, and
+`netpol-trace restore dropreport/NAME -n NS` to undo. `kubectl get dr -A` shows the same.")]
 pub struct Args {
-    /// Flows with an end in this namespace (-n; default: the context's), or all (-A).
+    /// Reports in one namespace (-n; default: the context's) or in all (-A).
     #[command(flatten)]
     pub scope: ListScopeArgs,
     /// Output format.
-    #[arg(short = 'o', long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
+    #[arg(short, long, value_parser = OutputFormat::parser(TABLE_JSON_YAML), default_value = "table")]
     pub output: OutputFormat,
-    /// Print the suggested patches (kubectl commands) of the flows still dropping.
-    #[arg(long)]
-    pub fix: bool,
-    /// Namespace of the agent pods.
-    #[arg(long, default_value = DEFAULT_AGENT_NAMESPACE, value_name = "NAMESPACE")]
-    pub agent_namespace: String,
-    /// Label selector of the agent pods.
-    #[arg(long, default_value = DEFAULT_AGENT_SELECTOR, value_name = "SELECTOR")]
-    pub agent_selector: String,
-    /// HTTP port of the agents.
-    #[arg(long, default_value_t = DEFAULT_AGENT_PORT, value_name = "PORT")]
-    pub agent_port: u16,
-    /// How long one agent may take to answer.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub timeout: Duration,
     /// Cluster selection.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
-/// One suggestion of `--fix`.
-#[derive(Debug, serde::Serialize)]
-struct Suggestion {
-    from: String,
-    to: String,
-    port: u16,
-    /// kubectl commands (empty when the agent found no safe patch).
-    kubectl: Vec<String>,
-    /// The command that computes (and can apply) the patch.
-    command: String,
-}
-
 /// Runs `drops`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let namespace = args.scope.namespace(&args.cluster);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let records = rt.block_on(async {
-        let mut config = crate::k8s::client::load_config(&args.cluster).await?;
-        // An agent that is down answers 503 through the proxy: report it, do not retry.
-        config.default_retry = false;
-        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-        let locator = AgentLocator {
-            namespace: args.agent_namespace.clone(),
-            selector: args.agent_selector.clone(),
-            port: args.agent_port,
-            timeout: args.timeout,
-        };
-        let answers = collect(&client, &locator, namespace.as_deref())
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reports = runtime.block_on(async {
+        let (client, namespace) = client_and_namespace(&args.cluster, args.scope.namespace.as_deref())
             .await
-            .map_err(exit::ExitError::from)?;
-        let mut records = vec![];
-        let mut answered = 0;
-        for answer in &answers {
-            match &answer.drops {
-                Ok(r) => {
-                    answered += 1;
-                    records.extend(r.iter().cloned());
-                }
-                Err(e) => eprintln!(
-                    "netpol-trace: agent {}/{} (node {}): {e}",
-                    locator.namespace,
-                    answer.pod,
-                    answer.node.as_deref().unwrap_or("?")
-                ),
-            }
-        }
-        if answered == 0 {
-            return Err(exit::ExitError::bad_input(format!(
-                "none of the {} agent(s) answered",
-                answers.len()
-            ))
-            .into());
-        }
-        anyhow::Ok(records)
+            .map_err(ExitError::from)?;
+        let api: Api<DropReport> = if args.scope.all_namespaces {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, &namespace)
+        };
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            let scope = if args.scope.all_namespaces {
+                "all namespaces".into()
+            } else {
+                format!("namespace {namespace}")
+            };
+            anyhow::anyhow!("listing dropreports in {scope}: {e}")
+        })?;
+        anyhow::Ok(list.items)
     })?;
-    let mut records = records;
-    records.sort_by_key(|r| std::cmp::Reverse(r.drop.time));
+    let mut reports = reports;
+    reports.sort_by(|a, b| {
+        (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+    });
     let mut out = std::io::stdout().lock();
-    if args.fix {
-        print_fixes(&mut out, args.output, &records, &args.cluster)?;
-    } else {
-        match args.output {
-            OutputFormat::Json => write_json(&mut out, &records)?,
-            OutputFormat::Yaml => write_yaml(&mut out, &records)?,
-            OutputFormat::Table | OutputFormat::Kubectl => {
-                out.write_all(table(&records).as_bytes())?
-            }
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": reports});
+    match args.output {
+        OutputFormat::Json => write_json(&mut out, &list)?,
+        OutputFormat::Yaml => write_yaml(&mut out, &list)?,
+        OutputFormat::Table | OutputFormat::Kubectl => {
+            out.write_all(table(&reports, args.scope.all_namespaces).as_bytes())?
         }
     }
     Ok(exit::OK)
 }
 
-fn print_fixes(
-    out: &mut impl Write,
-    format: OutputFormat,
-    records: &[FlowRecord],
-    cluster: &ClusterArgs,
-) -> anyhow::Result<()> {
-    let suggestions: Vec<Suggestion> = records
-        .iter()
-        .filter(|r| r.state == FlowState::Dropping && !r.drop.policies.is_empty())
-        .map(|r| Suggestion {
-            from: r.drop.src.display_name(),
-            to: format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port),
-            port: r.drop.dst.port,
-            kubectl: r
-                .fix
-                .as_ref()
-                .map_or(vec![], |f| f.kubectl.iter().map(|k| cluster.kubectl(k)).collect()),
-            command: format!("{}{}", fix_command(r), cluster.kubectl_flags()),
-        })
-        .collect();
-    match format {
-        OutputFormat::Json => write_json(out, &suggestions),
-        OutputFormat::Yaml => write_yaml(out, &suggestions),
-        OutputFormat::Table | OutputFormat::Kubectl => {
-            if suggestions.is_empty() {
-                writeln!(out, "# no flow is being dropped by a NetworkPolicy")?;
-            }
-            for s in &suggestions {
-                writeln!(out, "# {} -> {}", s.from, s.to)?;
-                if s.kubectl.is_empty() {
-                    writeln!(out, "# no safe patch found by the agent; to investigate:")?;
-                    writeln!(out, "{}", s.command)?;
-                }
-                for k in &s.kubectl {
-                    writeln!(out, "{k}")?;
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 /// The default table.
-pub fn table(records: &[FlowRecord]) -> String {
-    let header =
-        ["STATE", "NODE", "COUNT", "LAST SEEN", "REASON", "SOURCE", "DESTINATION", "DENIED BY"];
-    let rows: Vec<Vec<String>> = records
+pub fn table(reports: &[DropReport], with_namespace: bool) -> String {
+    let mut header = vec![
+        "NAME",
+        "SOURCE",
+        "DESTINATION",
+        "PORT",
+        "STATE",
+        "FIX",
+        "DECISION",
+        "COUNT",
+        "LAST SEEN",
+    ];
+    if with_namespace {
+        header.insert(0, "NAMESPACE");
+    }
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
-            let state = match r.state {
-                FlowState::Dropping => "dropping",
-                FlowState::Restored => "restored",
-            };
-            let mut dst = format!("{}:{}", r.drop.dst.display_name(), r.drop.dst.port);
-            if let (Some(ns), Some(svc)) = (&r.drop.dst.namespace, &r.drop.dst.service) {
-                dst.push_str(&format!(" (svc/{ns}/{svc})"));
+            let status = r.status.as_ref();
+            let mut row = vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                r.spec.source.display(),
+                r.spec.destination.display(),
+                format!("{}/{}", r.spec.port, r.spec.protocol),
+                status.and_then(|s| s.state).map_or("-".into(), |s| format!("{s:?}")),
+                r.phase().map_or("-", |p| p.as_str()).to_string(),
+                r.spec.decision.map_or("-", |d| d.as_str()).to_string(),
+                status.and_then(|s| s.count).map_or("-".into(), |c| c.to_string()),
+                status
+                    .and_then(|s| s.last_seen)
+                    .map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            ];
+            if with_namespace {
+                row.insert(0, r.metadata.namespace.clone().unwrap_or_default());
             }
-            let denied: Vec<String> = r
-                .drop
-                .policies
-                .iter()
-                .map(|p| format!("{}/{} ({})", p.namespace, p.name, p.direction))
-                .collect();
-            vec![
-                state.into(),
-                r.node.clone().unwrap_or_else(|| "-".into()),
-                r.drop.count.to_string(),
-                r.drop.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                r.drop.reason.clone(),
-                r.drop.src.display_name(),
-                dst,
-                if denied.is_empty() { "-".into() } else { denied.join(", ") },
-            ]
+            row
         })
         .collect();
-    crate::output::table(&header, &rows)
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.clone());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    if reports.is_empty() {
+        out = "No drop reports found.\n".into();
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::attribute::{
-        attribute,
-        tests::{MANIFESTS, inventory_of, record},
-    };
+    use crate::operator::report::{DropReportSpec, DropReportStatus, FlowEnd, FlowState};
 
     #[test]
-    fn the_table_names_state_node_flow_and_policy() {
-        let mut r = record("10.0.1.5", "10.0.2.7", 3306);
-        attribute(&inventory_of(MANIFESTS), &mut r);
-        r.node = Some("node-a".into());
-        let text = table(&[r.clone()]);
+    fn the_table_names_flow_state_fix_and_decision() {
+        let mut r = DropReport::new(
+            "app-web-to-mysql-3306-tcp-0123456789",
+            DropReportSpec {
+                source: FlowEnd::workload("app", "web", "Deployment"),
+                destination: FlowEnd::workload("db", "mysql", "StatefulSet"),
+                port: 3306,
+                protocol: "TCP".into(),
+                decision: None,
+            },
+        );
+        r.metadata.namespace = Some("db".into());
+        r.status = Some(DropReportStatus {
+            state: Some(FlowState::Dropping),
+            count: Some(12),
+            ..Default::default()
+        });
+        let text = table(&[r], true);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("STATE     NODE    COUNT"), "{text}");
-        assert!(lines[1].starts_with("dropping  node-a  12"), "{text}");
+        assert!(lines[0].starts_with("NAMESPACE  NAME"), "{text}");
         assert!(
-            lines[1].contains("app/web-1  db/mysql-0:3306  db/mysql-ingress (ingress)"),
+            lines[1].starts_with("db         app-web-to-mysql-3306-tcp-0123456789  app/web  db/mysql     3306/TCP  Dropping  -    -         12"),
             "{text}"
         );
+        assert_eq!(table(&[], false), "No drop reports found.\n");
+    }
+}
 
-        let mut fixes = vec![];
-        print_fixes(&mut fixes, OutputFormat::Table, &[r.clone()], &ClusterArgs::default())
-            .unwrap();
-        let fixes = String::from_utf8(fixes).unwrap();
-        assert!(
-            fixes.starts_with(
-                "# app/web-1 -> db/mysql-0:3306\nkubectl patch networkpolicy -n db mysql-ingress"
-            ),
-            "{fixes}"
-        );
+#[cfg(test)]
+mod cli_tests {
+    use clap::{CommandFactory, Parser};
 
-        let prod = ClusterArgs { kubeconfig: None, context: Some("prod".into()) };
-        let mut fixes = vec![];
-        print_fixes(&mut fixes, OutputFormat::Table, &[r], &prod).unwrap();
-        let fixes = String::from_utf8(fixes).unwrap();
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_operator_commands_parse_as_documented() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["netpol-trace", "drops", "-A", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Drops(a) if a.scope.all_namespaces));
+        assert!(Cli::try_parse_from(["netpol-trace", "drops", "-A", "-n", "db"]).is_err());
+        let cli = Cli::try_parse_from(["netpol-trace", "approve", "r1", "-n", "db"]).unwrap();
         assert!(
-            fixes.contains("\nkubectl --context prod patch networkpolicy -n db mysql-ingress"),
-            "{fixes}"
+            matches!(cli.command, Command::Approve(a) if a.report.namespace.as_deref() == Some("db"))
         );
+        let cli = Cli::try_parse_from([
+            "netpol-trace",
+            "restore",
+            "dropreport/r1",
+            "-n",
+            "db",
+            "--force",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Restore(a) if a.force));
+        let cli =
+            Cli::try_parse_from(["netpol-trace", "controller", "--auto-approve", "regressions"])
+                .unwrap();
+        assert!(matches!(cli.command, Command::Controller(a) if a.auto_approve.is_some()));
     }
 }

@@ -3,12 +3,15 @@
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod agent;
+pub mod approve;
 pub mod completion;
+pub mod controller;
 pub mod doctor;
 pub mod drops;
 pub mod explain;
 pub mod fix;
 pub mod lab;
+pub mod reject;
 pub mod report;
 pub mod restore;
 pub mod trace;
@@ -61,11 +64,18 @@ pub enum Command {
     Trace(trace::Args),
     /// The DaemonSet agent: live drops, attributed, over HTTP, metrics and Events.
     Agent(agent::Args),
-    /// Dropped flows of the whole cluster, from every agent (through the API server).
+    /// DropReports: dropped flows, who denies them and their fix (from the API server).
     Drops(drops::Args),
+    /// Approve a DropReport's fix; the controller applies it.
+    Approve(approve::Args),
+    /// Reject a DropReport's fix; the controller leaves it alone.
+    Reject(reject::Args),
+    /// The in-cluster controller that applies approved DropReports (leader-elected).
+    Controller(controller::Args),
     /// A local node replica from manifests, with NetworkPolicies enforced by the kernel.
     Lab(lab::Args),
-    /// Put back NetworkPolicies (or manifest files) from a backup written by `fix --apply`.
+    /// Put back NetworkPolicies (or manifest files) from a backup of `fix --apply`, or undo a
+    /// DropReport's applied fix (`restore dropreport/NAME -n NS`).
     Restore(restore::Args),
     /// The postmortem report (HTML or Markdown) from `trace`/`agent`/`lab demo` NDJSON.
     Report(report::Args),
@@ -116,6 +126,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Trace(args) => trace::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Drops(args) => drops::run(args),
+        Command::Approve(args) => approve::run(args),
+        Command::Reject(args) => reject::run(args),
+        Command::Controller(args) => controller::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),

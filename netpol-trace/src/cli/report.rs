@@ -5,6 +5,7 @@ use std::{io::Write, path::PathBuf};
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
 
+use crate::k8s::client::{ClusterArgs, client_and_namespace};
 use crate::{
     exit, manifest,
     report::{self, Context, Format, Incident, dropreport, model::PcapFile},
@@ -14,8 +15,21 @@ use crate::{
 #[derive(Debug, ClapArgs)]
 #[command(after_help = REPORT_HELP)]
 pub struct Args {
+    /// `dropreport/NAME` (with `-n`): the DropReport read from the cluster.
+    #[arg(value_name = "dropreport/NAME", conflicts_with_all = ["from_ndjson", "from_dropreport"])]
+    pub report: Option<String>,
+    /// Namespace of `dropreport/NAME` (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", requires = "report")]
+    pub namespace: Option<String>,
+    /// Which cluster (for `dropreport/NAME`).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// NDJSON of `trace`, `agent` or `lab demo` with `-o json` (repeatable: one per node).
-    #[arg(long = "from-ndjson", value_name = "FILE", required_unless_present = "from_dropreport")]
+    #[arg(
+        long = "from-ndjson",
+        value_name = "FILE",
+        required_unless_present_any = ["from_dropreport", "report"]
+    )]
     pub from_ndjson: Vec<PathBuf>,
     /// A DropReport saved as YAML or JSON (`kubectl get dr NAME -o yaml > dr.yaml`).
     #[arg(long, value_name = "FILE", conflicts_with = "from_ndjson")]
@@ -43,6 +57,7 @@ Examples:
   netpol-trace report --from-ndjson node-1.ndjson --from-ndjson node-2.ndjson \\
       --pcap drops.pcap -f manifests/ --output-file incident.html
   netpol-trace report --from-dropreport dr.yaml -o markdown --output-file incident.md
+  netpol-trace report dropreport/app-web-to-mysql-3306-tcp-3f2a9c01d4 -n db --output-file r.html
 
 Sections: what broke, timeline (chart with detected/attributed/patched/restored against the
 30-minute objective), root cause, the change, recovery point, kernel evidence, how it was
@@ -74,12 +89,34 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let objects = manifest::load_paths(&args.filenames).map_err(bad)?;
         ctx.objects = objects.network_policies.into_iter().map(|p| p.raw).collect();
     }
-    let incident: Incident = match &args.from_dropreport {
-        Some(path) => dropreport::read(path, &ctx).map_err(bad)?,
-        None => report::from_ndjson_files(&args.from_ndjson, &ctx).map_err(bad)?,
+    let incident: Incident = match (&args.report, &args.from_dropreport) {
+        (Some(arg), _) => from_cluster(&args, arg, &ctx)?,
+        (None, Some(path)) => dropreport::read(path, &ctx).map_err(bad)?,
+        (None, None) => report::from_ndjson_files(&args.from_ndjson, &ctx).map_err(bad)?,
     };
     write(&out, &report::render(&incident, args.output))?;
     Ok(exit::OK)
+}
+
+/// The incident of `dropreport/NAME`, read from the cluster.
+fn from_cluster(args: &Args, arg: &str, ctx: &Context) -> anyhow::Result<Incident> {
+    let Some(name) = ["dropreport/", "dropreports/", "dr/", "dropreports.netpol-trace.io/"]
+        .iter()
+        .find_map(|p| arg.strip_prefix(p))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    else {
+        return Err(bad(format!("{arg}: expected dropreport/NAME (or --from-ndjson FILE)")));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (client, namespace) = client_and_namespace(&args.cluster, args.namespace.as_deref())
+            .await
+            .map_err(exit::ExitError::from)?;
+        dropreport::fetch(&client, &namespace, name, ctx).await.map_err(|e| match e {
+            e @ crate::operator::Error::Report { .. } => bad(e),
+            e => exit::operator_error(e),
+        })
+    })
 }
 
 /// Writes `text` to `path` (`-`: standard output).

@@ -7,10 +7,12 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::apply::files::{FileRestore, original_of_backup, restore_file};
-use crate::exit::{self, ExitError};
+use crate::exit::{self, ExitError, operator_error};
 use crate::k8s::backup::MANIFEST_FILE;
-use crate::k8s::client::{ClusterArgs, DryRunArgs, connect};
+use crate::k8s::client::{ClusterArgs, DryRunArgs, client_and_namespace, connect};
 use crate::k8s::restore::{RestoreReport, restore_with};
+use crate::operator;
+use crate::operator::restore::restore_report;
 use crate::output::{OutputFormat, TABLE_OR_JSON};
 
 /// Arguments of `restore`.
@@ -28,15 +30,29 @@ Examples:
   # --dry-run (client) only reads the cluster. --kubeconfig/--context as with kubectl.
   netpol-trace restore --context prod ./netpol-trace-backups/20260101T120000Z --dry-run=server
 
+  # Undo a fix the controller applied for a DropReport (refused, exit 1, when a policy was
+  # edited since the fix, unless --force); the report becomes RolledBack
+  netpol-trace restore dropreport/app-web-to-mysql-3306-tcp-3f2a9c01d4 -n db
+
   # Put a manifest file back from the backup saved beside it by `fix -f ... --apply`
   netpol-trace restore manifests/db.yaml.netpol-trace-20260101T120000Z.bak
 
 Exit status: 0 restored, 1 some object could not be restored, 2 bad input or no cluster
 configured, 3 cluster unreachable (retry).")]
 pub struct Args {
-    /// A backup folder (holding manifest.json) or a file backup (<file>.netpol-trace-<time>.bak).
+    /// A backup folder (holding manifest.json), a file backup (<file>.netpol-trace-<time>.bak),
+    /// or `dropreport/NAME` (the backup the controller kept in the report; with -n).
     #[arg(value_name = "BACKUP")]
     pub backup: PathBuf,
+
+    /// Namespace of `dropreport/NAME` (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// `dropreport/NAME`: restore even objects changed since the fix (their later edits are
+    /// lost).
+    #[arg(long)]
+    pub force: bool,
 
     /// Show what would be done, write nothing.
     #[command(flatten)]
@@ -53,6 +69,10 @@ pub struct Args {
 
 /// Runs `restore` and returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    if let Some(name) = args.backup.to_str().and_then(dropreport_name) {
+        let name = name.to_string();
+        return run_dropreport(&args, &name);
+    }
     if args.backup.is_dir() {
         if !args.backup.join(MANIFEST_FILE).is_file() {
             return Err(ExitError::bad_input(format!(
@@ -85,6 +105,54 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         display_missing(&args.backup)
     ))
     .into())
+}
+
+/// The dropreport form: undo a fix the controller applied, from the backup in the report,
+/// with the caller's own credentials. Exit 1 (phase unchanged) when an object changed since
+/// the fix and `--force` is not given.
+fn run_dropreport(args: &Args, name: &str) -> anyhow::Result<i32> {
+    if args.dry_run.dry_run.is_dry() {
+        return Err(ExitError::bad_input(
+            "--dry-run is not available for dropreport/NAME: the report's backup is shown by `netpol-trace drops -o yaml`",
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (client, namespace) = client_and_namespace(&args.cluster, args.namespace.as_deref())
+            .await
+            .map_err(ExitError::from)?;
+        match restore_report(&client, &namespace, name, args.force).await {
+            Ok(done) => {
+                if args.output == OutputFormat::Table {
+                    for o in &done {
+                        let rv = o.resource_version.as_deref();
+                        let rv = rv.map(|v| format!(" (resourceVersion {v})")).unwrap_or_default();
+                        println!("networkpolicy {}/{} {}{rv}", o.namespace, o.name, o.action);
+                    }
+                    println!(
+                        "dropreport {namespace}/{name}: RolledBack; approve it again to re-apply"
+                    );
+                } else {
+                    println!("{}", json!({"restored": true, "objects": done}));
+                }
+                Ok(exit::OK)
+            }
+            Err(e @ (operator::Error::ChangedSinceFix { .. } | operator::Error::Report { .. })) => {
+                eprintln!("netpol-trace: {e}");
+                Ok(exit::NO)
+            }
+            Err(e) => Err(operator_error(e)),
+        }
+    })
+}
+
+/// `NAME` of a `dropreport/NAME` (or `dr/NAME`) argument.
+fn dropreport_name(arg: &str) -> Option<&str> {
+    ["dropreport/", "dropreports/", "dr/", "dropreports.netpol-trace.io/"]
+        .iter()
+        .find_map(|p| arg.strip_prefix(p))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
 }
 
 fn display_missing(path: &Path) -> String {

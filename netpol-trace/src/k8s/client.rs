@@ -158,6 +158,18 @@ pub async fn connect(args: &ClusterArgs) -> Result<kube::Client> {
     }
 }
 
+/// A client for the selected cluster and the namespace a command works in: `namespace` when
+/// given, else the kubeconfig context's (or the in-cluster service account's).
+pub async fn client_and_namespace(
+    args: &ClusterArgs,
+    namespace: Option<&str>,
+) -> Result<(kube::Client, String)> {
+    let config = load_config(args).await?;
+    let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_string);
+    let client = kube::Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
+    Ok((client, namespace))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,7 @@ impl std::fmt::Display for ApiFailure {
                 };
                 write!(
                     f,
-                    "forbidden: the service account needs {} on {} {scope} (see deploy/rbac-fix.yaml); the server said: {}",
+                    "forbidden: the service account needs {} on {} {scope} (see the roles in deploy/); the server said: {}",
                     self.verb, self.resource, self.message
                 )
             }
@@ -252,7 +252,7 @@ mod tests {
             message: "denied".into(),
         };
         assert!(Error::Api(Box::new(f)).to_string().starts_with(
-            "forbidden: the service account needs patch on networkpolicies in namespace db (see deploy/rbac-fix.yaml)"
+            "forbidden: the service account needs patch on networkpolicies in namespace db (see the roles in deploy/)"
         ));
     }
 }

@@ -153,6 +153,24 @@ pub fn read(path: &Path, ctx: &Context) -> Result<Incident> {
     from_value(&value, ctx).map_err(invalid)
 }
 
+/// Reads DropReport `namespace/name` from the API server and builds its incident. A missing
+/// report is [`crate::operator::Error::NotFound`].
+pub async fn fetch(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> std::result::Result<Incident, crate::operator::Error> {
+    let report = crate::operator::decide::get_report(client, namespace, name).await?;
+    let mut value = serde_json::to_value(&report).map_err(|e| crate::operator::Error::Report {
+        report: report.key(),
+        reason: e.to_string(),
+    })?;
+    value["kind"] = Value::String("DropReport".into());
+    from_value(&value, ctx)
+        .map_err(|reason| crate::operator::Error::Report { report: report.key(), reason })
+}
+
 fn find(objects: &[Value], ns: &str, name: &str) -> Option<Value> {
     objects
         .iter()

@@ -124,7 +124,7 @@ async fn forbidden_and_invalid_are_clear() {
         .unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "forbidden: the service account needs patch on networkpolicies in namespace db (see deploy/rbac-fix.yaml)"
+            "forbidden: the service account needs patch on networkpolicies in namespace db (see the roles in deploy/)"
         ),
         "{err}"
     );
