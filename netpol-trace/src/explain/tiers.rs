@@ -456,4 +456,6 @@ fn describe_peer(peer: &crate::policy::admin::AdminPeer) -> String {
 }
 
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
