@@ -45,9 +45,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reports = runtime.block_on(async {
-        let (client, namespace) = client_and_namespace(&args.cluster, args.scope.namespace.as_deref())
-            .await
-            .map_err(ExitError::from)?;
+        let (client, namespace) =
+            client_and_namespace(&args.cluster, args.scope.namespace.as_deref())
+                .await
+                .map_err(ExitError::from)?;
         let api: Api<DropReport> = if args.scope.all_namespaces {
             Api::all(client)
         } else {
