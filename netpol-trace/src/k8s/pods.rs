@@ -224,4 +224,38 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert!(cache.get("ns", "a").is_none());
     }
+
+    #[tokio::test]
+    async fn churn_returns_the_cache_to_its_baseline_size() {
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        crate::k8s::list::tests::seed(&fake);
+        let cache = PodCache::default();
+        let (changed, mut changes) = channel::channel(0u64);
+        let (synced, mut synced_rx) = channel::channel(false);
+        let task = cache.spawn_watch(&fake.client(), changed, synced);
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, synced_rx.wait_for(|s| *s)).await.unwrap().unwrap();
+        let (baseline_len, baseline_bytes) = (cache.len(), cache.heap_bytes());
+        for round in 0..20 {
+            for i in 0..25 {
+                fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("churn-{round}-{i}"), "namespace": "app",
+                                 "uid": format!("c-{round}-{i}"), "labels": {"app": "batch", "run": format!("r{round}")}},
+                    "spec": {"containers": [{"name": "c"}]},
+                    "status": {"podIP": format!("10.9.{round}.{i}")}}));
+            }
+            for i in 0..25 {
+                fake.remove("pods", "app", &format!("churn-{round}-{i}"));
+            }
+        }
+        // The first list counts one change, then 20 rounds of 25 pods created and deleted
+        // count 1,000.
+        tokio::time::timeout(wait, changes.wait_for(|n| *n >= 1001))
+            .await
+            .expect("every creation and deletion came through the watch")
+            .unwrap();
+        assert_eq!(cache.len(), baseline_len);
+        assert_eq!(cache.heap_bytes(), baseline_bytes, "no entry or string left behind");
+        task.abort();
+    }
 }
