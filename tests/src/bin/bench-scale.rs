@@ -367,12 +367,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let topo = Topology::new(args.node_pods)?;
-    // The fixture's pod range is routed to a dummy device of the node namespace; nftables
-    // drops TCP to the two ports before it gets there.
-    let dummy = format!("{}d", topo.prefix);
-    topo.node_exec(&["ip", "link", "add", &dummy, "type", "dummy"])?;
-    topo.node_exec(&["ip", "link", "set", &dummy, "up"])?;
-    topo.node_exec(&["ip", "route", "add", "10.0.0.0/14", "dev", &dummy])?;
+    // The fixture's pod range is routed to a veth pair inside the node namespace (it goes
+    // nowhere else); nftables drops TCP to the two ports before it gets there.
+    let (sink, peer) = (format!("{}s", topo.prefix), format!("{}t", topo.prefix));
+    topo.node_exec(&["ip", "link", "add", &sink, "type", "veth", "peer", "name", &peer])?;
+    topo.node_exec(&["ip", "link", "set", &sink, "up"])?;
+    topo.node_exec(&["ip", "link", "set", &peer, "up"])?;
+    topo.node_exec(&["ip", "route", "add", "10.0.0.0/14", "dev", &sink])?;
     topo.nft_forward_drop("inet", "npscale", &["tcp", "dport", "{ 3306, 5432 }"])?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
