@@ -7,6 +7,12 @@ use crate::inventory::Inventory;
 
 use super::record::{FlowRecord, SuggestedFix};
 
+/// Attributes `record` in place with the engine alone (names, policies, hint): the per-drop
+/// path. The suggested fix is left as it was; [`attribute`] plans it.
+pub fn attribute_drop(inventory: &Inventory, record: &mut FlowRecord) -> Attribution {
+    attribution::attribute_drop(inventory, &mut record.drop)
+}
+
 /// Attributes `record` in place (names, policies, hint, suggested fix) and returns the
 /// attribution with the fix plan, when there is a safe one.
 pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> (Attribution, Option<FixPlan>) {

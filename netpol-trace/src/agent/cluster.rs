@@ -1,12 +1,12 @@
-//! The agent's view of the cluster: an [`Inventory`] rebuilt from the reflectors' snapshot
-//! whenever they report a change, plus what Events need about pods (their UID).
-
-use std::collections::HashMap;
+//! The agent's view of the cluster: an [`Inventory`] built from the reduced pod cache and the
+//! reflectors' other objects whenever they report a change (off the async loop), plus what
+//! Events need about pods (their UID, read from the live pod cache).
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::{
     inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
+    k8s::pods::PodCache,
     policy::compile_policy,
 };
 
@@ -15,24 +15,15 @@ use crate::{
 pub struct ClusterView {
     /// Pods, namespaces, policies and services, indexed.
     pub inventory: Inventory,
-    uids: HashMap<(String, String), String>,
+    pods: PodCache,
 }
 
 impl ClusterView {
     /// Builds the view. A policy the engine cannot compile is left out with a warning (the
     /// API server validated it, so this only happens with fields the engine does not know),
     /// rather than losing attribution for every other policy.
-    pub fn build(mut objects: ClusterObjects) -> Self {
-        let uids = objects
-            .pods
-            .iter()
-            .filter_map(|p| {
-                Some((
-                    (p.metadata.namespace.clone()?, p.metadata.name.clone()?),
-                    p.metadata.uid.clone()?,
-                ))
-            })
-            .collect();
+    /// `objects.pods` is ignored: pods come from `pods`.
+    pub fn build(mut objects: ClusterObjects, pods: &PodCache) -> Self {
         objects.network_policies.retain(|sourced| {
             let policy = &sourced.policy;
             match compile_policy(policy, DEFAULT_NAMESPACE) {
@@ -48,14 +39,20 @@ impl ClusterView {
                 }
             }
         });
-        let inventory = Inventory::from_objects(objects, InventoryOptions::default())
+        let infos = pods.pods().iter().map(|p| p.info.clone()).collect();
+        let inventory = Inventory::from_pod_infos(objects, infos, InventoryOptions::default())
             .unwrap_or_else(|_| empty_inventory());
-        Self { inventory, uids }
+        Self { inventory, pods: pods.clone() }
+    }
+
+    /// A view of `inventory` (pods have no UID).
+    pub fn of(inventory: Inventory) -> Self {
+        Self { inventory, pods: PodCache::default() }
     }
 
     /// A view with no objects (before the caches sync).
     pub fn empty() -> Self {
-        Self { inventory: empty_inventory(), uids: HashMap::new() }
+        Self { inventory: empty_inventory(), pods: PodCache::default() }
     }
 
     /// A reference to pod `namespace/name` for an Event.
@@ -65,7 +62,7 @@ impl ClusterView {
             kind: Some("Pod".into()),
             namespace: Some(namespace.into()),
             name: Some(name.into()),
-            uid: self.uids.get(&(namespace.to_string(), name.to_string())).cloned(),
+            uid: self.pods.get(namespace, name).and_then(|p| p.uid.clone()),
             ..ObjectReference::default()
         }
     }

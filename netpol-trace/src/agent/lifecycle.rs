@@ -4,16 +4,17 @@
 //! prints NDJSON. Stopping detaches everything and flushes the Events.
 
 use std::{
-    collections::BTreeSet, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+    collections::BTreeSet,
+    io::Write,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    fix::FixPlan,
     k8s::{events::EventRecorder, watch::ClusterCache},
     trace::{
         EventSource, RestoredRecord, SummaryRecord, TraceEvent, TracerMessage, TracerOptions,
@@ -22,11 +23,12 @@ use crate::{
 };
 
 use super::{
-    apply::{self, FixJob},
-    attribute::attribute,
+    apply,
+    attribute::attribute_drop,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
     http,
+    planner::{self, FixQueue, Offer, SharedView},
     record::FlowState,
     state::AgentState,
     store::DEFAULT_CAPACITY,
@@ -34,6 +36,9 @@ use super::{
 
 /// How often a changed cluster is re-read at most.
 pub const REBUILD_INTERVAL: Duration = Duration::from_millis(250);
+/// A rebuild waits at least this many times the previous one's duration after it, so that
+/// rebuilds of a large, churning cluster take a bounded share of a core.
+pub const REBUILD_SPACING: u32 = 4;
 /// How long stopping waits for the aggregated Events to be flushed.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -184,14 +189,19 @@ impl Agent {
 struct Loop {
     opts: AgentOptions,
     state: Arc<AgentState>,
-    view: ClusterView,
+    view: Arc<ClusterView>,
+    /// The view the fix planner reads.
+    shared: SharedView,
+    /// Flows waiting for a fix plan.
+    plans: Arc<FixQueue>,
+    /// Whether a rebuild is pending or running: an unknown endpoint may be a pod the caches
+    /// have not caught up with yet.
+    catching_up: bool,
     events: Option<EventQueue>,
     output: Option<Output>,
     interfaces: BTreeSet<String>,
     /// Bumped on every rebuild of `view`.
     generation: u64,
-    /// Where plans go with `--enable-fix`.
-    fixes: Option<mpsc::UnboundedSender<FixJob>>,
 }
 
 async fn run(
@@ -223,15 +233,27 @@ async fn run(
     };
     tracing::info!(interfaces = ?source.interfaces, "programs attached");
     state.metrics.set_degraded(source.degraded.clone());
+    let view = Arc::new(ClusterView::empty());
+    let shared: SharedView = Arc::new(Mutex::new(view.clone()));
+    let plans = Arc::new(FixQueue::new(planner::QUEUE_CAPACITY));
+    let worker = planner::spawn(
+        plans.clone(),
+        shared.clone(),
+        state.clone(),
+        fixer.as_ref().map(|(tx, _)| tx.clone()),
+    )
+    .map_err(|e| AgentError::TracerFailed(format!("starting the fix planner: {e}")))?;
     let mut lp = Loop {
         interfaces: source.interfaces.iter().cloned().collect(),
         opts,
         state: state.clone(),
-        view: ClusterView::empty(),
+        view,
+        shared,
+        plans,
+        catching_up: true,
         events: Some(queue),
         output,
         generation: 0,
-        fixes: fixer.as_ref().map(|(tx, _)| tx.clone()),
     };
     state.metrics.set_attached(lp.interfaces.len());
     state.set_attached(true);
@@ -239,17 +261,37 @@ async fn run(
     let mut rebuild = tokio::time::interval(REBUILD_INTERVAL);
     rebuild.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
+    let mut building: Option<JoinHandle<(ClusterView, Duration)>> = None;
+    let mut next_build = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break Ok(()),
             changed = changes.changed() => {
-                if changed.is_ok() { dirty = true; }
+                if changed.is_ok() { dirty = true; lp.catching_up = true; }
             }
             _ = rebuild.tick() => {
-                if dirty && cache.is_synced() {
+                if dirty && building.is_none() && cache.is_synced()
+                    && tokio::time::Instant::now() >= next_build
+                {
                     dirty = false;
-                    lp.rebuild(&cache);
-                    state.set_synced(true);
+                    let reader = cache.reader();
+                    building = Some(tokio::task::spawn_blocking(move || {
+                        let started = Instant::now();
+                        let view = ClusterView::build(reader.snapshot(), reader.pods());
+                        (view, started.elapsed())
+                    }));
+                }
+            }
+            built = async { building.as_mut().expect("guarded").await }, if building.is_some() => {
+                building = None;
+                match built {
+                    Ok((view, took)) => {
+                        next_build = tokio::time::Instant::now() + took * REBUILD_SPACING;
+                        lp.catching_up = dirty;
+                        lp.rebuild(view);
+                        state.set_synced(true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rebuilding the cluster view failed"),
                 }
             }
             msg = source.events.recv() => match msg {
@@ -267,7 +309,8 @@ async fn run(
     let summary = tokio::task::spawn_blocking(move || source.stop()).await.unwrap_or_default();
     tracing::info!(?summary, "programs detached");
     lp.events.take();
-    lp.fixes.take();
+    lp.plans.close();
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     if let Some((tx, task)) = fixer {
         drop(tx);
         let _ = task.await;
@@ -287,17 +330,19 @@ fn print(out: &mut Output, ev: &TraceEvent) -> Result<(), AgentError> {
 }
 
 impl Loop {
-    /// Re-reads the cluster and re-attributes every flow still dropping.
-    fn rebuild(&mut self, cache: &ClusterCache) {
-        self.view = ClusterView::build(cache.snapshot());
+    /// Takes the rebuilt view and re-attributes every flow still dropping (the engine only;
+    /// their fixes are planned again by the worker).
+    fn rebuild(&mut self, view: ClusterView) {
+        self.view = Arc::new(view);
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = self.view.clone();
         self.generation += 1;
         let mut store = self.state.store();
         for key in store.dropping_keys() {
             if let Some(record) = store.get_mut(&key) {
-                let (a, plan) = attribute(&self.view.inventory, record);
+                let a = attribute_drop(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
                 record.attributed = Some((self.generation, a.denial));
-                self.fix(key, plan);
+                self.plan(key);
             }
         }
         tracing::debug!(
@@ -310,6 +355,7 @@ impl Loop {
     fn handle(&mut self, msg: TracerMessage) -> Result<(), AgentError> {
         match msg {
             TracerMessage::Event(TraceEvent::Drop(dropped)) => {
+                let started = Instant::now();
                 let node = self.opts.node_name.as_deref();
                 let mut store = self.state.store();
                 let update = store.record_drop(&dropped, node);
@@ -320,10 +366,19 @@ impl Loop {
                 let denial = match &record.attributed {
                     Some((generation, denial)) if *generation == self.generation => denial.clone(),
                     _ => {
-                        let (a, plan) = attribute(&self.view.inventory, record);
+                        let a = attribute_drop(&self.view.inventory, record);
                         metrics.observe_evaluation(a.took);
-                        record.attributed = Some((self.generation, a.denial.clone()));
-                        self.fix(key, plan);
+                        // An endpoint the caches may not hold yet is not called an outside
+                        // address for good: the next rebuild attributes the flow again.
+                        let unknown = record.drop.src.namespace.is_none()
+                            || record.drop.dst.namespace.is_none();
+                        record.attributed = if unknown && self.catching_up {
+                            None
+                        } else {
+                            Some((self.generation, a.denial.clone()))
+                        };
+                        metrics.observe_attribution(started.elapsed());
+                        self.plan(key);
                         a.denial
                     }
                 };
@@ -371,11 +426,11 @@ impl Loop {
         Ok(())
     }
 
-    /// With `--enable-fix`, hands the flow's plan to the applying task (once per
-    /// attribution, that is once per cluster generation).
-    fn fix(&self, key: ConnKey, plan: Option<FixPlan>) {
-        if let (Some(tx), Some(plan)) = (&self.fixes, plan) {
-            let _ = tx.send(FixJob { key, plan });
+    /// Offers the flow to the fix planner (once per attribution, that is once per cluster
+    /// generation); a full queue is counted.
+    fn plan(&self, key: ConnKey) {
+        if self.plans.offer(key) == Offer::Full {
+            self.state.metrics.add_plans_skipped();
         }
     }
 

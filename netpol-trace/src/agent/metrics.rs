@@ -23,6 +23,13 @@ pub const UNKNOWN_NAMESPACE: &str = "_unknown";
 pub const EVALUATION_BUCKETS: [f64; 10] =
     [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
 
+/// Upper bounds (seconds) of the per-flow attribution histogram: finer, since the goal is
+/// under a millisecond.
+pub const ATTRIBUTION_BUCKETS: [f64; 12] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.05, 0.5,
+    5.0,
+];
+
 #[derive(Debug, Default)]
 struct Histogram {
     buckets: [u64; EVALUATION_BUCKETS.len()],
@@ -38,6 +45,9 @@ struct Values {
     attached: u64,
     flows_dropping: u64,
     evaluation: Histogram,
+    attribution: Histogram,
+    attribution_buckets: [u64; ATTRIBUTION_BUCKETS.len()],
+    plans_skipped: u64,
     k8s_events: BTreeMap<&'static str, u64>,
     flow_map: crate::datapath::FlowMapPressure,
     /// Why the programs run tc-only, if they do.
@@ -137,6 +147,24 @@ impl Metrics {
         }
         v.evaluation.sum += secs;
         v.evaluation.count += 1;
+    }
+
+    /// Records the agent's time to attribute one new flow (store update and engine).
+    pub fn observe_attribution(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut v = self.lock();
+        for (bucket, bound) in v.attribution_buckets.iter_mut().zip(ATTRIBUTION_BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        v.attribution.sum += secs;
+        v.attribution.count += 1;
+    }
+
+    /// Counts a flow not queued for fix planning because the queue was full.
+    pub fn add_plans_skipped(&self) {
+        self.lock().plans_skipped += 1;
     }
 
     /// Counts a Kubernetes Event outcome.
@@ -240,6 +268,27 @@ impl Metrics {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", v.evaluation.count);
         let _ = writeln!(out, "{name}_sum {}", v.evaluation.sum);
         let _ = writeln!(out, "{name}_count {}", v.evaluation.count);
+        let name = "netpol_trace_attribution_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Time the agent took to attribute one new dropped flow (store and engine; the fix is planned later).",
+        );
+        for (n, bound) in v.attribution_buckets.iter().zip(ATTRIBUTION_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", v.attribution.count);
+        let _ = writeln!(out, "{name}_sum {}", v.attribution.sum);
+        let _ = writeln!(out, "{name}_count {}", v.attribution.count);
+        let name = "netpol_trace_fix_plans_skipped_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Dropped flows left without a suggested fix because the planning queue was full.",
+        );
+        let _ = writeln!(out, "{name} {}", v.plans_skipped);
         let name = "netpol_trace_k8s_events_total";
         header(
             &mut out,

@@ -9,7 +9,8 @@
 //! * [`store`]: the bounded drop store and each flow's `dropping` → `restored` lifecycle.
 //! * [`record`]: the `/drops` record model.
 //! * [`attribute`]: live attribution, ClusterIPs through their backends.
-//! * [`cluster`]: the inventory rebuilt from the reflectors.
+//! * [`cluster`]: the inventory rebuilt from the watch caches.
+//! * [`planner`]: fix planning off the loop, from a bounded de-duplicating queue.
 //! * [`events`]: Kubernetes Events about drops.
 //! * [`metrics`]: Prometheus text exposition, bounded labels.
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
@@ -25,6 +26,7 @@ pub mod events;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod planner;
 pub mod record;
 pub mod state;
 pub mod store;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 
 use super::pods::{NamespaceId, NamespaceInfo, PodId, PodInfo};
 use crate::policy::{Labels, Operator, Selector};
@@ -35,11 +35,25 @@ impl Catalog {
     /// Builds the catalog. Namespaces are sorted by name, pods by namespace then name; later
     /// duplicates replace earlier ones. `extra_namespaces` are names referenced by other objects
     /// (policies, services): they are synthesised when not declared.
+    #[cfg(test)]
     pub fn build<'a>(
         namespaces: &[Namespace],
-        pods: &[Pod],
+        pods: &[k8s_openapi::api::core::v1::Pod],
         extra_namespaces: impl IntoIterator<Item = &'a str>,
         default_namespace: &str,
+    ) -> Self {
+        // The namespace id is assigned by `from_pod_infos`, once namespaces are sorted.
+        let infos =
+            pods.iter().map(|p| PodInfo::from_pod(p, NamespaceId(0), default_namespace)).collect();
+        Self::from_pod_infos(namespaces, infos, extra_namespaces)
+    }
+
+    /// Like [`Catalog::build`], from pods already reduced to what policies read (their
+    /// `namespace_id` is assigned here). Later duplicates replace earlier ones.
+    pub fn from_pod_infos<'a>(
+        namespaces: &[Namespace],
+        pods: Vec<PodInfo>,
+        extra_namespaces: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         let mut declared: BTreeMap<String, NamespaceInfo> = BTreeMap::new();
         for ns in namespaces {
@@ -51,9 +65,7 @@ impl Catalog {
             labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
             declared.insert(name.clone(), NamespaceInfo { name, labels, declared: true });
         }
-        let pod_namespaces = pods
-            .iter()
-            .map(|p| p.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()));
+        let pod_namespaces = pods.iter().map(|p| p.pod.namespace.clone());
         for name in pod_namespaces.chain(extra_namespaces.into_iter().map(str::to_owned)) {
             declared.entry(name.clone()).or_insert_with(|| NamespaceInfo {
                 labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.clone())]),
@@ -69,12 +81,10 @@ impl Catalog {
             .collect();
 
         let mut unique: BTreeMap<(String, String), PodInfo> = BTreeMap::new();
-        for pod in pods {
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or(default_namespace);
-            let namespace_id = namespace_by_name[namespace];
-            let info = PodInfo::from_pod(pod, namespace_id, default_namespace);
+        for mut info in pods {
+            info.namespace_id = namespace_by_name[&info.pod.namespace];
             if info.pod.name.is_empty() {
-                tracing::debug!(namespace, "ignoring a Pod without metadata.name");
+                tracing::debug!(namespace = %info.pod.namespace, "ignoring a Pod without metadata.name");
                 continue;
             }
             unique.insert((info.pod.namespace.clone(), info.pod.name.clone()), info);

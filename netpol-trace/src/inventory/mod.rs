@@ -104,7 +104,21 @@ impl Inventory {
     /// `kubernetes.io/metadata.name` label; namespaces that objects live in but that are not
     /// declared are synthesised with just that label. Later duplicates replace earlier ones.
     pub fn from_objects(
+        mut objects: ClusterObjects,
+        options: InventoryOptions,
+    ) -> Result<Self, InvalidPolicy> {
+        let pods = std::mem::take(&mut objects.pods)
+            .iter()
+            .map(|p| PodInfo::from_pod(p, NamespaceId(0), &options.default_namespace))
+            .collect();
+        Self::from_pod_infos(objects, pods, options)
+    }
+
+    /// Like [`Inventory::from_objects`] with the pods already reduced to what policies read
+    /// (as the agent's watch keeps them); `objects.pods` is ignored.
+    pub fn from_pod_infos(
         objects: ClusterObjects,
+        pods: Vec<PodInfo>,
         options: InventoryOptions,
     ) -> Result<Self, InvalidPolicy> {
         let default_namespace = options.default_namespace.as_str();
@@ -131,8 +145,7 @@ impl Inventory {
                     .map(|ns| ns.unwrap_or(default_namespace)),
             )
             .collect();
-        let catalog =
-            Catalog::build(&objects.namespaces, &objects.pods, referenced, default_namespace);
+        let catalog = Catalog::from_pod_infos(&objects.namespaces, pods, referenced);
         let services =
             ServiceIndex::build(&objects.services, &objects.endpoint_slices, default_namespace);
         let entries = compiled.into_iter().map(|(c, s)| Arc::new(PolicyEntry::new(c, s, &catalog)));

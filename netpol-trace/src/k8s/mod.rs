@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod events;
 pub mod list;
+pub mod pods;
 pub mod rest;
 pub mod restore;
 pub mod watch;

@@ -1,5 +1,6 @@
-//! Live cluster state: one reflector per kind, objects trimmed to what analysis reads, a
-//! change counter, and `synced` once every store has its first full list.
+//! Live cluster state: pods in the reduced [`PodCache`], one reflector per other kind with
+//! objects trimmed to what analysis reads, a change counter, and `synced` once every store has
+//! its first full list. Another watched kind is one more `spawn_reflector` and its store.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
+use super::pods::PodCache;
 use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
 
 /// Annotations that are kept when objects are trimmed; every other annotation is dropped.
@@ -65,13 +67,19 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
-/// Reflectors for Namespaces, Pods, NetworkPolicies, Services and EndpointSlices.
-pub struct ClusterCache {
+/// Read access to the caches, cheap to clone and to send to a worker thread.
+#[derive(Clone)]
+pub struct ClusterReader {
     namespaces: Store<Namespace>,
-    pods: Store<Pod>,
+    pods: PodCache,
     network_policies: Store<NetworkPolicy>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
+}
+
+/// Reflectors for Namespaces, NetworkPolicies, Services and EndpointSlices, and the pod cache.
+pub struct ClusterCache {
+    reader: ClusterReader,
     changes: channel::Receiver<u64>,
     synced: channel::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -119,25 +127,26 @@ impl ClusterCache {
     pub fn start(client: &kube::Client) -> Self {
         let (changes_tx, changes) = channel::channel(0u64);
         let (namespaces, t1) = spawn_reflector(client, trim_object, changes_tx.clone());
-        let (pods, t2) = spawn_reflector(client, trim_pod, changes_tx.clone());
+        let pods = PodCache::default();
+        let (pods_synced_tx, mut pods_synced) = channel::channel(false);
+        let t2 = pods.spawn_watch(client, changes_tx.clone(), pods_synced_tx);
         let (network_policies, t3) = spawn_reflector(client, trim_object, changes_tx.clone());
         let (services, t4) = spawn_reflector(client, trim_object, changes_tx.clone());
         let (endpoint_slices, t5) = spawn_reflector(client, trim_object, changes_tx.clone());
         let (synced_tx, synced) = channel::channel(false);
         let stores = (
             namespaces.clone(),
-            pods.clone(),
             network_policies.clone(),
             services.clone(),
             endpoint_slices.clone(),
         );
         let t6 = tokio::spawn(async move {
             let ready = tokio::try_join!(
-                stores.0.wait_until_ready(),
-                stores.1.wait_until_ready(),
-                stores.2.wait_until_ready(),
-                stores.3.wait_until_ready(),
-                stores.4.wait_until_ready(),
+                async { stores.0.wait_until_ready().await.map_err(|_| ()) },
+                async { pods_synced.wait_for(|s| *s).await.map(|_| ()).map_err(|_| ()) },
+                async { stores.1.wait_until_ready().await.map_err(|_| ()) },
+                async { stores.2.wait_until_ready().await.map_err(|_| ()) },
+                async { stores.3.wait_until_ready().await.map_err(|_| ()) },
             );
             if ready.is_ok() {
                 let _ = synced_tx.send(true);
@@ -145,11 +154,7 @@ impl ClusterCache {
             }
         });
         Self {
-            namespaces,
-            pods,
-            network_policies,
-            services,
-            endpoint_slices,
+            reader: ClusterReader { namespaces, pods, network_policies, services, endpoint_slices },
             changes,
             synced,
             tasks: vec![t1, t2, t3, t4, t5, t6],
@@ -182,7 +187,30 @@ impl ClusterCache {
         self.changes.clone()
     }
 
-    /// The current objects, as plain vectors sorted by namespace and name.
+    /// The pods, reduced to what attribution reads.
+    pub fn pods(&self) -> &PodCache {
+        &self.reader.pods
+    }
+
+    /// Read access for another thread.
+    pub fn reader(&self) -> ClusterReader {
+        self.reader.clone()
+    }
+
+    /// See [`ClusterReader::snapshot`].
+    pub fn snapshot(&self) -> ClusterObjects {
+        self.reader.snapshot()
+    }
+}
+
+impl ClusterReader {
+    /// The pods, reduced to what attribution reads.
+    pub fn pods(&self) -> &PodCache {
+        &self.pods
+    }
+
+    /// The current objects but pods (see [`Self::pods`]), as plain vectors sorted by namespace
+    /// and name.
     pub fn snapshot(&self) -> ClusterObjects {
         fn sorted<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
             let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
@@ -198,7 +226,7 @@ impl ClusterCache {
             .collect();
         ClusterObjects {
             namespaces: sorted(&self.namespaces),
-            pods: sorted(&self.pods),
+            pods: Vec::new(),
             network_policies,
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
@@ -231,17 +259,13 @@ mod tests {
         assert!(cache.is_synced());
         let objects = cache.snapshot();
         assert_eq!(
-            (objects.namespaces.len(), objects.pods.len(), objects.network_policies.len()),
+            (objects.namespaces.len(), cache.pods().len(), objects.network_policies.len()),
             (2, 2, 1)
         );
+        assert!(objects.pods.is_empty(), "pods live in the reduced cache only");
         assert_eq!((objects.services.len(), objects.endpoint_slices.len()), (1, 1));
-        let web =
-            objects.pods.iter().find(|p| p.metadata.name.as_deref() == Some("web-1")).unwrap();
-        assert!(web.metadata.managed_fields.is_none() && web.metadata.annotations.is_none());
-        assert!(web.spec.as_ref().unwrap().containers[0].env.is_none());
-        let mysql =
-            objects.pods.iter().find(|p| p.metadata.name.as_deref() == Some("mysql-0")).unwrap();
-        assert!(mysql.spec.as_ref().unwrap().containers[0].ports.is_some(), "named ports are kept");
+        let mysql = cache.pods().get("db", "mysql-0").unwrap();
+        assert!(!mysql.info.ports.is_empty(), "named ports are kept");
 
         changes.borrow_and_update();
         fake.modify("networkpolicies", "db", "mysql-ingress", |np| {
@@ -261,7 +285,7 @@ mod tests {
         .expect("the update came through the watch");
         fake.remove("pods", "app", "web-1");
         tokio::time::timeout(WAIT, async {
-            while cache.snapshot().pods.len() != 1 {
+            while cache.pods().len() != 1 {
                 changes.changed().await.unwrap();
             }
         })

@@ -1,0 +1,261 @@
+//! The agent's pod cache: every pod reduced, on arrival, to what attribution reads
+//! ([`PodInfo`]: namespace, name, labels, IPs, named ports, service account) plus its UID and
+//! owner, kept in a map updated by each watch event. The full objects are never stored, so
+//! memory is proportional to what attribution needs, not to the size of the pod specs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch as channel;
+use tokio::task::JoinHandle;
+
+use crate::inventory::{DEFAULT_NAMESPACE, NamespaceId, PodInfo};
+
+/// A pod as the agent keeps it.
+#[derive(Debug, Clone)]
+pub struct CachedPod {
+    /// What policies read.
+    pub info: PodInfo,
+    /// `metadata.uid` (Events name the pod by it; records are keyed on it).
+    pub uid: Option<String>,
+    /// `kind/name` of the controlling owner (`ReplicaSet/web-7d9f8b6c5`), if any.
+    pub owner: Option<String>,
+}
+
+impl CachedPod {
+    /// Reduces `pod`.
+    pub fn from_pod(pod: &Pod) -> Self {
+        let owner = pod.metadata.owner_references.as_ref().and_then(|owners| {
+            let o = owners.iter().find(|o| o.controller == Some(true))?;
+            Some(format!("{}/{}", o.kind, o.name))
+        });
+        Self {
+            info: PodInfo::from_pod(pod, NamespaceId(0), DEFAULT_NAMESPACE),
+            uid: pod.metadata.uid.clone(),
+            owner,
+        }
+    }
+
+    /// Heap bytes held by the entry (strings and collections, approximately): what the churn
+    /// test compares, independent of the allocator.
+    pub fn heap_bytes(&self) -> usize {
+        let i = &self.info;
+        let labels: usize = i.labels.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+        let ports: usize = i
+            .ports
+            .iter()
+            .map(|p| std::mem::size_of_val(p) + p.name.as_ref().map_or(0, |n| n.len()))
+            .sum();
+        i.pod.namespace.len()
+            + i.pod.name.len()
+            + i.service_account.len()
+            + labels
+            + ports
+            + i.ips.len() * std::mem::size_of::<std::net::IpAddr>()
+            + self.uid.as_ref().map_or(0, String::len)
+            + self.owner.as_ref().map_or(0, String::len)
+    }
+}
+
+type Key = (String, String);
+
+#[derive(Debug, Default)]
+struct Pods {
+    live: HashMap<Key, Arc<CachedPod>>,
+    /// The list being received after a (re)start of the watch; swapped in when complete.
+    relist: Option<HashMap<Key, Arc<CachedPod>>>,
+}
+
+/// Pods by namespace and name, updated in place from watch events.
+#[derive(Debug, Clone, Default)]
+pub struct PodCache {
+    pods: Arc<RwLock<Pods>>,
+}
+
+fn key_of(info: &PodInfo) -> Key {
+    (info.pod.namespace.clone(), info.pod.name.clone())
+}
+
+impl PodCache {
+    /// Applies one watch event; true when the cache changed (a full list counts once, when it
+    /// completes).
+    pub fn apply(&self, event: watcher::Event<Pod>) -> bool {
+        let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => {
+                pods.relist = Some(HashMap::with_capacity(pods.live.len()));
+                false
+            }
+            watcher::Event::InitApply(pod) => {
+                let pod = CachedPod::from_pod(&pod);
+                pods.relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key_of(&pod.info), Arc::new(pod));
+                false
+            }
+            watcher::Event::InitDone => {
+                let mut fresh = pods.relist.take().unwrap_or_default();
+                fresh.shrink_to_fit();
+                pods.live = fresh;
+                true
+            }
+            watcher::Event::Apply(pod) => {
+                let pod = CachedPod::from_pod(&pod);
+                pods.live.insert(key_of(&pod.info), Arc::new(pod));
+                true
+            }
+            watcher::Event::Delete(pod) => {
+                let pod = CachedPod::from_pod(&pod);
+                let removed = pods.live.remove(&key_of(&pod.info)).is_some();
+                // A map that shrank a lot gives its memory back.
+                if pods.live.capacity() > 64 && pods.live.len() < pods.live.capacity() / 4 {
+                    pods.live.shrink_to_fit();
+                }
+                removed
+            }
+        }
+    }
+
+    /// Number of pods.
+    pub fn len(&self) -> usize {
+        self.pods.read().unwrap_or_else(|e| e.into_inner()).live.len()
+    }
+
+    /// Whether there is no pod.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes of the entries (see [`CachedPod::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+        pods.live.values().map(|p| p.heap_bytes()).sum()
+    }
+
+    /// Every pod (shared entries, no deep copy).
+    pub fn pods(&self) -> Vec<Arc<CachedPod>> {
+        self.pods.read().unwrap_or_else(|e| e.into_inner()).live.values().cloned().collect()
+    }
+
+    /// Pod `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedPod>> {
+        let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+        pods.live.get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// Watches every pod of the cluster into this cache; `changed` is bumped on each change and
+    /// `synced` set once the first full list is in.
+    pub fn spawn_watch(
+        &self,
+        client: &kube::Client,
+        changed: channel::Sender<u64>,
+        synced: channel::Sender<bool>,
+    ) -> JoinHandle<()> {
+        let api: Api<Pod> = Api::all(client.clone());
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => {
+                        let done = matches!(event, watcher::Event::InitDone);
+                        if cache.apply(event) {
+                            changed.send_modify(|n| *n += 1);
+                        }
+                        if done {
+                            let _ = synced.send(true);
+                        }
+                    }
+                    Err(e) => tracing::warn!(kind = "Pod", error = %e, "watch failed, retrying"),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, app: &str, ip: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}"),
+            "labels": {"app": app},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "r", "controller": true}]},
+            "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 80}]}]},
+            "status": {"podIP": ip}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_update_entries_in_place() {
+        let cache = PodCache::default();
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(pod("a", "web", "10.0.0.1")));
+        assert!(cache.is_empty(), "a list in progress is not visible");
+        assert!(cache.apply(watcher::Event::InitDone));
+        assert_eq!(cache.len(), 1);
+        let a = cache.get("ns", "a").unwrap();
+        assert_eq!(a.uid.as_deref(), Some("u-a"));
+        assert_eq!(a.owner.as_deref(), Some("ReplicaSet/rs"));
+        assert_eq!(a.info.ports[0].name.as_deref(), Some("http"));
+
+        assert!(cache.apply(watcher::Event::Apply(pod("a", "db", "10.0.0.1"))));
+        assert_eq!(cache.get("ns", "a").unwrap().info.labels["app"], "db", "relabelled");
+        assert!(cache.apply(watcher::Event::Delete(pod("a", "db", "10.0.0.1"))));
+        assert!(cache.is_empty());
+        assert!(!cache.apply(watcher::Event::Delete(pod("a", "db", "10.0.0.1"))), "already gone");
+    }
+
+    #[test]
+    fn a_relist_replaces_what_disappeared_meanwhile() {
+        let cache = PodCache::default();
+        cache.apply(watcher::Event::Apply(pod("a", "web", "10.0.0.1")));
+        cache.apply(watcher::Event::Apply(pod("b", "web", "10.0.0.2")));
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(pod("b", "web", "10.0.0.2")));
+        assert_eq!(cache.len(), 2, "the old view serves until the new list is complete");
+        cache.apply(watcher::Event::InitDone);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("ns", "a").is_none());
+    }
+
+    #[tokio::test]
+    async fn churn_returns_the_cache_to_its_baseline_size() {
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        crate::k8s::list::tests::seed(&fake);
+        let cache = PodCache::default();
+        let (changed, mut changes) = channel::channel(0u64);
+        let (synced, mut synced_rx) = channel::channel(false);
+        let task = cache.spawn_watch(&fake.client(), changed, synced);
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, synced_rx.wait_for(|s| *s)).await.unwrap().unwrap();
+        let (baseline_len, baseline_bytes) = (cache.len(), cache.heap_bytes());
+        for round in 0..20 {
+            for i in 0..25 {
+                fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("churn-{round}-{i}"), "namespace": "app",
+                                 "uid": format!("c-{round}-{i}"), "labels": {"app": "batch", "run": format!("r{round}")}},
+                    "spec": {"containers": [{"name": "c"}]},
+                    "status": {"podIP": format!("10.9.{round}.{i}")}}));
+            }
+            for i in 0..25 {
+                fake.remove("pods", "app", &format!("churn-{round}-{i}"));
+            }
+        }
+        // The first list counts one change, then 20 rounds of 25 pods created and deleted
+        // count 1,000.
+        tokio::time::timeout(wait, changes.wait_for(|n| *n >= 1001))
+            .await
+            .expect("every creation and deletion came through the watch")
+            .unwrap();
+        assert_eq!(cache.len(), baseline_len);
+        assert_eq!(cache.heap_bytes(), baseline_bytes, "no entry or string left behind");
+        task.abort();
+    }
+}
