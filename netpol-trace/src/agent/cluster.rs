@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
+use crate::operator::report::FlowEnd;
+
 use crate::{
     inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
     policy::compile_policy,
@@ -16,6 +18,8 @@ pub struct ClusterView {
     /// Pods, namespaces, policies and services, indexed.
     pub inventory: Inventory,
     uids: HashMap<(String, String), String>,
+    /// Each pod's workload, as its DropReports name it.
+    workloads: HashMap<(String, String), FlowEnd>,
 }
 
 impl ClusterView {
@@ -30,6 +34,16 @@ impl ClusterView {
                 Some((
                     (p.metadata.namespace.clone()?, p.metadata.name.clone()?),
                     p.metadata.uid.clone()?,
+                ))
+            })
+            .collect();
+        let workloads = objects
+            .pods
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    (p.metadata.namespace.clone()?, p.metadata.name.clone()?),
+                    crate::operator::identity::end_of_pod(p),
                 ))
             })
             .collect();
@@ -50,12 +64,17 @@ impl ClusterView {
         });
         let inventory = Inventory::from_objects(objects, InventoryOptions::default())
             .unwrap_or_else(|_| empty_inventory());
-        Self { inventory, uids }
+        Self { inventory, uids, workloads }
     }
 
     /// A view with no objects (before the caches sync).
     pub fn empty() -> Self {
-        Self { inventory: empty_inventory(), uids: HashMap::new() }
+        Self { inventory: empty_inventory(), uids: HashMap::new(), workloads: HashMap::new() }
+    }
+
+    /// The workload of pod `namespace/name`, when the view holds the pod.
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&FlowEnd> {
+        self.workloads.get(&(namespace.to_string(), name.to_string()))
     }
 
     /// A reference to pod `namespace/name` for an Event.

@@ -26,6 +26,7 @@ use super::{
     attribute::attribute,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
+    feed::{self, Feed, FeedOptions},
     http,
     record::FlowState,
     state::AgentState,
@@ -52,6 +53,8 @@ pub struct AgentOptions {
     pub capacity: usize,
     /// Apply the suggested fixes (`Some(backup folder)`); `None`: only suggest.
     pub enable_fix: Option<PathBuf>,
+    /// Publish DropReports (the operator feed); `None`: do not.
+    pub feed: Option<FeedOptions>,
 }
 
 impl Default for AgentOptions {
@@ -63,6 +66,7 @@ impl Default for AgentOptions {
             event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
             capacity: DEFAULT_CAPACITY,
             enable_fix: None,
+            feed: None,
         }
     }
 }
@@ -192,6 +196,8 @@ struct Loop {
     generation: u64,
     /// Where plans go with `--enable-fix`.
     fixes: Option<mpsc::UnboundedSender<FixJob>>,
+    /// Where DropReport updates go.
+    feed: Option<Feed>,
 }
 
 async fn run(
@@ -206,6 +212,12 @@ async fn run(
     let mut changes = cache.changes();
     let instance = opts.node_name.clone().unwrap_or_else(|| "netpol-trace".into());
     let fixer = opts.enable_fix.clone().map(|dir| apply::start(client.clone(), dir, state.clone()));
+    let publisher = opts.feed.clone().map(|mut feed_opts| {
+        if feed_opts.netns.is_none() {
+            feed_opts.netns = opts.tracer.netns.clone();
+        }
+        feed::start(client.clone(), feed_opts)
+    });
     let recorder = EventRecorder::new(client, REPORTING_CONTROLLER, instance)
         .with_min_interval(opts.event_interval);
     let (queue, events_task) = events::start(recorder, state.metrics.clone());
@@ -232,6 +244,7 @@ async fn run(
         output,
         generation: 0,
         fixes: fixer.as_ref().map(|(tx, _)| tx.clone()),
+        feed: publisher.as_ref().map(|(feed, _)| feed.clone()),
     };
     state.metrics.set_attached(lp.interfaces.len());
     state.set_attached(true);
@@ -268,6 +281,13 @@ async fn run(
     tracing::info!(?summary, "programs detached");
     lp.events.take();
     lp.fixes.take();
+    lp.feed.take();
+    if let Some((feed, task)) = publisher {
+        drop(feed);
+        if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
+            tracing::warn!("DropReport updates not written in time");
+        }
+    }
     if let Some((tx, task)) = fixer {
         drop(tx);
         let _ = task.await;
@@ -296,6 +316,13 @@ impl Loop {
             if let Some(record) = store.get_mut(&key) {
                 let (a, plan) = attribute(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
+                record.report = Some(Arc::new(feed::basis(
+                    &self.view,
+                    &self.view.inventory,
+                    record,
+                    &a,
+                    plan.as_ref(),
+                )));
                 record.attributed = Some((self.generation, a.denial));
                 self.fix(key, plan);
             }
@@ -322,6 +349,13 @@ impl Loop {
                     _ => {
                         let (a, plan) = attribute(&self.view.inventory, record);
                         metrics.observe_evaluation(a.took);
+                        record.report = Some(Arc::new(feed::basis(
+                            &self.view,
+                            &self.view.inventory,
+                            record,
+                            &a,
+                            plan.as_ref(),
+                        )));
                         record.attributed = Some((self.generation, a.denial.clone()));
                         self.fix(key, plan);
                         a.denial
@@ -341,6 +375,9 @@ impl Loop {
                     })
                 {
                     queue.offer(ev);
+                }
+                if let (Some(feed), Some(basis)) = (&self.feed, &record.report) {
+                    feed.offer(&record, basis);
                 }
                 self.emit(&TraceEvent::Drop(record.drop))?;
             }
@@ -386,6 +423,9 @@ impl Loop {
             Some(record) => {
                 debug_assert_eq!(record.state, FlowState::Restored);
                 record.name_restored(restored);
+                if let (Some(feed), Some(basis)) = (&self.feed, &record.report) {
+                    feed.offer(record, basis);
+                }
                 true
             }
             None => false,

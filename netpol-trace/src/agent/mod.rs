@@ -12,6 +12,8 @@
 //! * [`cluster`]: the inventory rebuilt from the reflectors.
 //! * [`events`]: Kubernetes Events about drops.
 //! * [`metrics`]: Prometheus text exposition, bounded labels.
+//! * [`feed`]: publishing DropReports from a background task (the operator feed).
+//! * [`routes`]: which host interface a pod address is routed to (its own veth).
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
 //! * [`state`]: what the loop and the HTTP server share.
 //! * [`apply`]: `--enable-fix`, applying the minimal patch of a denied flow.
@@ -22,10 +24,12 @@ pub mod attribute;
 pub mod cluster;
 pub mod collect;
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod record;
+pub mod routes;
 pub mod state;
 pub mod store;
 

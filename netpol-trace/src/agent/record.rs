@@ -55,6 +55,10 @@ pub struct FlowRecord {
     /// served: the loop's cache, so that repeated reports are not re-evaluated).
     #[serde(skip)]
     pub attributed: Option<(u64, Option<String>)>,
+    /// What the flow's DropReport says besides counters, from the latest attribution (not
+    /// served).
+    #[serde(skip)]
+    pub report: Option<std::sync::Arc<super::feed::ReportBasis>>,
 }
 
 impl Serialize for FlowRecord {
@@ -96,6 +100,7 @@ impl FlowRecord {
             node: node.map(str::to_string),
             fix: None,
             attributed: None,
+            report: None,
         }
     }
 

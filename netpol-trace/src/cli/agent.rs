@@ -106,6 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         },
         capacity: args.max_flows,
         enable_fix: args.enable_fix.then(|| args.backup_dir.clone()),
+        feed: Some(crate::agent::feed::FeedOptions::new(
+            args.node_name.as_deref().unwrap_or("netpol-trace"),
+        )),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
