@@ -3,17 +3,11 @@
 //! store and the metrics, re-attributes open flows when the cluster changes, queues Events and
 //! prints NDJSON. Stopping detaches everything and flushes the Events.
 
-use std::{
-    collections::BTreeSet, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
-};
+use std::{collections::BTreeSet, io::Write, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    fix::FixPlan,
     k8s::{events::EventRecorder, watch::ClusterCache},
     trace::{
         EventSource, RestoredRecord, SummaryRecord, TraceEvent, TracerMessage, TracerOptions,
@@ -22,7 +16,6 @@ use crate::{
 };
 
 use super::{
-    apply::{self, FixJob},
     attribute::attribute,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
@@ -51,8 +44,6 @@ pub struct AgentOptions {
     pub event_interval: Duration,
     /// Most flows kept in the drop store.
     pub capacity: usize,
-    /// Apply the suggested fixes (`Some(backup folder)`); `None`: only suggest.
-    pub enable_fix: Option<PathBuf>,
     /// Publish DropReports (the operator feed); `None`: do not.
     pub feed: Option<FeedOptions>,
 }
@@ -65,7 +56,6 @@ impl Default for AgentOptions {
             node_name: None,
             event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
             capacity: DEFAULT_CAPACITY,
-            enable_fix: None,
             feed: None,
         }
     }
@@ -194,8 +184,6 @@ struct Loop {
     interfaces: BTreeSet<String>,
     /// Bumped on every rebuild of `view`.
     generation: u64,
-    /// Where plans go with `--enable-fix`.
-    fixes: Option<mpsc::UnboundedSender<FixJob>>,
     /// Where DropReport updates go.
     feed: Option<Feed>,
 }
@@ -211,7 +199,6 @@ async fn run(
     let cache = ClusterCache::start(&client);
     let mut changes = cache.changes();
     let instance = opts.node_name.clone().unwrap_or_else(|| "netpol-trace".into());
-    let fixer = opts.enable_fix.clone().map(|dir| apply::start(client.clone(), dir, state.clone()));
     let publisher = opts.feed.clone().map(|mut feed_opts| {
         if feed_opts.netns.is_none() {
             feed_opts.netns = opts.tracer.netns.clone();
@@ -243,7 +230,6 @@ async fn run(
         events: Some(queue),
         output,
         generation: 0,
-        fixes: fixer.as_ref().map(|(tx, _)| tx.clone()),
         feed: publisher.as_ref().map(|(feed, _)| feed.clone()),
     };
     state.metrics.set_attached(lp.interfaces.len());
@@ -280,17 +266,12 @@ async fn run(
     let summary = tokio::task::spawn_blocking(move || source.stop()).await.unwrap_or_default();
     tracing::info!(?summary, "programs detached");
     lp.events.take();
-    lp.fixes.take();
     lp.feed.take();
     if let Some((feed, task)) = publisher {
         drop(feed);
         if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
             tracing::warn!("DropReport updates not written in time");
         }
-    }
-    if let Some((tx, task)) = fixer {
-        drop(tx);
-        let _ = task.await;
     }
     if tokio::time::timeout(FLUSH_TIMEOUT, events_task).await.is_err() {
         tracing::warn!("aggregated Events not flushed in time");
@@ -324,7 +305,6 @@ impl Loop {
                     plan.as_ref(),
                 )));
                 record.attributed = Some((self.generation, a.denial));
-                self.fix(key, plan);
             }
         }
         tracing::debug!(
@@ -357,7 +337,6 @@ impl Loop {
                             plan.as_ref(),
                         )));
                         record.attributed = Some((self.generation, a.denial.clone()));
-                        self.fix(key, plan);
                         a.denial
                     }
                 };
@@ -406,14 +385,6 @@ impl Loop {
             TracerMessage::Failed(_) => {}
         }
         Ok(())
-    }
-
-    /// With `--enable-fix`, hands the flow's plan to the applying task (once per
-    /// attribution, that is once per cluster generation).
-    fn fix(&self, key: ConnKey, plan: Option<FixPlan>) {
-        if let (Some(tx), Some(plan)) = (&self.fixes, plan) {
-            let _ = tx.send(FixJob { key, plan });
-        }
     }
 
     /// Marks the flow restored; names the line's ends as the record does.

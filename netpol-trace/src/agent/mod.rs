@@ -16,13 +16,9 @@
 //! * [`routes`]: which host interface a pod address is routed to (its own veth).
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
 //! * [`state`]: what the loop and the HTTP server share.
-//! * [`apply`]: `--enable-fix`, applying the minimal patch of a denied flow.
-//! * [`collect`]: reading every agent's `/drops` through the API server's pod proxy.
 
-pub mod apply;
 pub mod attribute;
 pub mod cluster;
-pub mod collect;
 pub mod events;
 pub mod feed;
 pub mod http;

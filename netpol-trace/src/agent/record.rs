@@ -26,9 +26,6 @@ pub struct SuggestedFix {
     /// The JSON patches (or whole new policies) per policy, as `netpol-trace fix -o json`
     /// prints them.
     pub patches: serde_json::Value,
-    /// Whether the agent applied it (`--enable-fix`), and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// One dropped flow (client → server:port, any client port), as served on `/drops`: the
