@@ -77,7 +77,6 @@ bad_input_from!(
     crate::netns::NetnsError,
     crate::trace::tracer::TracerError,
     crate::agent::lifecycle::AgentError,
-    crate::agent::collect::CollectError,
     crate::lab::error::LabError,
 );
 

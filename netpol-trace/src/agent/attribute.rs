@@ -22,7 +22,6 @@ pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> (Attribution
         summary: plan.summary.clone(),
         kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
         patches: serde_json::to_value(&plan.patches).unwrap_or_default(),
-        applied_at: None,
     });
     (a, plan)
 }

@@ -4,6 +4,8 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
+use crate::operator::report::FlowEnd;
+
 use crate::{
     inventory::{ClusterObjects, DEFAULT_NAMESPACE, Inventory, InventoryOptions},
     k8s::pods::PodCache,
@@ -53,6 +55,12 @@ impl ClusterView {
     /// A view with no objects (before the caches sync).
     pub fn empty() -> Self {
         Self { inventory: empty_inventory(), pods: PodCache::default() }
+    }
+
+    /// The workload of pod `namespace/name`, when the view holds the pod.
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<FlowEnd> {
+        let pod = self.pods.get(namespace, name)?;
+        Some(FlowEnd::workload(namespace, &pod.workload.1, &pod.workload.0))
     }
 
     /// A reference to pod `namespace/name` for an Event.

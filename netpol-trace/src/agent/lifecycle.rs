@@ -7,7 +7,6 @@ use std::{
     collections::BTreeSet,
     io::Write,
     net::SocketAddr,
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -23,10 +22,10 @@ use crate::{
 };
 
 use super::{
-    apply,
     attribute::attribute_drop,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
+    feed::{self, Feed, FeedOptions},
     http,
     planner::{self, FixQueue, Offer, SharedView},
     record::FlowState,
@@ -55,8 +54,8 @@ pub struct AgentOptions {
     pub event_interval: Duration,
     /// Most flows kept in the drop store.
     pub capacity: usize,
-    /// Apply the suggested fixes (`Some(backup folder)`); `None`: only suggest.
-    pub enable_fix: Option<PathBuf>,
+    /// Publish DropReports (the operator feed); `None`: do not.
+    pub feed: Option<FeedOptions>,
 }
 
 impl Default for AgentOptions {
@@ -67,7 +66,7 @@ impl Default for AgentOptions {
             node_name: None,
             event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
             capacity: DEFAULT_CAPACITY,
-            enable_fix: None,
+            feed: None,
         }
     }
 }
@@ -202,6 +201,8 @@ struct Loop {
     interfaces: BTreeSet<String>,
     /// Bumped on every rebuild of `view`.
     generation: u64,
+    /// Where DropReport updates go.
+    feed: Option<Feed>,
 }
 
 async fn run(
@@ -215,7 +216,12 @@ async fn run(
     let cache = ClusterCache::start(&client);
     let mut changes = cache.changes();
     let instance = opts.node_name.clone().unwrap_or_else(|| "netpol-trace".into());
-    let fixer = opts.enable_fix.clone().map(|dir| apply::start(client.clone(), dir, state.clone()));
+    let publisher = opts.feed.clone().map(|mut feed_opts| {
+        if feed_opts.netns.is_none() {
+            feed_opts.netns = opts.tracer.netns.clone();
+        }
+        feed::start(client.clone(), feed_opts)
+    });
     let recorder = EventRecorder::new(client, REPORTING_CONTROLLER, instance)
         .with_min_interval(opts.event_interval);
     let (queue, events_task) = events::start(recorder, state.metrics.clone());
@@ -236,13 +242,8 @@ async fn run(
     let view = Arc::new(ClusterView::empty());
     let shared: SharedView = Arc::new(Mutex::new(view.clone()));
     let plans = Arc::new(FixQueue::new(planner::QUEUE_CAPACITY));
-    let worker = planner::spawn(
-        plans.clone(),
-        shared.clone(),
-        state.clone(),
-        fixer.as_ref().map(|(tx, _)| tx.clone()),
-    )
-    .map_err(|e| AgentError::TracerFailed(format!("starting the fix planner: {e}")))?;
+    let worker = planner::spawn(plans.clone(), shared.clone(), state.clone())
+        .map_err(|e| AgentError::TracerFailed(format!("starting the fix planner: {e}")))?;
     let mut lp = Loop {
         interfaces: source.interfaces.iter().cloned().collect(),
         opts,
@@ -254,6 +255,7 @@ async fn run(
         events: Some(queue),
         output,
         generation: 0,
+        feed: publisher.as_ref().map(|(feed, _)| feed.clone()),
     };
     state.metrics.set_attached(lp.interfaces.len());
     state.set_attached(true);
@@ -311,9 +313,12 @@ async fn run(
     lp.events.take();
     lp.plans.close();
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
-    if let Some((tx, task)) = fixer {
-        drop(tx);
-        let _ = task.await;
+    lp.feed.take();
+    if let Some((feed, task)) = publisher {
+        drop(feed);
+        if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
+            tracing::warn!("DropReport updates not written in time");
+        }
     }
     if tokio::time::timeout(FLUSH_TIMEOUT, events_task).await.is_err() {
         tracing::warn!("aggregated Events not flushed in time");
@@ -341,6 +346,8 @@ impl Loop {
             if let Some(record) = store.get_mut(&key) {
                 let a = attribute_drop(&self.view.inventory, record);
                 self.state.metrics.observe_evaluation(a.took);
+                record.report =
+                    Some(Arc::new(feed::basis(&self.view, &self.view.inventory, record, &a, None)));
                 record.attributed = Some((self.generation, a.denial));
                 self.plan(key);
             }
@@ -377,6 +384,13 @@ impl Loop {
                         } else {
                             Some((self.generation, a.denial.clone()))
                         };
+                        record.report = Some(Arc::new(feed::basis(
+                            &self.view,
+                            &self.view.inventory,
+                            record,
+                            &a,
+                            None,
+                        )));
                         metrics.observe_attribution(started.elapsed());
                         self.plan(key);
                         a.denial
@@ -396,6 +410,9 @@ impl Loop {
                     })
                 {
                     queue.offer(ev);
+                }
+                if let (Some(feed), Some(basis)) = (&self.feed, &record.report) {
+                    feed.offer(&record, basis);
                 }
                 self.emit(&TraceEvent::Drop(record.drop))?;
             }
@@ -441,6 +458,9 @@ impl Loop {
             Some(record) => {
                 debug_assert_eq!(record.state, FlowState::Restored);
                 record.name_restored(restored);
+                if let (Some(feed), Some(basis)) = (&self.feed, &record.report) {
+                    feed.offer(record, basis);
+                }
                 true
             }
             None => false,

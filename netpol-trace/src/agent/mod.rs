@@ -13,21 +13,21 @@
 //! * [`planner`]: fix planning off the loop, from a bounded de-duplicating queue.
 //! * [`events`]: Kubernetes Events about drops.
 //! * [`metrics`]: Prometheus text exposition, bounded labels.
+//! * [`feed`]: publishing DropReports from a background task (the operator feed).
+//! * [`routes`]: which host interface a pod address is routed to (its own veth).
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
 //! * [`state`]: what the loop and the HTTP server share.
-//! * [`apply`]: `--enable-fix`, applying the minimal patch of a denied flow.
-//! * [`collect`]: reading every agent's `/drops` through the API server's pod proxy.
 
-pub mod apply;
 pub mod attribute;
 pub mod cluster;
-pub mod collect;
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod planner;
 pub mod record;
+pub mod routes;
 pub mod state;
 pub mod store;
 

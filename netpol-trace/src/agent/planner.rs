@@ -1,7 +1,7 @@
 //! Fix planning off the async loop. The loop attributes each drop with the engine alone (a few
 //! microseconds) and offers the flow to a bounded, de-duplicating [`FixQueue`]; one worker
 //! thread plans the minimal patch and its blast radius for queued flows, within a CPU budget,
-//! and stores the suggestion in the flow's record (and hands it to `--enable-fix`). A storm of
+//! and stores the suggestion in the flow's record and in the basis of its DropReport. A storm of
 //! new flows therefore costs the loop nothing but queue offers; past the queue's capacity new
 //! flows are counted and left without a suggestion until they are offered again.
 
@@ -10,11 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
-use super::apply::FixJob;
 use super::attribute::attribute;
 use super::cluster::ClusterView;
+use super::feed;
 use super::record::FlowState;
 use super::state::AgentState;
 use crate::trace::flows::ConnKey;
@@ -117,12 +115,11 @@ pub fn spawn(
     queue: Arc<FixQueue>,
     view: SharedView,
     state: Arc<AgentState>,
-    fixes: Option<mpsc::UnboundedSender<FixJob>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("fix-planner".into()).spawn(move || {
         while let Some(key) = queue.take() {
             let started = Instant::now();
-            plan_one(key, &view, &state, fixes.as_ref());
+            plan_one(key, &view, &state);
             let took = started.elapsed();
             let pause = took.mul_f64((1.0 - CPU_SHARE) / CPU_SHARE).min(MAX_PAUSE);
             if !pause.is_zero() && !queue.is_empty() {
@@ -132,25 +129,20 @@ pub fn spawn(
     })
 }
 
-/// Plans the fix of flow `key` if it is still dropping, and stores it in its record.
-fn plan_one(
-    key: ConnKey,
-    view: &SharedView,
-    state: &AgentState,
-    fixes: Option<&mpsc::UnboundedSender<FixJob>>,
-) {
+/// Plans the fix of flow `key` if it is still dropping, and stores it in its record and in
+/// the basis of its DropReport (the proposed fix the next report update carries).
+fn plan_one(key: ConnKey, view: &SharedView, state: &AgentState) {
     let view = Arc::clone(&view.lock().unwrap_or_else(|e| e.into_inner()));
     let Some(mut record) =
         state.store().get(&key).filter(|r| r.state == FlowState::Dropping).cloned()
     else {
         return;
     };
-    let (_, plan) = attribute(&view.inventory, &mut record);
+    let (a, plan) = attribute(&view.inventory, &mut record);
+    let report = feed::basis(&view, &view.inventory, &record, &a, plan.as_ref());
     if let Some(stored) = state.store().get_mut(&key) {
         stored.fix = record.fix;
-    }
-    if let (Some(tx), Some(plan)) = (fixes, plan) {
-        let _ = tx.send(FixJob { key, plan });
+        stored.report = Some(Arc::new(report));
     }
 }
 
@@ -198,10 +190,8 @@ mod tests {
         state.store().record_drop(&record.drop, None);
         assert!(state.store().get(&key).unwrap().fix.is_none());
         let queue = Arc::new(FixQueue::new(4));
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let worker =
-            spawn(queue.clone(), Arc::new(Mutex::new(Arc::new(view))), state.clone(), Some(tx))
-                .unwrap();
+            spawn(queue.clone(), Arc::new(Mutex::new(Arc::new(view))), state.clone()).unwrap();
         assert_eq!(queue.offer(key), Offer::Queued);
         let deadline = Instant::now() + Duration::from_secs(10);
         while state.store().get(&key).unwrap().fix.is_none() {
@@ -210,9 +200,9 @@ mod tests {
         }
         queue.close();
         worker.join().unwrap();
-        let job = rx.try_recv().expect("the plan went to --enable-fix");
-        assert_eq!(job.key, key);
-        let fix = state.store().get(&key).unwrap().fix.clone().unwrap();
+        let stored = state.store().get(&key).unwrap().clone();
+        let fix = stored.fix.clone().unwrap();
         assert!(fix.kubectl[0].contains("mysql-ingress"), "{:?}", fix.kubectl);
+        assert!(stored.report.is_some(), "the DropReport basis carries the plan");
     }
 }

@@ -26,9 +26,6 @@ pub struct SuggestedFix {
     /// The JSON patches (or whole new policies) per policy, as `netpol-trace fix -o json`
     /// prints them.
     pub patches: serde_json::Value,
-    /// Whether the agent applied it (`--enable-fix`), and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// One dropped flow (client → server:port, any client port), as served on `/drops`: the
@@ -55,6 +52,10 @@ pub struct FlowRecord {
     /// served: the loop's cache, so that repeated reports are not re-evaluated).
     #[serde(skip)]
     pub attributed: Option<(u64, Option<String>)>,
+    /// What the flow's DropReport says besides counters, from the latest attribution (not
+    /// served).
+    #[serde(skip)]
+    pub report: Option<std::sync::Arc<super::feed::ReportBasis>>,
 }
 
 impl Serialize for FlowRecord {
@@ -96,6 +97,7 @@ impl FlowRecord {
             node: node.map(str::to_string),
             fix: None,
             attributed: None,
+            report: None,
         }
     }
 

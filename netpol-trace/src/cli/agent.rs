@@ -2,13 +2,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+/// Why `--enable-fix` is refused.
+pub const ENABLE_FIX_REMOVED: &str = "--enable-fix was removed: agents never write NetworkPolicies. They publish DropReports (kubectl get dr -A); a person approves one with `netpol-trace approve NAME -n NS` and the `netpol-trace controller` Deployment applies it, with the backup kept in the report";
+
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    agent::{
-        Agent, AgentOptions, apply::DEFAULT_BACKUP_DIR, lifecycle::Output, store::DEFAULT_CAPACITY,
-    },
+    agent::{Agent, AgentOptions, lifecycle::Output, store::DEFAULT_CAPACITY},
     args::TracerArgs,
     exit,
     k8s::{client::ClusterArgs, events::DEFAULT_MIN_INTERVAL},
@@ -63,15 +64,10 @@ pub struct Args {
     /// Most flows kept in the drop store (least recently updated forgotten first).
     #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
     pub max_flows: usize,
-    /// Apply the suggested fix of a flow the NetworkPolicies deny (server-side dry run,
-    /// backup, resourceVersion-guarded write; needs patch/create on networkpolicies). Off: the
-    /// agent only suggests (in /drops, Events and `netpol-trace drops --fix`).
-    #[arg(long)]
+    /// Removed: agents never write NetworkPolicies. Given, the agent exits 2 and names what
+    /// replaced it (`netpol-trace controller`, approval with `netpol-trace approve`).
+    #[arg(long, hide = true)]
     pub enable_fix: bool,
-    /// Folder of the backups written before each applied fix (`netpol-trace restore DIR`
-    /// undoes one).
-    #[arg(long, default_value = DEFAULT_BACKUP_DIR, value_name = "DIR", requires = "enable_fix")]
-    pub backup_dir: PathBuf,
     /// `json`: NDJSON on stdout (the `trace -o json` lines: `drop`, `restored`, a final
     /// `summary`), attributed.
     #[arg(short = 'o', long, value_parser = OutputFormat::parser(&[OutputFormat::Json]))]
@@ -87,6 +83,9 @@ pub struct Args {
 
 /// Runs `agent` until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    if args.enable_fix {
+        return Err(exit::ExitError::bad_input(ENABLE_FIX_REMOVED).into());
+    }
     let netns = args.tracer.netns_path()?;
     let opts = AgentOptions {
         tracer: TracerOptions {
@@ -105,7 +104,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             args.event_interval
         },
         capacity: args.max_flows,
-        enable_fix: args.enable_fix.then(|| args.backup_dir.clone()),
+        feed: Some(crate::agent::feed::FeedOptions::new(
+            args.node_name.as_deref().unwrap_or("netpol-trace"),
+        )),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -173,5 +174,16 @@ mod tests {
         let Command::Agent(args) = cli.command else { panic!("not agent") };
         assert_eq!(args.tracer.ports, [3306, 5432, 6379]);
         assert!(Cli::try_parse_from(["netpol-trace", "agent", "--backup-dir", "/x"]).is_err());
+    }
+
+    #[test]
+    fn enable_fix_is_refused_with_exit_2_and_names_its_replacement() {
+        let cli = Cli::try_parse_from(["netpol-trace", "agent", "--enable-fix"]).unwrap();
+        let Command::Agent(args) = cli.command else { panic!("not agent") };
+        let err = super::run(args).unwrap_err();
+        let exit = err.downcast_ref::<crate::exit::ExitError>().expect("an exit error");
+        assert_eq!(exit.code, crate::exit::BAD_INPUT);
+        assert!(exit.message.contains("netpol-trace controller"), "{}", exit.message);
+        assert!(exit.message.contains("netpol-trace approve"), "{}", exit.message);
     }
 }

@@ -24,6 +24,31 @@ pub struct CachedPod {
     pub uid: Option<String>,
     /// `kind/name` of the controlling owner (`ReplicaSet/web-7d9f8b6c5`), if any.
     pub owner: Option<String>,
+    /// The workload the pod belongs to, `(kind, name)` ([`workload_of`]).
+    pub workload: (String, String),
+}
+
+/// The workload a pod belongs to: `(kind, name)` from its controller owner reference. A pod
+/// of a ReplicaSet whose name is `<deployment>-<pod-template-hash>` belongs to that Deployment;
+/// a pod without a controller is its own workload (`Pod`).
+pub fn workload_of(pod: &Pod) -> (String, String) {
+    let meta = &pod.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let Some(owner) = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
+    else {
+        return ("Pod".into(), name);
+    };
+    if owner.kind == "ReplicaSet" {
+        let hash = meta.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
+        if let Some(deployment) = hash
+            .and_then(|h| owner.name.strip_suffix(h.as_str()))
+            .and_then(|d| d.strip_suffix('-'))
+            .filter(|d| !d.is_empty())
+        {
+            return ("Deployment".into(), deployment.into());
+        }
+    }
+    (owner.kind.clone(), owner.name.clone())
 }
 
 impl CachedPod {
@@ -37,6 +62,7 @@ impl CachedPod {
             info: PodInfo::from_pod(pod, NamespaceId(0), DEFAULT_NAMESPACE),
             uid: pod.metadata.uid.clone(),
             owner,
+            workload: workload_of(pod),
         }
     }
 

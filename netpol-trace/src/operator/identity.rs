@@ -13,28 +13,7 @@ pub const MAX_NAME: usize = 63;
 /// Hex digits of the identity hash at the end of every name.
 const HASH_LEN: usize = 10;
 
-/// The workload a pod belongs to: `(kind, name)` from its controller owner reference. A pod
-/// of a ReplicaSet whose name is `<deployment>-<pod-template-hash>` belongs to that Deployment;
-/// a pod without a controller is its own workload (`Pod`).
-pub fn workload_of(pod: &Pod) -> (String, String) {
-    let meta = &pod.metadata;
-    let name = meta.name.clone().unwrap_or_default();
-    let Some(owner) = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
-    else {
-        return ("Pod".into(), name);
-    };
-    if owner.kind == "ReplicaSet" {
-        let hash = meta.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
-        if let Some(deployment) = hash
-            .and_then(|h| owner.name.strip_suffix(h.as_str()))
-            .and_then(|d| d.strip_suffix('-'))
-            .filter(|d| !d.is_empty())
-        {
-            return ("Deployment".into(), deployment.into());
-        }
-    }
-    (owner.kind.clone(), owner.name.clone())
-}
+pub use crate::k8s::pods::workload_of;
 
 /// The report end of a pod.
 pub fn end_of_pod(pod: &Pod) -> FlowEnd {
