@@ -1,6 +1,5 @@
 //! The `netpol-trace` binary: parses arguments, sets up logging, maps errors to exit codes.
 
-use netpol_trace::output::LogFormat;
 use netpol_trace::{cli, exit};
 
 fn main() {
@@ -12,11 +11,7 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             let code = err.downcast_ref::<exit::ExitError>().map_or(exit::BAD_INPUT, |e| e.code);
-            match log_format {
-                // A log collector reads every stderr line as JSON, the last one too.
-                LogFormat::Json => tracing::error!(exit_code = code, "{err:#}"),
-                LogFormat::Text => eprintln!("error: {err:#}"),
-            }
+            netpol_trace::output::report_error(log_format, &err, code);
             code
         }
     };

@@ -69,6 +69,16 @@ pub fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Reports the error that ends the process on stderr: `error: ...` for people, or a JSON
+/// `ERROR` log line with its `exit_code` when logs are JSON (a collector reads every line as
+/// JSON, the last one too).
+pub fn report_error(format: LogFormat, err: &anyhow::Error, exit_code: i32) {
+    match format {
+        LogFormat::Json => tracing::error!(exit_code, "{err:#}"),
+        LogFormat::Text => eprintln!("error: {err:#}"),
+    }
+}
+
 fn stderr_takes_colour() -> bool {
     anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
