@@ -20,15 +20,6 @@ pub const NETWORK_POLICY_KIND: &str = "NetworkPolicy";
 /// Field manager recorded by the API server for our writes.
 pub const FIELD_MANAGER: &str = "netpol-trace";
 
-/// URL path of a NetworkPolicy, or of the namespace's collection when `name` is `None`.
-pub fn policy_path(namespace: &str, name: Option<&str>) -> String {
-    let base = format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies");
-    match name {
-        Some(n) => format!("{base}/{n}"),
-        None => base,
-    }
-}
-
 /// The namespace's NetworkPolicies, untyped.
 fn policies(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     let resource = ApiResource::erase::<NetworkPolicy>(&());
