@@ -55,9 +55,16 @@ impl RecordedRequest {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// Whether the request was a server-side dry run (`dryRun=All`).
+    /// Whether the request was a server-side dry run: `dryRun=All` in the query, or in the
+    /// DeleteOptions body of a DELETE (where kube's `DeleteParams` puts it).
     pub fn is_dry_run(&self) -> bool {
-        self.query_param("dryRun").as_deref() == Some("All")
+        let in_body = self
+            .body
+            .as_ref()
+            .and_then(|b| b.get("dryRun"))
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+        self.query_param("dryRun").as_deref() == Some("All") || in_body
     }
 
     /// Whether the request was a watch.

@@ -1,19 +1,17 @@
 //! The `netpol-trace` binary: parses arguments, sets up logging, maps errors to exit codes.
 
 use netpol_trace::{cli, exit};
-use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = cli::parse();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     // Logs go to stderr; stdout is for results (tables, JSON, NDJSON).
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    netpol_trace::output::init_logging(&cli.log_level, cli.log_format);
+    let log_format = cli.log_format;
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
             let code = err.downcast_ref::<exit::ExitError>().map_or(exit::BAD_INPUT, |e| e.code);
-            eprintln!("error: {err:#}");
+            netpol_trace::output::report_error(log_format, &err, code);
             code
         }
     };

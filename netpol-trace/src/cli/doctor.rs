@@ -77,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => write_json(&mut stdout, &report)?,
-        _ => std::io::Write::write_all(&mut stdout, report.table().as_bytes())?,
+        _ => crate::output::print_styled(&report.styled_table())?,
     }
     Ok(report.verdict.exit_code())
 }

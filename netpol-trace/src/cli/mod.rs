@@ -48,6 +48,10 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "NETPOL_TRACE_LOG")]
     pub log_level: String,
 
+    /// Log lines on stderr as text (for people) or JSON (one object a line, for collectors).
+    #[arg(long, global = true, value_enum, default_value_t, env = "NETPOL_TRACE_LOG_FORMAT")]
+    pub log_format: crate::output::LogFormat,
+
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

@@ -187,10 +187,10 @@ fn print_cluster_report(report: &RestoreReport, output: OutputFormat) -> anyhow:
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                crate::output::table(&["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"], &rows)
-            );
+            crate::output::print_styled(&crate::output::styled_table(
+                &["NAMESPACE", "NAME", "RECORDED", "RESULT", "DETAIL"],
+                &rows,
+            ))?;
         }
     }
     Ok(())

@@ -152,12 +152,26 @@ impl Report {
 
     /// The table: one line per check, then what is lost, then the verdict.
     pub fn table(&self) -> String {
+        self.render(false)
+    }
+
+    /// [`Report::table`] with terminal styles, for [`crate::output::print_styled`].
+    pub fn styled_table(&self) -> String {
+        self.render(true)
+    }
+
+    fn render(&self, styled: bool) -> String {
         let rows: Vec<Vec<String>> = self
             .checks
             .iter()
             .map(|c| vec![c.status.word().to_owned(), c.name.to_owned(), c.detail.clone()])
             .collect();
-        let mut out = crate::output::table(&["STATUS", "CHECK", "FOUND"], &rows);
+        let header = ["STATUS", "CHECK", "FOUND"];
+        let mut out = if styled {
+            crate::output::styled_table(&header, &rows)
+        } else {
+            crate::output::table(&header, &rows)
+        };
         for check in self.checks.iter().filter(|c| c.lost.is_some()) {
             let lost = check.lost.as_deref().unwrap_or_default();
             out.push_str(&format!("{} {}: {lost}\n", check.status.word(), check.name));

@@ -1,6 +1,12 @@
-//! NetworkPolicy requests as raw JSON, so objects are read and written exactly as the server
-//! holds them, and JSON patches go out as `application/json-patch+json` bodies.
+//! NetworkPolicy requests through kube's `Api`. The objects stay untyped
+//! (`DynamicObject` of the NetworkPolicy resource): a `k8s_openapi` struct would drop a field
+//! it does not know, and a backup or a restore must keep the object exactly as the server
+//! holds it.
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
+};
 use serde_json::{Value, json};
 
 use super::error::{Error, Result};
@@ -14,52 +20,30 @@ pub const NETWORK_POLICY_KIND: &str = "NetworkPolicy";
 /// Field manager recorded by the API server for our writes.
 pub const FIELD_MANAGER: &str = "netpol-trace";
 
-const JSON: &str = "application/json";
-const JSON_PATCH: &str = "application/json-patch+json";
-
-/// URL path of a NetworkPolicy, or of the namespace's collection when `name` is `None`.
-pub fn policy_path(namespace: &str, name: Option<&str>) -> String {
-    let base = format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies");
-    match name {
-        Some(n) => format!("{base}/{n}"),
-        None => base,
-    }
+/// The namespace's NetworkPolicies, untyped.
+fn policies(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<NetworkPolicy>(&());
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
-fn with_query(path: String, dry_run: bool) -> String {
-    let mut q = format!("fieldManager={FIELD_MANAGER}");
-    if dry_run {
-        q.push_str("&dryRun=All");
-    }
-    format!("{path}?{q}")
+fn post_params(dry_run: bool) -> PostParams {
+    PostParams { dry_run, field_manager: Some(FIELD_MANAGER.into()) }
 }
 
-/// What a request is, for error messages.
-struct Target<'a> {
-    verb: &'a str,
-    namespace: &'a str,
-    name: Option<&'a str>,
-}
-
-async fn send(
-    client: &kube::Client,
-    method: http::Method,
-    uri: String,
-    content_type: &str,
-    body: Option<&Value>,
-    target: Target<'_>,
+/// The object as JSON, or the request's error named by verb and object.
+fn answer(
+    result: std::result::Result<DynamicObject, kube::Error>,
+    verb: &str,
+    namespace: &str,
+    name: Option<&str>,
 ) -> Result<Value> {
-    let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::ACCEPT, JSON)
-        .body(bytes)
-        .map_err(|e| Error::InvalidObject(format!("cannot build the request: {e}")))?;
-    client.request::<Value>(request).await.map_err(|e| {
-        Error::from_kube(e, target.verb, NETWORK_POLICIES, Some(target.namespace), target.name)
-    })
+    let object =
+        result.map_err(|e| Error::from_kube(e, verb, NETWORK_POLICIES, Some(namespace), name))?;
+    serde_json::to_value(object).map_err(|e| Error::InvalidObject(e.to_string()))
+}
+
+fn object_of(value: &Value) -> Result<DynamicObject> {
+    serde_json::from_value(value.clone()).map_err(|e| Error::InvalidObject(e.to_string()))
 }
 
 /// GET one NetworkPolicy; `None` when it does not exist.
@@ -68,17 +52,14 @@ pub async fn get_policy(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Value>> {
-    let target = Target { verb: "get", namespace, name: Some(name) };
-    match send(client, http::Method::GET, policy_path(namespace, Some(name)), JSON, None, target)
-        .await
-    {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.status_code() == Some(404) => Ok(None),
-        Err(e) => Err(e),
+    match policies(client, namespace).get_opt(name).await {
+        Ok(None) => Ok(None),
+        Ok(Some(object)) => answer(Ok(object), "get", namespace, Some(name)).map(Some),
+        Err(e) => answer(Err(e), "get", namespace, Some(name)).map(Some),
     }
 }
 
-/// PATCH with an RFC 6902 JSON patch.
+/// PATCH with an RFC 6902 JSON patch (`application/json-patch+json`).
 pub async fn patch_policy(
     client: &kube::Client,
     namespace: &str,
@@ -86,10 +67,14 @@ pub async fn patch_policy(
     ops: &[json_patch::PatchOperation],
     dry_run: bool,
 ) -> Result<Value> {
-    let body = serde_json::to_value(ops).map_err(|e| Error::InvalidObject(e.to_string()))?;
-    let uri = with_query(policy_path(namespace, Some(name)), dry_run);
-    let target = Target { verb: "patch", namespace, name: Some(name) };
-    send(client, http::Method::PATCH, uri, JSON_PATCH, Some(&body), target).await
+    let params = PatchParams {
+        dry_run,
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch: Patch<()> = Patch::Json(json_patch::Patch(ops.to_vec()));
+    let result = policies(client, namespace).patch(name, &params, &patch).await;
+    answer(result, "patch", namespace, Some(name))
 }
 
 /// POST a new NetworkPolicy.
@@ -100,9 +85,9 @@ pub async fn create_policy_object(
     dry_run: bool,
 ) -> Result<Value> {
     let name = object.pointer("/metadata/name").and_then(Value::as_str);
-    let uri = with_query(policy_path(namespace, None), dry_run);
-    let target = Target { verb: "create", namespace, name };
-    send(client, http::Method::POST, uri, JSON, Some(object), target).await
+    let result =
+        policies(client, namespace).create(&post_params(dry_run), &object_of(object)?).await;
+    answer(result, "create", namespace, name)
 }
 
 /// PUT (replace) a NetworkPolicy; the object's `metadata.resourceVersion` guards it.
@@ -113,12 +98,13 @@ pub async fn replace_policy(
     object: &Value,
     dry_run: bool,
 ) -> Result<Value> {
-    let uri = with_query(policy_path(namespace, Some(name)), dry_run);
-    let target = Target { verb: "update", namespace, name: Some(name) };
-    send(client, http::Method::PUT, uri, JSON, Some(object), target).await
+    let result =
+        policies(client, namespace).replace(name, &post_params(dry_run), &object_of(object)?).await;
+    answer(result, "update", namespace, Some(name))
 }
 
 /// DELETE a NetworkPolicy, only if it still has this uid and resourceVersion (when given).
+/// Returns the object as deleted, or the server's Status when it answers with one.
 pub async fn delete_policy_object(
     client: &kube::Client,
     namespace: &str,
@@ -127,20 +113,16 @@ pub async fn delete_policy_object(
     resource_version: Option<&str>,
     dry_run: bool,
 ) -> Result<Value> {
-    let mut preconditions = serde_json::Map::new();
-    if let Some(uid) = uid {
-        preconditions.insert("uid".into(), json!(uid));
-    }
-    if let Some(rv) = resource_version {
-        preconditions.insert("resourceVersion".into(), json!(rv));
-    }
-    let mut body = json!({"kind": "DeleteOptions", "apiVersion": "v1"});
-    if !preconditions.is_empty() {
-        body["preconditions"] = Value::Object(preconditions);
-    }
-    let uri = with_query(policy_path(namespace, Some(name)), dry_run);
-    let target = Target { verb: "delete", namespace, name: Some(name) };
-    send(client, http::Method::DELETE, uri, JSON, Some(&body), target).await
+    let preconditions = (uid.is_some() || resource_version.is_some()).then(|| Preconditions {
+        uid: uid.map(str::to_string),
+        resource_version: resource_version.map(str::to_string),
+    });
+    let params = DeleteParams { dry_run, preconditions, ..DeleteParams::default() };
+    let deleted = policies(client, namespace).delete(name, &params).await.map_err(|e| {
+        Error::from_kube(e, "delete", NETWORK_POLICIES, Some(namespace), Some(name))
+    })?;
+    let value = deleted.either(serde_json::to_value, serde_json::to_value);
+    value.map_err(|e| Error::InvalidObject(e.to_string()))
 }
 
 /// `metadata.<field>` as a string.

@@ -21,7 +21,7 @@ use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
 use crate::lab::state::LabState;
 use crate::manifest;
-use crate::output::{OutputFormat, TABLE_JSON_YAML, TABLE_OR_JSON, table};
+use crate::output::{OutputFormat, TABLE_JSON_YAML, TABLE_OR_JSON, print_styled, styled_table};
 
 /// Arguments of `lab`.
 #[derive(Debug, ClapArgs)]
@@ -254,12 +254,12 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
         OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Kubectl => {
             println!("{}", serde_json::to_string_pretty(&state)?)
         }
-        OutputFormat::Table => print_pods(&state),
+        OutputFormat::Table => print_pods(&state)?,
     }
     Ok(exit::OK)
 }
 
-fn print_pods(state: &LabState) {
+fn print_pods(state: &LabState) -> std::io::Result<()> {
     let mut rows = Vec::new();
     for pod in &state.topology.pods {
         let ports: Vec<String> =
@@ -275,7 +275,10 @@ fn print_pods(state: &LabState) {
             if ports.is_empty() { "-".into() } else { ports.join(",") },
         ]);
     }
-    print!("{}", table(&["NAME", "PODS", "STATUS", "CREATED"], &rows));
+    print_styled(&styled_table(
+        &["NAMESPACE", "NAME", "IP", "INTERFACE", "WORKLOAD", "PORTS"],
+        &rows,
+    ))?;
     let isolated = state.plan.as_ref().map_or(0, |plan| {
         plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
     });
@@ -291,6 +294,7 @@ fn print_pods(state: &LabState) {
         state.topology.nft_table,
         state.run_dir.display()
     );
+    Ok(())
 }
 
 fn down(args: DownArgs) -> anyhow::Result<i32> {
@@ -329,7 +333,7 @@ fn ls(args: LsArgs) -> anyhow::Result<i32> {
             lab.created_at.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    print!("{}", table(&["NAME", "PODS", "STATUS", "CREATED"], &rows));
+    print_styled(&styled_table(&["NAME", "PODS", "STATUS", "CREATED"], &rows))?;
     Ok(exit::OK)
 }
 
