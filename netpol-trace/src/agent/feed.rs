@@ -342,10 +342,12 @@ mod tests {
         tx.send(drop_event()).unwrap();
         let report = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let found = fake
-                    .objects("dropreports")
-                    .into_iter()
-                    .find(|r| r["status"]["nodes"].as_array().is_some_and(|n| !n.is_empty()));
+                // The counts come at once; the proposed fix follows when the planner (off the
+                // agent's loop) has planned it.
+                let found = fake.objects("dropreports").into_iter().find(|r| {
+                    r["status"]["nodes"].as_array().is_some_and(|n| !n.is_empty())
+                        && r["status"]["fix"]["phase"] == "Proposed"
+                });
                 if let Some(r) = found {
                     return r;
                 }

@@ -242,7 +242,8 @@ async fn run(
     let view = Arc::new(ClusterView::empty());
     let shared: SharedView = Arc::new(Mutex::new(view.clone()));
     let plans = Arc::new(FixQueue::new(planner::QUEUE_CAPACITY));
-    let worker = planner::spawn(plans.clone(), shared.clone(), state.clone())
+    let planner_feed = publisher.as_ref().map(|(feed, _)| feed.clone());
+    let worker = planner::spawn(plans.clone(), shared.clone(), state.clone(), planner_feed)
         .map_err(|e| AgentError::TracerFailed(format!("starting the fix planner: {e}")))?;
     let mut lp = Loop {
         interfaces: source.interfaces.iter().cloned().collect(),

@@ -115,11 +115,12 @@ pub fn spawn(
     queue: Arc<FixQueue>,
     view: SharedView,
     state: Arc<AgentState>,
+    feed: Option<feed::Feed>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("fix-planner".into()).spawn(move || {
         while let Some(key) = queue.take() {
             let started = Instant::now();
-            plan_one(key, &view, &state);
+            plan_one(key, &view, &state, feed.as_ref());
             let took = started.elapsed();
             let pause = took.mul_f64((1.0 - CPU_SHARE) / CPU_SHARE).min(MAX_PAUSE);
             if !pause.is_zero() && !queue.is_empty() {
@@ -129,9 +130,9 @@ pub fn spawn(
     })
 }
 
-/// Plans the fix of flow `key` if it is still dropping, and stores it in its record and in
-/// the basis of its DropReport (the proposed fix the next report update carries).
-fn plan_one(key: ConnKey, view: &SharedView, state: &AgentState) {
+/// Plans the fix of flow `key` if it is still dropping, stores it in its record and in the
+/// basis of its DropReport, and offers the report update that carries the proposed fix.
+fn plan_one(key: ConnKey, view: &SharedView, state: &AgentState, feed: Option<&feed::Feed>) {
     let view = Arc::clone(&view.lock().unwrap_or_else(|e| e.into_inner()));
     let Some(mut record) =
         state.store().get(&key).filter(|r| r.state == FlowState::Dropping).cloned()
@@ -139,10 +140,14 @@ fn plan_one(key: ConnKey, view: &SharedView, state: &AgentState) {
         return;
     };
     let (a, plan) = attribute(&view.inventory, &mut record);
-    let report = feed::basis(&view, &view.inventory, &record, &a, plan.as_ref());
-    if let Some(stored) = state.store().get_mut(&key) {
+    let report = Arc::new(feed::basis(&view, &view.inventory, &record, &a, plan.as_ref()));
+    let mut store = state.store();
+    if let Some(stored) = store.get_mut(&key) {
         stored.fix = record.fix;
-        stored.report = Some(Arc::new(report));
+        stored.report = Some(report.clone());
+        if let Some(feed) = feed {
+            feed.offer(stored, &report);
+        }
     }
 }
 
@@ -191,7 +196,8 @@ mod tests {
         assert!(state.store().get(&key).unwrap().fix.is_none());
         let queue = Arc::new(FixQueue::new(4));
         let worker =
-            spawn(queue.clone(), Arc::new(Mutex::new(Arc::new(view))), state.clone()).unwrap();
+            spawn(queue.clone(), Arc::new(Mutex::new(Arc::new(view))), state.clone(), None)
+                .unwrap();
         assert_eq!(queue.offer(key), Offer::Queued);
         let deadline = Instant::now() + Duration::from_secs(10);
         while state.store().get(&key).unwrap().fix.is_none() {
