@@ -11,7 +11,7 @@ use std::{
 
 use fake_apiserver::FakeApiServer;
 use netpol_trace::{
-    agent::{Agent, AgentOptions},
+    agent::{Agent, AgentOptions, access::Access},
     datapath::{netns, programs::tcx_programs},
     trace::TracerOptions,
 };
@@ -136,6 +136,9 @@ fn a_denied_connect_is_served_attributed_counted_evented_then_restored() {
             listen: "127.0.0.1:0".parse().unwrap(),
             node_name: Some("node-1".into()),
             event_interval: Duration::from_millis(200),
+            // The endpoints' access checks are tested against an RBAC-enforcing API server
+            // in the agent's own tests; here they are read without a token.
+            access: Access::allow_all_for_tests(),
             ..AgentOptions::default()
         };
         let mut agent = Agent::start(opts, fake.client(), None).await.expect("agent starts");

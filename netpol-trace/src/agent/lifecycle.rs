@@ -22,6 +22,7 @@ use crate::{
 };
 
 use super::{
+    access::{Access, Authorizer},
     attribute::attribute_drop,
     cluster::ClusterView,
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
@@ -56,6 +57,8 @@ pub struct AgentOptions {
     pub capacity: usize,
     /// Publish DropReports (the operator feed); `None`: do not.
     pub feed: Option<FeedOptions>,
+    /// Who may read `/metrics` and `/drops` (the API server decides).
+    pub access: Access,
 }
 
 impl Default for AgentOptions {
@@ -67,6 +70,7 @@ impl Default for AgentOptions {
             event_interval: crate::k8s::events::DEFAULT_MIN_INTERVAL,
             capacity: DEFAULT_CAPACITY,
             feed: None,
+            access: Access::api_server(),
         }
     }
 }
@@ -130,7 +134,9 @@ impl Agent {
             .map_err(|source| AgentError::Listen { addr: opts.listen, source })?;
         let addr = listener.local_addr().unwrap_or(opts.listen);
         let (stop, stop_rx) = watch::channel(false);
-        let server = http::serve(listener, state.clone(), stop_rx.clone());
+        let authorizer = Arc::new(Authorizer::new(&opts.access, client.clone()));
+        let limits = http::Limits::default();
+        let server = http::serve(listener, state.clone(), authorizer, limits, stop_rx.clone());
         state.set_running(true);
         tracing::info!(%addr, "HTTP endpoints up");
         let task = tokio::spawn(run(opts, client, output, source, state.clone(), stop_rx));

@@ -15,9 +15,11 @@
 //! * [`metrics`]: Prometheus text exposition, bounded labels.
 //! * [`feed`]: publishing DropReports from a background task (the operator feed).
 //! * [`routes`]: which host interface a pod address is routed to (its own veth).
+//! * [`access`]: who may read `/metrics` and `/drops` (TokenReview, SubjectAccessReview).
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics`, `/drops`.
 //! * [`state`]: what the loop and the HTTP server share.
 
+pub mod access;
 pub mod attribute;
 pub mod cluster;
 pub mod events;

@@ -126,15 +126,23 @@ impl DropStore {
     /// Records of flows that `namespace`/`pod` names an end of (both optional), most recent
     /// drop first.
     pub fn records(&self, namespace: Option<&str>, pod: Option<&str>) -> Vec<FlowRecord> {
-        let mut out: Vec<FlowRecord> = self
-            .flows
-            .values()
-            .map(|s| &s.record)
-            .filter(|r| r.concerns(namespace, pod))
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| b.drop.time.cmp(&a.drop.time).then_with(|| a.key().cmp(&b.key())));
-        out
+        self.page(namespace, pod, 0, usize::MAX).0
+    }
+
+    /// At most `limit` of the [`records`](Self::records), from the `offset`-th on, and how many
+    /// match in all. Only the page is cloned.
+    pub fn page(
+        &self,
+        namespace: Option<&str>,
+        pod: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<FlowRecord>, usize) {
+        let mut all: Vec<&FlowRecord> =
+            self.flows.values().map(|s| &s.record).filter(|r| r.concerns(namespace, pod)).collect();
+        all.sort_by(|a, b| b.drop.time.cmp(&a.drop.time).then_with(|| a.key().cmp(&b.key())));
+        let total = all.len();
+        (all.into_iter().skip(offset).take(limit).cloned().collect(), total)
     }
 
     /// Keys of the flows currently dropping.
@@ -303,5 +311,22 @@ mod tests {
         assert_eq!(store.records(None, Some("db/mysql-0")).len(), 1);
         assert_eq!(store.records(Some("db"), Some("web-1")).len(), 0);
         assert_eq!(store.records(Some("batch"), None)[0].drop.src.ip.to_string(), "10.0.1.2");
+    }
+
+    #[test]
+    fn a_page_is_a_slice_of_the_records_in_order() {
+        let mut store = DropStore::new(10);
+        for src in 1..=5 {
+            store.record_drop(&drop_of(src, 0, src as i64, 1), None);
+        }
+        let all: Vec<String> =
+            store.records(None, None).iter().map(|r| r.drop.src.ip.to_string()).collect();
+        let (page, total) = store.page(None, None, 1, 2);
+        assert_eq!(total, 5);
+        let ips: Vec<String> = page.iter().map(|r| r.drop.src.ip.to_string()).collect();
+        assert_eq!(ips, all[1..3]);
+        let (page, total) = store.page(None, None, 4, 10);
+        assert_eq!((page.len(), total), (1, 5));
+        assert!(store.page(None, None, 9, 10).0.is_empty());
     }
 }

@@ -107,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         feed: Some(crate::agent::feed::FeedOptions::new(
             args.node_name.as_deref().unwrap_or("netpol-trace"),
         )),
+        access: crate::agent::access::Access::api_server(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
