@@ -23,9 +23,16 @@ const PORT: u16 = 3306;
 const NFT_TABLE: &str = "npagent";
 
 /// GET over plain HTTP/1.1: status and body.
+/// The token the tests' scrapers send: the fake API server's cluster admin in the CLI test
+/// (the agent checks it with TokenReview and SubjectAccessReview); the in-process agent is
+/// built to allow every request.
+const SCRAPER_TOKEN: &str = "scraper-admin";
+
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("agent HTTP");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {SCRAPER_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut buf))
@@ -172,7 +179,10 @@ fn a_denied_connect_is_served_attributed_counted_evented_then_restored() {
         assert_eq!(record["src"]["namespace"], "app");
         assert_eq!(record["dst"]["pod"], "mysql-0");
         assert_eq!(record["dst"]["port"], PORT);
-        assert_eq!(record["policies"][0], json!({"namespace": "db", "name": "mysql-ingress", "direction": "ingress"}));
+        assert_eq!(
+            record["policies"][0],
+            json!({"kind": "NetworkPolicy", "namespace": "db", "name": "mysql-ingress", "direction": "ingress"})
+        );
         assert!(record["hint"].as_str().unwrap().contains("3307"), "{record}");
         assert!(record["count"].as_u64().unwrap() >= 1);
         let kubectl = record["fix"]["kubectl"][0].as_str().expect("a suggested patch");
@@ -246,8 +256,8 @@ fn the_cli_serves_until_sigterm_prints_ndjson_and_detaches() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let ready = dir.path().join("ready");
-    let fake = rt.block_on(FakeApiServer::start());
-    fake.write_kubeconfig(&kubeconfig).unwrap();
+    let fake = rt.block_on(FakeApiServer::builder().admin_token(SCRAPER_TOKEN).start());
+    fake.write_kubeconfig_with_token(&kubeconfig, SCRAPER_TOKEN).unwrap();
     seed(&fake, &topo, 3307);
     block(&topo);
     let child = Command::new(env!("CARGO_BIN_EXE_netpol-trace-under-test"))
