@@ -145,6 +145,7 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
         "unit and unprivileged tests",
         cargo().current_dir(root).args([
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "netpol-trace-ebpf",
@@ -170,7 +171,12 @@ fn test(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
             )?;
             ok &= cargo_test(
                 "privileged integration tests",
-                cargo().current_dir(root).args(["test", "-p", "netpol-trace-integration"]),
+                cargo().current_dir(root).args([
+                    "test",
+                    "--no-fail-fast",
+                    "-p",
+                    "netpol-trace-integration",
+                ]),
                 &mut tally,
             )?;
         } else {
