@@ -320,3 +320,64 @@ spec:
         v["policies"].as_array().unwrap().iter().map(|p| p["tier"].as_str().unwrap()).collect();
     assert_eq!(order, ["late", "Baseline"]);
 }
+
+/// The first v1alpha1 releases wrote peers as `namespaces: {namespaceSelector: ...}` and
+/// `pods: {namespaces: {namespaceSelector: ...}, podSelector: ...}`; read as plain selectors
+/// they would match every namespace.
+fn anp_deny_from(peer: &str) -> String {
+    format!(
+        r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {{name: early-peers}}
+spec:
+  priority: 5
+  subject: {{namespaces: {{matchLabels: {{team: data}}}}}}
+  ingress:
+  - name: deny-from-peer
+    action: Deny
+    from: [{peer}]
+"#
+    )
+}
+
+#[test]
+fn early_v1alpha1_peer_forms_select_only_their_namespaces() {
+    for (peer, denies) in [
+        ("{namespaces: {namespaceSelector: {matchLabels: {team: web}}}}", true),
+        ("{namespaces: {namespaceSelector: {matchLabels: {team: other}}}}", false),
+        (
+            "{pods: {namespaces: {namespaceSelector: {matchLabels: {team: other}}}, podSelector: {}}}",
+            false,
+        ),
+        (
+            "{pods: {namespaces: {namespaceSelector: {matchLabels: {team: web}}}, podSelector: {matchLabels: {app: web}}}}",
+            true,
+        ),
+        ("{namespaces: {matchLabels: {team: other}}}", false),
+    ] {
+        let v = ingress(&[&anp_deny_from(peer)], 3306);
+        assert_eq!(v["allowed"], !denies, "{peer}: {v}");
+        if denies {
+            assert_eq!(v["decided_by"]["name"], "early-peers", "{peer}");
+            assert_eq!(v["decided_by"]["action"], "Deny", "{peer}");
+        } else {
+            assert_eq!(v["decided_by"], Value::Null, "{peer}: nothing else decides");
+        }
+    }
+}
+
+#[test]
+fn early_same_labels_peers_are_refused_not_widened() {
+    let text = format!("{CLUSTER}\n---\n{}", anp_deny_from("{namespaces: {sameLabels: [team]}}"));
+    let mut objects = crate::inventory::ClusterObjects::default();
+    crate::manifest::parse_manifest(
+        &text,
+        std::path::Path::new("t.yaml"),
+        crate::manifest::Syntax::Yaml,
+        &mut objects,
+    )
+    .unwrap();
+    let error = crate::inventory::Inventory::from_objects(objects, Default::default()).unwrap_err();
+    assert_eq!(error.error.error.field, "spec.ingress[0].from[0].namespaces.sameLabels", "{error}");
+}

@@ -159,10 +159,33 @@ fn namespaced_pod(
     pods: &model::NamespacedPod,
     path: &str,
 ) -> Result<(Selector, Selector), FieldError> {
-    Ok((
-        Selector::compile(&pods.namespace_selector, &format!("{path}.namespaceSelector"))?,
-        Selector::compile(&pods.pod_selector, &format!("{path}.podSelector"))?,
-    ))
+    let namespaces = match &pods.namespaces {
+        Some(early) => peer_namespaces(early, &format!("{path}.namespaces"))?,
+        None => Selector::compile(&pods.namespace_selector, &format!("{path}.namespaceSelector"))?,
+    };
+    Ok((namespaces, Selector::compile(&pods.pod_selector, &format!("{path}.podSelector"))?))
+}
+
+/// A peer's namespaces in either form. The early form's `sameLabels`/`notSameLabels` compare
+/// with the subject's namespace, which this engine does not model: refused, never widened.
+fn peer_namespaces(namespaces: &model::PeerNamespaces, path: &str) -> Result<Selector, FieldError> {
+    match namespaces {
+        model::PeerNamespaces::Selector(selector) => Selector::compile(selector, path),
+        model::PeerNamespaces::Early(early) => {
+            for (field, labels) in
+                [("sameLabels", &early.same_labels), ("notSameLabels", &early.not_same_labels)]
+            {
+                if labels.as_ref().is_some_and(|l| !l.is_empty()) {
+                    return Err(FieldError::new(
+                        format!("{path}.{field}"),
+                        "is not supported (an early v1alpha1 field): select the namespaces by label",
+                    ));
+                }
+            }
+            let selector = early.namespace_selector.clone().unwrap_or_default();
+            Selector::compile(&selector, &format!("{path}.namespaceSelector"))
+        }
+    }
 }
 
 fn compile_rule(
@@ -270,7 +293,7 @@ fn compile_peer(
         }
     };
     if let Some(ns) = &peer.namespaces {
-        return Ok(AdminPeer::Namespaces(Selector::compile(ns, &format!("{path}.namespaces"))?));
+        return Ok(AdminPeer::Namespaces(peer_namespaces(ns, &format!("{path}.namespaces"))?));
     }
     if let Some(pods) = &peer.pods {
         let (namespaces, pods) = namespaced_pod(pods, &format!("{path}.pods"))?;

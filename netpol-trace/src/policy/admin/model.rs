@@ -67,6 +67,35 @@ pub struct NamespacedPod {
     /// Empty selects every pod.
     #[serde(default)]
     pub pod_selector: LabelSelector,
+    /// The early v1alpha1 peer form `pods: {namespaces: {namespaceSelector: ...}, podSelector}`
+    /// (in place of `namespaceSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<PeerNamespaces>,
+}
+
+/// A peer's `namespaces`: a label selector (the current API), or the early v1alpha1
+/// `NamespacedPeer` form `{namespaceSelector | sameLabels | notSameLabels}` that clusters
+/// installed from the first releases still hold. Read as a plain selector, the early form
+/// would select every namespace (its keys are not selector keys), so it is told apart here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PeerNamespaces {
+    /// The early `NamespacedPeer` form (only its keys are accepted).
+    Early(EarlyNamespacedPeer),
+    /// A label selector.
+    Selector(LabelSelector),
+}
+
+/// The early v1alpha1 `NamespacedPeer`: exactly one field set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EarlyNamespacedPeer {
+    /// Namespaces by label.
+    pub namespace_selector: Option<LabelSelector>,
+    /// Namespaces sharing these label values with the subject's namespace.
+    pub same_labels: Option<Vec<String>>,
+    /// Namespaces differing in these label values from the subject's namespace.
+    pub not_same_labels: Option<Vec<String>>,
 }
 
 /// One ingress or egress rule (`from` for ingress, `to` for egress).
@@ -93,7 +122,7 @@ pub struct AdminRule {
 #[serde(rename_all = "camelCase")]
 pub struct AdminPeer {
     /// Every pod of the selected namespaces.
-    pub namespaces: Option<LabelSelector>,
+    pub namespaces: Option<PeerNamespaces>,
     /// Pods in namespaces.
     pub pods: Option<NamespacedPod>,
     /// Nodes by label (egress only): their addresses are not known here, so never matched.
