@@ -31,7 +31,7 @@ use super::{
     planner::{self, FixQueue, Offer, SharedView},
     record::FlowState,
     state::AgentState,
-    store::DEFAULT_CAPACITY,
+    store::{DEFAULT_CAPACITY, IDLE_EXPIRY},
 };
 
 /// How often a changed cluster is re-read at most.
@@ -39,6 +39,8 @@ pub const REBUILD_INTERVAL: Duration = Duration::from_millis(250);
 /// A rebuild waits at least this many times the previous one's duration after it, so that
 /// rebuilds of a large, churning cluster take a bounded share of a core.
 pub const REBUILD_SPACING: u32 = 4;
+/// How often idle flows are looked for in the drop store.
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 /// How long stopping waits for the aggregated Events to be flushed.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -269,6 +271,8 @@ async fn run(
 
     let mut rebuild = tokio::time::interval(REBUILD_INTERVAL);
     rebuild.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
     let mut building: Option<JoinHandle<(ClusterView, Duration)>> = None;
     let mut next_build = tokio::time::Instant::now();
@@ -286,9 +290,15 @@ async fn run(
                     let reader = cache.reader();
                     building = Some(tokio::task::spawn_blocking(move || {
                         let started = Instant::now();
-                        let view = ClusterView::build(reader.snapshot(), reader.pods());
+                        let view = ClusterView::build(&reader);
                         (view, started.elapsed())
                     }));
+                }
+            }
+            _ = expiry.tick() => {
+                let mut store = state.store();
+                if store.expire_idle(chrono::Utc::now(), IDLE_EXPIRY) > 0 {
+                    state.metrics.set_flows_dropping(store.dropping());
                 }
             }
             built = async { building.as_mut().expect("guarded").await }, if building.is_some() => {

@@ -4,12 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
+
 use crate::trace::{DropRecord, RestoredRecord, flows::ConnKey};
 
 use super::record::{FlowRecord, FlowState};
 
 /// How many flows the store keeps by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// A flow neither dropped nor restored for this long is forgotten.
+pub const IDLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// What a drop report changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,7 @@ pub struct DropStore {
     order: BTreeMap<u64, ConnKey>,
     seq: u64,
     evicted: u64,
+    expired: u64,
 }
 
 impl Default for DropStore {
@@ -51,6 +57,7 @@ impl DropStore {
             order: BTreeMap::new(),
             seq: 0,
             evicted: 0,
+            expired: 0,
         }
     }
 
@@ -103,6 +110,32 @@ impl DropStore {
         slot.record.drop.evidence = restored.evidence.clone();
         self.touch(key);
         self.flows.get(&key).map(|s| &s.record)
+    }
+
+    /// Forgets the flows with no drop and no restore since `now - idle`; returns how many.
+    pub fn expire_idle(&mut self, now: DateTime<Utc>, idle: std::time::Duration) -> usize {
+        let Ok(idle) = chrono::Duration::from_std(idle) else { return 0 };
+        let cutoff = now - idle;
+        let stale: Vec<(ConnKey, u64)> = self
+            .flows
+            .iter()
+            .filter(|(_, s)| s.record.restored_at.unwrap_or(s.record.drop.time) < cutoff)
+            .map(|(k, s)| (*k, s.touched))
+            .collect();
+        for (key, touched) in &stale {
+            self.flows.remove(key);
+            self.order.remove(touched);
+        }
+        if self.flows.capacity() > 64 && self.flows.len() < self.flows.capacity() / 4 {
+            self.flows.shrink_to_fit();
+        }
+        self.expired += stale.len() as u64;
+        stale.len()
+    }
+
+    /// Flows forgotten because they were idle.
+    pub fn expired(&self) -> u64 {
+        self.expired
     }
 
     fn evict(&mut self) {
@@ -177,8 +210,6 @@ impl DropStore {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
-
     use super::*;
     use crate::trace::{Endpoint, Evidence};
 
@@ -262,6 +293,25 @@ mod tests {
             (rec.state, rec.drop.count, rec.drop.first_seen, rec.restored_at),
             (FlowState::Dropping, 1, t(10), None)
         );
+    }
+
+    #[test]
+    fn idle_flows_expire_and_active_ones_stay() {
+        let mut store = DropStore::new(10);
+        store.record_drop(&drop_of(1, 0, 0, 1), None);
+        store.record_drop(&drop_of(2, 0, 100, 1), None);
+        store.record_drop(&drop_of(3, 0, 10, 1), None);
+        store.record_restored(&restored_of(3, 200));
+        let idle = std::time::Duration::from_secs(150);
+        assert_eq!(store.expire_idle(t(200), idle), 1, "flow 1 dropped last at 0");
+        let srcs: Vec<String> =
+            store.records(None, None).iter().map(|r| r.drop.src.ip.to_string()).collect();
+        assert_eq!(srcs.len(), 2);
+        assert!(!srcs.contains(&"10.0.1.1".to_string()), "{srcs:?}");
+        assert_eq!(store.expire_idle(t(300), idle), 1, "flow 2 dropped last at 100");
+        assert_eq!(store.expire_idle(t(400), idle), 1, "flow 3 was restored at 200");
+        assert!(store.is_empty());
+        assert_eq!((store.expired(), store.order.len()), (3, 0));
     }
 
     #[test]

@@ -296,7 +296,7 @@ impl<'a> RuleContext<'a> {
     }
 
     fn rule_allows(&self, namespace: &str, rule: &crate::policy::CompiledRule) -> bool {
-        let ports = self.destination().map(|pod| pod.ports.as_slice());
+        let ports = self.destination().map(|pod| pod.ports.iter().as_slice());
         rule.allows(namespace, self.peer(), self.flow.protocol, self.flow.port, ports, self.mode)
     }
 

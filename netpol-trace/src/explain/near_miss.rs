@@ -21,7 +21,7 @@ impl RuleContext<'_> {
                 .min_by_key(Vec::len);
             out.extend(closest.unwrap_or_default());
         }
-        let ports = self.destination().map(|pod| pod.ports.as_slice());
+        let ports = self.destination().map(|pod| pod.ports.iter().as_slice());
         if !rule.ports_match(self.flow.protocol, self.flow.port, ports) {
             let closest = rule
                 .ports
@@ -136,7 +136,7 @@ impl RuleContext<'_> {
             }),
             PortMatch::Named(name) => {
                 let resolved =
-                    entry.resolve_name(name, destination.map(|pod| pod.ports.as_slice()));
+                    entry.resolve_name(name, destination.map(|pod| pod.ports.iter().as_slice()));
                 let want = match (resolved, destination) {
                     (Some(number), _) if number == port => None,
                     (Some(number), Some(pod)) => {

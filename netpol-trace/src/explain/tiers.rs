@@ -185,7 +185,7 @@ impl Pipeline<'_> {
     fn admin_rules(&self, policy: &AdminPolicy) -> (FirstMatch, Vec<RuleExplanation>) {
         let peer = self.peer_view();
         let flow = self.rules.flow;
-        let ports = self.rules.destination().map(|p| p.ports.as_slice());
+        let ports = self.rules.destination().map(|p| p.ports.iter().as_slice());
         let mut first = None;
         let mut explained = Vec::new();
         for (index, rule) in policy.rules(self.direction).iter().enumerate() {

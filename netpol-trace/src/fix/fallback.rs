@@ -94,7 +94,7 @@ pub fn plan_delete_fallback(
                 hints: Vec::new(),
                 source: entry.sourced.source.to_string(),
                 result: Value::Null,
-                original: Some(entry.sourced.raw.clone()),
+                original: Some(entry.sourced.raw_json().into_owned()),
                 policy_source: entry.sourced.source.clone(),
                 companion_file: None,
             }

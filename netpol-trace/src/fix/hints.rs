@@ -73,7 +73,7 @@ pub fn deliberate_except(
         }
         FlowEndpoint::Pod { .. } => return None,
     };
-    let destination_ports = flow.dst.pod().map(|id| inventory.pod(id).ports.as_slice());
+    let destination_ports = flow.dst.pod().map(|id| inventory.pod(id).ports.iter().as_slice());
     for &id in inventory.isolating_policies(subject, direction) {
         let policy = &inventory.policy(id).compiled;
         for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
@@ -125,7 +125,7 @@ pub fn hints(
             ));
         }
         for (index, rule) in rules.iter().enumerate() {
-            let ports = destination.map(|pod| pod.ports.as_slice());
+            let ports = destination.map(|pod| pod.ports.iter().as_slice());
             let peers_ok = rule.peers_match(&policy.namespace, peer, options.ip_block_pod_mode);
             let ports_ok = rule.ports_match(flow.protocol, flow.port, ports);
             if peers_ok && !ports_ok {

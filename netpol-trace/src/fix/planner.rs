@@ -354,7 +354,7 @@ impl<'a> Planner<'a> {
                     self.objects.push(DraftObject::existing(
                         namespace,
                         name,
-                        sourced.raw.clone(),
+                        sourced.raw_json().into_owned(),
                         sourced.source.clone(),
                     ));
                     self.objects.len() - 1

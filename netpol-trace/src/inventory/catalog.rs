@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 
@@ -13,11 +14,10 @@ use crate::policy::{Labels, Operator, Selector};
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// Pods of one namespace and their label index.
+/// Pods of one namespace (in id order, which is name order) and their label index.
 #[derive(Debug, Default)]
 struct NamespacePods {
     all: Vec<PodId>,
-    by_name: HashMap<String, PodId>,
     by_label: HashMap<String, HashMap<String, Vec<PodId>>>,
 }
 
@@ -27,8 +27,21 @@ pub struct Catalog {
     namespaces: Vec<NamespaceInfo>,
     namespace_pods: Vec<NamespacePods>,
     namespace_by_name: HashMap<String, NamespaceId>,
-    pods: Vec<PodInfo>,
+    pods: Vec<Arc<PodInfo>>,
+    /// The namespace of each pod.
+    pod_namespace: Vec<NamespaceId>,
     pod_by_ip: HashMap<IpAddr, PodId>,
+}
+
+/// A declared namespace as selectors see it (its labels with `kubernetes.io/metadata.name`).
+pub fn namespace_info(ns: &Namespace) -> Option<NamespaceInfo> {
+    let Some(name) = ns.metadata.name.clone() else {
+        tracing::debug!("ignoring a Namespace without metadata.name");
+        return None;
+    };
+    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+    Some(NamespaceInfo { name, labels, declared: true })
 }
 
 impl Catalog {
@@ -42,28 +55,22 @@ impl Catalog {
         extra_namespaces: impl IntoIterator<Item = &'a str>,
         default_namespace: &str,
     ) -> Self {
-        // The namespace id is assigned by `from_pod_infos`, once namespaces are sorted.
         let infos =
-            pods.iter().map(|p| PodInfo::from_pod(p, NamespaceId(0), default_namespace)).collect();
-        Self::from_pod_infos(namespaces, infos, extra_namespaces)
+            pods.iter().map(|p| Arc::new(PodInfo::from_pod(p, default_namespace))).collect();
+        let namespaces = namespaces.iter().filter_map(namespace_info).collect();
+        Self::from_shared(namespaces, infos, extra_namespaces)
     }
 
-    /// Like [`Catalog::build`], from pods already reduced to what policies read (their
-    /// `namespace_id` is assigned here). Later duplicates replace earlier ones.
-    pub fn from_pod_infos<'a>(
-        namespaces: &[Namespace],
-        pods: Vec<PodInfo>,
+    /// Like [`Catalog::build`], from namespaces and pods already reduced to what policies read
+    /// (the pods are shared, not copied). Later duplicates replace earlier ones.
+    pub fn from_shared<'a>(
+        namespaces: Vec<NamespaceInfo>,
+        pods: Vec<Arc<PodInfo>>,
         extra_namespaces: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         let mut declared: BTreeMap<String, NamespaceInfo> = BTreeMap::new();
         for ns in namespaces {
-            let Some(name) = ns.metadata.name.clone() else {
-                tracing::debug!("ignoring a Namespace without metadata.name");
-                continue;
-            };
-            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
-            labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
-            declared.insert(name.clone(), NamespaceInfo { name, labels, declared: true });
+            declared.insert(ns.name.clone(), ns);
         }
         let pod_namespaces = pods.iter().map(|p| p.pod.namespace.clone());
         for name in pod_namespaces.chain(extra_namespaces.into_iter().map(str::to_owned)) {
@@ -80,26 +87,28 @@ impl Catalog {
             .map(|(i, ns)| (ns.name.clone(), NamespaceId(i as u32)))
             .collect();
 
-        let mut unique: BTreeMap<(String, String), PodInfo> = BTreeMap::new();
-        for mut info in pods {
-            info.namespace_id = namespace_by_name[&info.pod.namespace];
+        let mut unique: BTreeMap<(&str, &str), Arc<PodInfo>> = BTreeMap::new();
+        for info in &pods {
             if info.pod.name.is_empty() {
                 tracing::debug!(namespace = %info.pod.namespace, "ignoring a Pod without metadata.name");
                 continue;
             }
-            unique.insert((info.pod.namespace.clone(), info.pod.name.clone()), info);
+            unique.insert((info.pod.namespace.as_str(), info.pod.name.as_str()), Arc::clone(info));
         }
-        let pods: Vec<PodInfo> = unique.into_values().collect();
+        let sorted: Vec<Arc<PodInfo>> = unique.into_values().collect();
+        drop(pods);
+        let pods = sorted;
+        let pod_namespace: Vec<NamespaceId> =
+            pods.iter().map(|p| namespace_by_name[&p.pod.namespace]).collect();
 
         let mut namespace_pods: Vec<NamespacePods> =
             namespaces.iter().map(|_| NamespacePods::default()).collect();
         let mut pod_by_ip = HashMap::with_capacity(pods.len());
         for (index, pod) in pods.iter().enumerate() {
             let id = PodId(index as u32);
-            let entry = &mut namespace_pods[pod.namespace_id.index()];
+            let entry = &mut namespace_pods[pod_namespace[index].index()];
             entry.all.push(id);
-            entry.by_name.insert(pod.pod.name.clone(), id);
-            for (key, value) in &pod.labels {
+            for (key, value) in pod.labels.iter() {
                 entry
                     .by_label
                     .entry(key.clone())
@@ -117,7 +126,7 @@ impl Catalog {
                 }
             }
         }
-        Self { namespaces, namespace_pods, namespace_by_name, pods, pod_by_ip }
+        Self { namespaces, namespace_pods, namespace_by_name, pods, pod_namespace, pod_by_ip }
     }
 
     /// All namespaces, sorted by name.
@@ -136,7 +145,7 @@ impl Catalog {
     }
 
     /// All pods, sorted by namespace then name; `PodId(i)` is the i-th.
-    pub fn pods(&self) -> &[PodInfo] {
+    pub fn pods(&self) -> &[Arc<PodInfo>] {
         &self.pods
     }
 
@@ -148,7 +157,9 @@ impl Catalog {
     /// A pod by namespace and name.
     pub fn pod_id(&self, namespace: &str, name: &str) -> Option<PodId> {
         let ns = self.namespace_id(namespace)?;
-        self.namespace_pods[ns.index()].by_name.get(name).copied()
+        let all = &self.namespace_pods[ns.index()].all;
+        let found = all.binary_search_by(|id| self.pod(*id).pod.name.as_str().cmp(name));
+        found.ok().map(|i| all[i])
     }
 
     /// The pod that owns `ip` (host-network pods excluded).
@@ -158,7 +169,7 @@ impl Catalog {
 
     /// Labels of the namespace a pod lives in.
     pub fn namespace_labels_of(&self, pod: PodId) -> &Labels {
-        &self.namespace(self.pod(pod).namespace_id).labels
+        &self.namespace(self.pod_namespace[pod.index()]).labels
     }
 
     /// The pods of a namespace.

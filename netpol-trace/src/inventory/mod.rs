@@ -15,6 +15,7 @@
 
 mod catalog;
 mod error;
+mod intern;
 mod peers;
 mod pods;
 mod policies;
@@ -28,17 +29,21 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-pub use catalog::NAMESPACE_NAME_LABEL;
+pub use catalog::{NAMESPACE_NAME_LABEL, namespace_info};
 pub use error::{InvalidPolicy, LookupError};
+pub use intern::Interner;
 pub use peers::{PortRange, ResolvedPeers, ResolvedPorts, resolved_ports};
 pub use pods::{NamespaceId, NamespaceInfo, PodId, PodInfo, PodRef};
 pub use policies::{PolicyEntry, PolicyId, PolicySource, SourcedPolicy};
-pub use services::{PortRef, SERVICE_NAME_LABEL, ServiceBackend};
+pub use services::{
+    EndpointInfo, PortRef, SERVICE_NAME_LABEL, ServiceBackend, ServiceInfo, ServicePortInfo,
+    SliceInfo,
+};
 pub use tiered::{
     AdminEntry, CalicoEntry, CalicoId, Sourced, TierEntry, TieredIndex, TieredObjects,
 };
 
-use crate::policy::{Direction, Labels, compile_policy};
+use crate::policy::{CompiledPolicy, Direction, Labels, compile_policy};
 use catalog::Catalog;
 use policies::PolicySet;
 use services::ServiceIndex;
@@ -76,6 +81,41 @@ impl ClusterObjects {
     }
 }
 
+/// A compiled policy and the object it was compiled from, shared between a cache and the
+/// inventories built from it.
+pub type SharedPolicy = (Arc<CompiledPolicy>, Arc<SourcedPolicy>);
+
+/// The objects an inventory is built from, already reduced to what attribution reads and
+/// shared (not copied) with whoever keeps them, as the agent's caches do.
+#[derive(Debug, Clone, Default)]
+pub struct SharedObjects {
+    /// Declared namespaces.
+    pub namespaces: Vec<NamespaceInfo>,
+    /// Pods.
+    pub pods: Vec<Arc<PodInfo>>,
+    /// Compiled NetworkPolicies.
+    pub policies: Vec<SharedPolicy>,
+    /// Services.
+    pub services: Vec<Arc<ServiceInfo>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<Arc<SliceInfo>>,
+    /// ClusterNetworkPolicies, AdminNetworkPolicies and Calico policies and tiers.
+    pub tiered: TieredObjects,
+}
+
+/// Compiles a NetworkPolicy for an inventory.
+pub fn compile_shared(
+    sourced: SourcedPolicy,
+    default_namespace: &str,
+) -> Result<SharedPolicy, InvalidPolicy> {
+    match compile_policy(&sourced.policy, default_namespace) {
+        Ok(compiled) => Ok((Arc::new(compiled), Arc::new(sourced))),
+        Err(error) => {
+            Err(InvalidPolicy { source_location: sourced.source, error: Box::new(error) })
+        }
+    }
+}
+
 /// How to build an inventory.
 #[derive(Debug, Clone)]
 pub struct InventoryOptions {
@@ -104,51 +144,58 @@ impl Inventory {
     /// `kubernetes.io/metadata.name` label; namespaces that objects live in but that are not
     /// declared are synthesised with just that label. Later duplicates replace earlier ones.
     pub fn from_objects(
-        mut objects: ClusterObjects,
-        options: InventoryOptions,
-    ) -> Result<Self, InvalidPolicy> {
-        let pods = std::mem::take(&mut objects.pods)
-            .iter()
-            .map(|p| PodInfo::from_pod(p, NamespaceId(0), &options.default_namespace))
-            .collect();
-        Self::from_pod_infos(objects, pods, options)
-    }
-
-    /// Like [`Inventory::from_objects`] with the pods already reduced to what policies read
-    /// (as the agent's watch keeps them); `objects.pods` is ignored.
-    pub fn from_pod_infos(
         objects: ClusterObjects,
-        pods: Vec<PodInfo>,
         options: InventoryOptions,
     ) -> Result<Self, InvalidPolicy> {
         let default_namespace = options.default_namespace.as_str();
-        let tiered = Arc::new(TieredIndex::build(objects.tiered, default_namespace)?);
-        let compiled = objects
-            .network_policies
-            .into_iter()
-            .map(|sourced| match compile_policy(&sourced.policy, default_namespace) {
-                Ok(compiled) => Ok((compiled, sourced)),
-                Err(error) => {
-                    Err(InvalidPolicy { source_location: sourced.source, error: Box::new(error) })
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let service_namespaces = objects.services.iter().map(|s| s.metadata.namespace.as_deref());
-        let slice_namespaces =
-            objects.endpoint_slices.iter().map(|s| s.metadata.namespace.as_deref());
-        let referenced: Vec<&str> = compiled
+        let shared = SharedObjects {
+            namespaces: objects.namespaces.iter().filter_map(namespace_info).collect(),
+            pods: objects
+                .pods
+                .iter()
+                .map(|p| Arc::new(PodInfo::from_pod(p, default_namespace)))
+                .collect(),
+            policies: objects
+                .network_policies
+                .into_iter()
+                .map(|sourced| compile_shared(sourced, default_namespace))
+                .collect::<Result<_, _>>()?,
+            services: objects
+                .services
+                .iter()
+                .filter_map(|s| ServiceInfo::from_service(s, default_namespace))
+                .map(Arc::new)
+                .collect(),
+            endpoint_slices: objects
+                .endpoint_slices
+                .iter()
+                .filter_map(|s| SliceInfo::from_slice(s, default_namespace))
+                .map(Arc::new)
+                .collect(),
+            tiered: objects.tiered,
+        };
+        Self::from_shared(shared, options)
+    }
+
+    /// Like [`Inventory::from_objects`] from objects already reduced and compiled (as the
+    /// agent's caches keep them): the pods, policies and services are shared, not copied;
+    /// only the indexes are built.
+    pub fn from_shared(
+        objects: SharedObjects,
+        options: InventoryOptions,
+    ) -> Result<Self, InvalidPolicy> {
+        let tiered = Arc::new(TieredIndex::build(objects.tiered, &options.default_namespace)?);
+        let referenced: Vec<&str> = objects
+            .policies
             .iter()
             .map(|(c, _)| c.namespace.as_str())
-            .chain(
-                service_namespaces
-                    .chain(slice_namespaces)
-                    .map(|ns| ns.unwrap_or(default_namespace)),
-            )
+            .chain(objects.services.iter().map(|s| s.namespace.as_str()))
+            .chain(objects.endpoint_slices.iter().map(|s| s.namespace.as_str()))
             .collect();
-        let catalog = Catalog::from_pod_infos(&objects.namespaces, pods, referenced);
-        let services =
-            ServiceIndex::build(&objects.services, &objects.endpoint_slices, default_namespace);
-        let entries = compiled.into_iter().map(|(c, s)| Arc::new(PolicyEntry::new(c, s, &catalog)));
+        let catalog = Catalog::from_shared(objects.namespaces, objects.pods, referenced);
+        let services = ServiceIndex::from_shared(objects.services, objects.endpoint_slices);
+        let entries =
+            objects.policies.into_iter().map(|(c, s)| Arc::new(PolicyEntry::new(c, s, &catalog)));
         let policies = PolicySet::index(entries, catalog.pods().len());
         Ok(Self {
             catalog: Arc::new(catalog),
@@ -187,8 +234,8 @@ impl Inventory {
                     InvalidPolicy { source_location: source.clone(), error: Box::new(error) }
                 })?;
             let raw = serde_json::to_value(&policy).unwrap_or(serde_json::Value::Null);
-            let sourced = SourcedPolicy { policy, raw, source };
-            entries.push(Arc::new(PolicyEntry::new(compiled, sourced, &self.catalog)));
+            let sourced = Arc::new(SourcedPolicy { policy, raw, source });
+            entries.push(Arc::new(PolicyEntry::new(Arc::new(compiled), sourced, &self.catalog)));
         }
         Ok(Self {
             catalog: Arc::clone(&self.catalog),
@@ -237,7 +284,7 @@ impl Inventory {
     }
 
     /// All pods, sorted by namespace then name (`PodId(i)` is the i-th).
-    pub fn pods(&self) -> &[PodInfo] {
+    pub fn pods(&self) -> &[Arc<PodInfo>] {
         self.catalog.pods()
     }
 
@@ -299,12 +346,12 @@ impl Inventory {
     }
 
     /// A Service by namespace and name.
-    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceInfo> {
         self.services.service(namespace, name)
     }
 
     /// All Services, sorted by namespace/name.
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
+    pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
         self.services.services()
     }
 

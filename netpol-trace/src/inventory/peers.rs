@@ -97,7 +97,7 @@ pub fn resolved_ports(rule: &CompiledRule, destination: Option<&PodInfo>) -> Res
     if rule.ports.is_empty() {
         return ResolvedPorts::Any;
     }
-    let container_ports = destination.map(|pod| pod.ports.as_slice());
+    let container_ports = destination.map(|pod| pod.ports.iter().as_slice());
     let ranges: BTreeSet<PortRange> = rule
         .ports
         .iter()

@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
+use super::intern::Interner;
 use crate::policy::{ContainerPort, Labels, Protocol};
 
 /// The service account admission gives a pod that names none.
@@ -47,19 +49,18 @@ impl fmt::Display for PodRef {
     }
 }
 
-/// A pod as policies see it.
+/// A pod as policies see it. Label sets and port lists are shared between the pods that carry
+/// equal ones (see [`Interner`]).
 #[derive(Debug, Clone)]
 pub struct PodInfo {
     /// Namespace and name.
     pub pod: PodRef,
-    /// Its namespace's index.
-    pub namespace_id: NamespaceId,
     /// `metadata.labels`.
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     /// `status.podIPs` (or `status.podIP`), primary first.
     pub ips: Vec<IpAddr>,
     /// Ports its containers declare, for named-port resolution.
-    pub ports: Vec<ContainerPort>,
+    pub ports: Arc<[ContainerPort]>,
     /// `spec.serviceAccountName` (`default`, as admission sets it, when absent).
     pub service_account: String,
     /// `spec.hostNetwork`: such pods share the node's address and are left out of the IP index.
@@ -72,7 +73,12 @@ pub struct PodInfo {
 impl PodInfo {
     /// Reads the fields policies need; `default_namespace` stands in for a missing namespace.
     /// Unparseable IPs and out-of-range container ports are skipped with a debug log.
-    pub(crate) fn from_pod(pod: &Pod, namespace_id: NamespaceId, default_namespace: &str) -> Self {
+    pub(crate) fn from_pod(pod: &Pod, default_namespace: &str) -> Self {
+        Self::from_pod_interned(pod, default_namespace, &mut Interner::default())
+    }
+
+    /// [`Self::from_pod`] with the label set and the port list taken from `interner`.
+    pub fn from_pod_interned(pod: &Pod, default_namespace: &str, interner: &mut Interner) -> Self {
         let namespace =
             pod.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -106,12 +112,12 @@ impl PodInfo {
                 Some(ContainerPort { name: p.name.clone(), protocol, port })
             })
             .collect();
+        ips.shrink_to_fit();
         Self {
             pod: PodRef { namespace, name },
-            namespace_id,
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: interner.labels(pod.metadata.labels.clone().unwrap_or_default()),
             ips,
-            ports,
+            ports: interner.ports(ports),
             service_account: spec
                 .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
                 .filter(|name| !name.is_empty())

@@ -42,10 +42,28 @@ impl std::fmt::Display for PolicySource {
 pub struct SourcedPolicy {
     /// The typed object.
     pub policy: NetworkPolicy,
-    /// The object exactly as read (JSON patches are built against this).
+    /// The object exactly as read (JSON patches are built against this); `Null` when it was
+    /// not kept because the typed object holds all of it (see [`Self::raw_json`]).
     pub raw: serde_json::Value,
     /// File and document, or cluster.
     pub source: PolicySource,
+}
+
+impl SourcedPolicy {
+    /// A policy read from the live cluster, kept typed only: its JSON is rebuilt on demand.
+    pub fn from_cluster(policy: NetworkPolicy) -> Self {
+        Self { policy, raw: serde_json::Value::Null, source: PolicySource::Cluster }
+    }
+
+    /// The object as read: `raw`, or the typed object serialised when `raw` was not kept.
+    pub fn raw_json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match &self.raw {
+            serde_json::Value::Null => std::borrow::Cow::Owned(
+                serde_json::to_value(&self.policy).unwrap_or(serde_json::Value::Null),
+            ),
+            raw => std::borrow::Cow::Borrowed(raw),
+        }
+    }
 }
 
 /// Index of a policy in an [`super::Inventory`] (policies sorted by namespace then name).
@@ -53,19 +71,24 @@ pub struct SourcedPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyId(pub(crate) u32);
 
-/// One policy of the inventory.
+/// One policy of the inventory. The compiled and the read forms are shared with the cache
+/// they come from (and with every inventory built from it).
 #[derive(Debug)]
 pub struct PolicyEntry {
     /// The validated, compiled policy.
-    pub compiled: CompiledPolicy,
+    pub compiled: Arc<CompiledPolicy>,
     /// The object as read, with its source.
-    pub sourced: SourcedPolicy,
+    pub sourced: Arc<SourcedPolicy>,
     /// The pods `spec.podSelector` selects in the policy's namespace, in id order.
     pub selected: Vec<PodId>,
 }
 
 impl PolicyEntry {
-    pub(crate) fn new(compiled: CompiledPolicy, sourced: SourcedPolicy, catalog: &Catalog) -> Self {
+    pub(crate) fn new(
+        compiled: Arc<CompiledPolicy>,
+        sourced: Arc<SourcedPolicy>,
+        catalog: &Catalog,
+    ) -> Self {
         let selected = match catalog.namespace_id(&compiled.namespace) {
             Some(ns) => catalog.select_pods(ns, &compiled.pod_selector),
             None => Vec::new(),

@@ -1,18 +1,19 @@
 //! Services and EndpointSlices: a Service name and port to the backing pods and the port each
 //! pod actually receives on (a named `targetPort` resolves per pod).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::catalog::Catalog;
 use super::error::LookupError;
 use super::pods::PodId;
-use crate::policy::Protocol;
+use crate::policy::{Labels, Protocol};
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -64,58 +65,159 @@ pub struct ServiceBackend {
     pub port: u16,
 }
 
-/// Services and EndpointSlices by namespace/name.
+/// A Service port as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    /// `name`, if any.
+    pub name: Option<String>,
+    /// `protocol` (TCP when absent); `None` for a protocol policies cannot name.
+    pub protocol: Option<Protocol>,
+    /// `port`.
+    pub port: i32,
+    /// `targetPort`, if given.
+    pub target_port: Option<IntOrString>,
+}
+
+/// A Service reduced to what attribution reads: its ClusterIPs, selector and ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.clusterIP` and `spec.clusterIPs`, parsed.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.selector`, when not empty.
+    pub selector: Option<Labels>,
+    /// `spec.ports`.
+    pub ports: Vec<ServicePortInfo>,
+}
+
+impl ServiceInfo {
+    /// Reduces `service`; `None` without a name.
+    pub fn from_service(service: &Service, default_namespace: &str) -> Option<Self> {
+        let name = service.metadata.name.clone()?;
+        let namespace =
+            service.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let spec = service.spec.as_ref();
+        let mut cluster_ips: Vec<IpAddr> = Vec::new();
+        let texts = spec.and_then(|s| s.cluster_ip.as_deref()).into_iter().chain(
+            spec.and_then(|s| s.cluster_ips.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .map(String::as_str),
+        );
+        for ip in texts.filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+            if !cluster_ips.contains(&ip) {
+                cluster_ips.push(ip);
+            }
+        }
+        let ports = spec
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| ServicePortInfo {
+                name: p.name.clone(),
+                protocol: Protocol::from_api(p.protocol.as_deref()).ok(),
+                port: p.port,
+                target_port: p.target_port.clone(),
+            })
+            .collect();
+        let selector = spec.and_then(|s| s.selector.clone()).filter(|s| !s.is_empty());
+        Some(Self { namespace, name, cluster_ips, selector, ports })
+    }
+}
+
+/// One endpoint of an EndpointSlice: the pod it names and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// `targetRef` when it names a Pod: (namespace, name).
+    pub pod: Option<(String, String)>,
+    /// `addresses`, parsed.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// An EndpointSlice reduced to the Service it belongs to and its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// Namespace (the Service's).
+    pub namespace: String,
+    /// Name of the slice.
+    pub name: String,
+    /// The `kubernetes.io/service-name` label.
+    pub service: String,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+impl SliceInfo {
+    /// Reduces `slice`; `None` without a name or a Service label.
+    pub fn from_slice(slice: &EndpointSlice, default_namespace: &str) -> Option<Self> {
+        let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let namespace =
+            slice.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .map(|endpoint| EndpointInfo {
+                pod: endpoint
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| {
+                        let ns = r.namespace.clone().unwrap_or_else(|| namespace.clone());
+                        Some((ns, r.name.clone()?))
+                    }),
+                addresses: endpoint.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+            })
+            .collect();
+        Some(Self { namespace, name, service, endpoints })
+    }
+}
+
+/// Services and EndpointSlices by namespace/name, reduced ([`ServiceInfo`], [`SliceInfo`])
+/// and shared with the cache they come from.
 #[derive(Debug, Default)]
 pub struct ServiceIndex {
-    services: BTreeMap<(String, String), Service>,
-    slices: BTreeMap<(String, String), Vec<EndpointSlice>>,
-    by_cluster_ip: BTreeMap<IpAddr, (String, String)>,
+    services: BTreeMap<(String, String), Arc<ServiceInfo>>,
+    slices: HashMap<(String, String), Vec<Arc<SliceInfo>>>,
+    by_cluster_ip: HashMap<IpAddr, Arc<ServiceInfo>>,
 }
 
 impl ServiceIndex {
-    /// Indexes services and slices; objects without a namespace go to `default_namespace`.
-    pub fn build(services: &[Service], slices: &[EndpointSlice], default_namespace: &str) -> Self {
-        let namespace_of =
-            |ns: &Option<String>| ns.clone().unwrap_or_else(|| default_namespace.to_owned());
+    /// Indexes reduced services and slices (later duplicates of a Service replace earlier ones).
+    pub fn from_shared(
+        services: impl IntoIterator<Item = Arc<ServiceInfo>>,
+        slices: impl IntoIterator<Item = Arc<SliceInfo>>,
+    ) -> Self {
         let mut index = Self::default();
         for service in services {
-            let Some(name) = service.metadata.name.clone() else { continue };
-            let key = (namespace_of(&service.metadata.namespace), name);
-            let spec = service.spec.as_ref();
-            let cluster_ips = spec.and_then(|s| s.cluster_ip.as_deref()).into_iter().chain(
-                spec.and_then(|s| s.cluster_ips.as_deref())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(String::as_str),
-            );
-            for ip in cluster_ips.filter_map(|ip| ip.parse::<IpAddr>().ok()) {
-                index.by_cluster_ip.insert(ip, key.clone());
+            for ip in &service.cluster_ips {
+                index.by_cluster_ip.insert(*ip, Arc::clone(&service));
             }
-            index.services.insert(key, service.clone());
+            index.services.insert((service.namespace.clone(), service.name.clone()), service);
         }
         for slice in slices {
-            let service_name =
-                slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
-            let Some(service_name) = service_name else { continue };
-            let key = (namespace_of(&slice.metadata.namespace), service_name.clone());
-            index.slices.entry(key).or_default().push(slice.clone());
+            let key = (slice.namespace.clone(), slice.service.clone());
+            index.slices.entry(key).or_default().push(slice);
         }
         index
     }
 
     /// A Service by namespace and name.
-    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        self.services.get(&(namespace.to_owned(), name.to_owned()))
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceInfo> {
+        self.services.get(&(namespace.to_owned(), name.to_owned())).map(|s| &**s)
     }
 
     /// All Services, sorted by namespace/name.
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.services.values()
+    pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.services.values().map(|s| &**s)
     }
 
     /// The Service (namespace, name) whose ClusterIP is `ip`.
     pub fn by_cluster_ip(&self, ip: IpAddr) -> Option<(&str, &str)> {
-        self.by_cluster_ip.get(&ip).map(|(ns, name)| (ns.as_str(), name.as_str()))
+        self.by_cluster_ip.get(&ip).map(|s| (s.namespace.as_str(), s.name.as_str()))
     }
 
     /// Resolves Service `namespace/name` and its port `port` (number or name; optional when the
@@ -133,7 +235,7 @@ impl ServiceIndex {
             namespace: namespace.into(),
             name: name.into(),
         })?;
-        let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let ports = &service.ports;
         let service_port = choose_service_port(ports, port, protocol).ok_or_else(|| {
             LookupError::UnknownServicePort {
                 service: key.clone(),
@@ -168,11 +270,9 @@ impl ServiceIndex {
         catalog: &Catalog,
         namespace: &str,
         name: &str,
-        service: &Service,
+        service: &ServiceInfo,
     ) -> Vec<PodId> {
-        let selector =
-            service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
-        if let Some(selector) = selector {
+        if let Some(selector) = &service.selector {
             let Some(ns) = catalog.namespace_id(namespace) else { return Vec::new() };
             return catalog
                 .pods_in(ns)
@@ -191,17 +291,8 @@ impl ServiceIndex {
             .flatten()
             .flat_map(|slice| &slice.endpoints)
             .filter_map(|endpoint| {
-                let by_ref = endpoint
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        catalog
-                            .pod_id(r.namespace.as_deref().unwrap_or(namespace), r.name.as_deref()?)
-                    });
-                by_ref.or_else(|| {
-                    endpoint.addresses.iter().find_map(|a| catalog.pod_by_ip(a.parse().ok()?))
-                })
+                let by_ref = endpoint.pod.as_ref().and_then(|(ns, pod)| catalog.pod_id(ns, pod));
+                by_ref.or_else(|| endpoint.addresses.iter().find_map(|a| catalog.pod_by_ip(*a)))
             })
             .collect();
         pods.sort_unstable();
@@ -210,16 +301,12 @@ impl ServiceIndex {
     }
 }
 
-fn service_port_protocol(port: &ServicePort) -> Option<Protocol> {
-    Protocol::from_api(port.protocol.as_deref()).ok()
-}
-
 fn choose_service_port<'a>(
-    ports: &'a [ServicePort],
+    ports: &'a [ServicePortInfo],
     wanted: Option<&PortRef>,
     protocol: Protocol,
-) -> Option<&'a ServicePort> {
-    let mut candidates = ports.iter().filter(|p| service_port_protocol(p) == Some(protocol));
+) -> Option<&'a ServicePortInfo> {
+    let mut candidates = ports.iter().filter(|p| p.protocol == Some(protocol));
     match wanted {
         Some(PortRef::Number(n)) => candidates.find(|p| p.port == i32::from(*n)),
         Some(PortRef::Name(name)) => candidates.find(|p| p.name.as_deref() == Some(name)),
@@ -233,7 +320,7 @@ fn choose_service_port<'a>(
 fn target_port(
     catalog: &Catalog,
     pod: PodId,
-    service_port: &ServicePort,
+    service_port: &ServicePortInfo,
     protocol: Protocol,
 ) -> Option<u16> {
     match &service_port.target_port {
@@ -260,14 +347,14 @@ fn describe_target(target: &IntOrString) -> String {
     }
 }
 
-fn describe_ports(ports: &[ServicePort]) -> String {
+fn describe_ports(ports: &[ServicePortInfo]) -> String {
     if ports.is_empty() {
         return "none".into();
     }
     ports
         .iter()
         .map(|p| {
-            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            let protocol = p.protocol.map_or_else(|| "?".to_owned(), |p| p.to_string());
             match &p.name {
                 Some(name) => format!("{name} {}/{protocol}", p.port),
                 None => format!("{}/{protocol}", p.port),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod list;
 pub mod pods;
+pub mod reduced;
 pub mod rest;
 pub mod restore;
 pub mod watch;

@@ -13,13 +13,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
-use crate::inventory::{DEFAULT_NAMESPACE, NamespaceId, PodInfo};
+use crate::inventory::{DEFAULT_NAMESPACE, Interner, PodInfo};
 
 /// A pod as the agent keeps it.
 #[derive(Debug, Clone)]
 pub struct CachedPod {
-    /// What policies read.
-    pub info: PodInfo,
+    /// What policies read (shared with the inventories built from the cache).
+    pub info: Arc<PodInfo>,
     /// `metadata.uid` (Events name the pod by it; records are keyed on it).
     pub uid: Option<String>,
     /// `kind/name` of the controlling owner (`ReplicaSet/web-7d9f8b6c5`), if any.
@@ -52,35 +52,28 @@ pub fn workload_of(pod: &Pod) -> (String, String) {
 }
 
 impl CachedPod {
-    /// Reduces `pod`.
-    pub fn from_pod(pod: &Pod) -> Self {
+    /// Reduces `pod`, its label set and port list shared through `interner`.
+    pub fn from_pod(pod: &Pod, interner: &mut Interner) -> Self {
         let owner = pod.metadata.owner_references.as_ref().and_then(|owners| {
             let o = owners.iter().find(|o| o.controller == Some(true))?;
             Some(format!("{}/{}", o.kind, o.name))
         });
         Self {
-            info: PodInfo::from_pod(pod, NamespaceId(0), DEFAULT_NAMESPACE),
+            info: Arc::new(PodInfo::from_pod_interned(pod, DEFAULT_NAMESPACE, interner)),
             uid: pod.metadata.uid.clone(),
             owner,
             workload: workload_of(pod),
         }
     }
 
-    /// Heap bytes held by the entry (strings and collections, approximately): what the churn
-    /// test compares, independent of the allocator.
+    /// Heap bytes held by the entry alone (strings and collections, approximately; the shared
+    /// label set and port list are counted by the cache, once): what the churn test compares,
+    /// independent of the allocator.
     pub fn heap_bytes(&self) -> usize {
         let i = &self.info;
-        let labels: usize = i.labels.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
-        let ports: usize = i
-            .ports
-            .iter()
-            .map(|p| std::mem::size_of_val(p) + p.name.as_ref().map_or(0, |n| n.len()))
-            .sum();
         i.pod.namespace.len()
             + i.pod.name.len()
             + i.service_account.len()
-            + labels
-            + ports
             + i.ips.len() * std::mem::size_of::<std::net::IpAddr>()
             + self.uid.as_ref().map_or(0, String::len)
             + self.owner.as_ref().map_or(0, String::len)
@@ -94,6 +87,14 @@ struct Pods {
     live: HashMap<Key, Arc<CachedPod>>,
     /// The list being received after a (re)start of the watch; swapped in when complete.
     relist: Option<HashMap<Key, Arc<CachedPod>>>,
+    /// The label sets and port lists the pods share.
+    interner: Interner,
+}
+
+impl Pods {
+    fn release(&mut self, pod: &CachedPod) {
+        self.interner.release(&pod.info.labels, &pod.info.ports);
+    }
 }
 
 /// Pods by namespace and name, updated in place from watch events.
@@ -117,26 +118,42 @@ impl PodCache {
                 false
             }
             watcher::Event::InitApply(pod) => {
-                let pod = CachedPod::from_pod(&pod);
-                pods.relist
+                let pod = CachedPod::from_pod(&pod, &mut pods.interner);
+                let previous = pods
+                    .relist
                     .get_or_insert_with(HashMap::new)
                     .insert(key_of(&pod.info), Arc::new(pod));
+                if let Some(previous) = previous {
+                    pods.release(&previous);
+                }
                 false
             }
             watcher::Event::InitDone => {
                 let mut fresh = pods.relist.take().unwrap_or_default();
                 fresh.shrink_to_fit();
-                pods.live = fresh;
+                let stale = std::mem::replace(&mut pods.live, fresh);
+                for pod in stale.values() {
+                    pods.release(pod);
+                }
                 true
             }
             watcher::Event::Apply(pod) => {
-                let pod = CachedPod::from_pod(&pod);
-                pods.live.insert(key_of(&pod.info), Arc::new(pod));
+                let pod = CachedPod::from_pod(&pod, &mut pods.interner);
+                let previous = pods.live.insert(key_of(&pod.info), Arc::new(pod));
+                if let Some(previous) = previous {
+                    pods.release(&previous);
+                }
                 true
             }
             watcher::Event::Delete(pod) => {
-                let pod = CachedPod::from_pod(&pod);
-                let removed = pods.live.remove(&key_of(&pod.info)).is_some();
+                let meta = &pod.metadata;
+                let namespace = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+                let key = (namespace.to_owned(), meta.name.clone().unwrap_or_default());
+                let removed = pods.live.remove(&key);
+                if let Some(previous) = &removed {
+                    pods.release(previous);
+                }
+                let removed = removed.is_some();
                 // A map that shrank a lot gives its memory back.
                 if pods.live.capacity() > 64 && pods.live.len() < pods.live.capacity() / 4 {
                     pods.live.shrink_to_fit();
@@ -156,10 +173,16 @@ impl PodCache {
         self.len() == 0
     }
 
-    /// Approximate heap bytes of the entries (see [`CachedPod::heap_bytes`]).
+    /// Approximate heap bytes of the entries (see [`CachedPod::heap_bytes`]) and of the label
+    /// sets and port lists they share.
     pub fn heap_bytes(&self) -> usize {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
-        pods.live.values().map(|p| p.heap_bytes()).sum()
+        pods.live.values().map(|p| p.heap_bytes()).sum::<usize>() + pods.interner.heap_bytes()
+    }
+
+    /// How many distinct label sets and port lists the pods share.
+    pub fn shared_values(&self) -> (usize, usize) {
+        self.pods.read().unwrap_or_else(|e| e.into_inner()).interner.counts()
     }
 
     /// Every pod (shared entries, no deep copy).

@@ -1,31 +1,29 @@
-//! Live cluster state: pods in the reduced [`PodCache`], one reflector per other kind with
-//! objects trimmed to what analysis reads, a change counter, and `synced` once every store has
-//! its first full list. Another watched kind is one more `spawn_reflector` and its store.
+//! Live cluster state: every watched kind reduced on arrival to what attribution reads — pods
+//! in the [`PodCache`], namespaces, compiled NetworkPolicies, Services and EndpointSlices in a
+//! [`ReducedCache`] each — a change counter, and `synced` once every cache has its first full
+//! list. Another watched kind is one more cache, its reduction and its watch.
 
-use std::fmt::Debug;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::Resource;
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
 use super::pods::PodCache;
-use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
+use super::reduced::ReducedCache;
+use crate::inventory::{
+    DEFAULT_NAMESPACE, NamespaceInfo, ServiceInfo, SharedObjects, SharedPolicy, SliceInfo,
+    SourcedPolicy, compile_shared, namespace_info,
+};
 
 /// Annotations that are kept when objects are trimmed; every other annotation is dropped.
 pub const KEPT_ANNOTATIONS: &[&str] = &[];
 
-/// Drops what no analysis reads: managed fields, annotations, and for pods the bulky parts of
-/// the spec and status (volumes, env, probes, conditions...). Kept: labels, ownership,
-/// container ports (named ports), node, host network, phase and pod IPs.
+/// Drops what no analysis reads from an object's metadata: managed fields and annotations.
 pub fn trim_object<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
@@ -37,47 +35,50 @@ pub fn trim_object<K: Resource>(obj: &mut K) {
     }
 }
 
-/// [`trim_object`] plus the pod-specific trimming.
-pub fn trim_pod(pod: &mut Pod) {
-    trim_object(pod);
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        spec.init_containers = None;
-        spec.ephemeral_containers = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        for c in &mut spec.containers {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-            c.resources = None;
-            c.liveness_probe = None;
-            c.readiness_probe = None;
-            c.startup_probe = None;
-            c.command = None;
-            c.args = None;
-            c.security_context = None;
+/// A NetworkPolicy trimmed and compiled; one the engine cannot compile is left out with a
+/// warning (the API server validated it, so this only happens with fields the engine does not
+/// know), rather than losing attribution for every other policy.
+pub fn reduce_policy(policy: &NetworkPolicy) -> Option<SharedPolicy> {
+    let mut policy = policy.clone();
+    trim_object(&mut policy);
+    let (namespace, name) = (policy.metadata.namespace.clone(), policy.metadata.name.clone());
+    match compile_shared(SourcedPolicy::from_cluster(policy), DEFAULT_NAMESPACE) {
+        Ok(shared) => Some(shared),
+        Err(e) => {
+            tracing::warn!(
+                namespace = namespace.as_deref().unwrap_or_default(),
+                name = name.as_deref().unwrap_or_default(),
+                error = %e,
+                "NetworkPolicy left out of attribution"
+            );
+            None
         }
     }
-    if let Some(status) = pod.status.as_mut() {
-        status.conditions = None;
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-    }
+}
+
+fn reduce_namespace(ns: &Namespace) -> Option<NamespaceInfo> {
+    namespace_info(ns)
+}
+
+fn reduce_service(service: &Service) -> Option<ServiceInfo> {
+    ServiceInfo::from_service(service, DEFAULT_NAMESPACE)
+}
+
+fn reduce_slice(slice: &EndpointSlice) -> Option<SliceInfo> {
+    SliceInfo::from_slice(slice, DEFAULT_NAMESPACE)
 }
 
 /// Read access to the caches, cheap to clone and to send to a worker thread.
 #[derive(Clone)]
 pub struct ClusterReader {
-    namespaces: Store<Namespace>,
+    namespaces: ReducedCache<NamespaceInfo>,
     pods: PodCache,
-    network_policies: Store<NetworkPolicy>,
-    services: Store<Service>,
-    endpoint_slices: Store<EndpointSlice>,
+    network_policies: ReducedCache<SharedPolicy>,
+    services: ReducedCache<ServiceInfo>,
+    endpoint_slices: ReducedCache<SliceInfo>,
 }
 
-/// Reflectors for Namespaces, NetworkPolicies, Services and EndpointSlices, and the pod cache.
+/// The watches of Namespaces, Pods, NetworkPolicies, Services and EndpointSlices.
 pub struct ClusterCache {
     reader: ClusterReader,
     changes: channel::Receiver<u64>,
@@ -93,72 +94,62 @@ impl Drop for ClusterCache {
     }
 }
 
-fn spawn_reflector<K>(
-    client: &kube::Client,
-    trim: fn(&mut K),
-    changes: channel::Sender<u64>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
-    let stream =
-        watcher(api, watcher::Config::default()).default_backoff().modify(trim).reflect(writer);
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changes.send_modify(|n| *n += 1),
-                // The watcher retries with backoff; the error is worth a line, not a stop.
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed, retrying")
-                }
-            }
-        }
-    });
-    (reader, task)
-}
-
 impl ClusterCache {
-    /// Starts the five reflectors on the current tokio runtime; they run until the cache is
+    /// Starts the five watches on the current tokio runtime; they run until the cache is
     /// dropped.
     pub fn start(client: &kube::Client) -> Self {
         let (changes_tx, changes) = channel::channel(0u64);
-        let (namespaces, t1) = spawn_reflector(client, trim_object, changes_tx.clone());
-        let pods = PodCache::default();
-        let (pods_synced_tx, mut pods_synced) = channel::channel(false);
-        let t2 = pods.spawn_watch(client, changes_tx.clone(), pods_synced_tx);
-        let (network_policies, t3) = spawn_reflector(client, trim_object, changes_tx.clone());
-        let (services, t4) = spawn_reflector(client, trim_object, changes_tx.clone());
-        let (endpoint_slices, t5) = spawn_reflector(client, trim_object, changes_tx.clone());
+        let reader = ClusterReader {
+            namespaces: ReducedCache::default(),
+            pods: PodCache::default(),
+            network_policies: ReducedCache::default(),
+            services: ReducedCache::default(),
+            endpoint_slices: ReducedCache::default(),
+        };
+        let mut tasks = Vec::new();
+        let mut pending = Vec::new();
+        let mut synced_channel = || {
+            let (tx, rx) = channel::channel(false);
+            pending.push(rx);
+            tx
+        };
+        let r = &reader;
+        tasks.push(r.namespaces.spawn_watch(
+            client,
+            reduce_namespace,
+            changes_tx.clone(),
+            synced_channel(),
+        ));
+        tasks.push(r.pods.spawn_watch(client, changes_tx.clone(), synced_channel()));
+        tasks.push(r.network_policies.spawn_watch(
+            client,
+            reduce_policy,
+            changes_tx.clone(),
+            synced_channel(),
+        ));
+        tasks.push(r.services.spawn_watch(
+            client,
+            reduce_service,
+            changes_tx.clone(),
+            synced_channel(),
+        ));
+        tasks.push(r.endpoint_slices.spawn_watch(
+            client,
+            reduce_slice,
+            changes_tx.clone(),
+            synced_channel(),
+        ));
         let (synced_tx, synced) = channel::channel(false);
-        let stores = (
-            namespaces.clone(),
-            network_policies.clone(),
-            services.clone(),
-            endpoint_slices.clone(),
-        );
-        let t6 = tokio::spawn(async move {
-            let ready = tokio::try_join!(
-                async { stores.0.wait_until_ready().await.map_err(|_| ()) },
-                async { pods_synced.wait_for(|s| *s).await.map(|_| ()).map_err(|_| ()) },
-                async { stores.1.wait_until_ready().await.map_err(|_| ()) },
-                async { stores.2.wait_until_ready().await.map_err(|_| ()) },
-                async { stores.3.wait_until_ready().await.map_err(|_| ()) },
-            );
-            if ready.is_ok() {
-                let _ = synced_tx.send(true);
-                changes_tx.send_modify(|n| *n += 1);
+        tasks.push(tokio::spawn(async move {
+            for mut rx in pending {
+                if rx.wait_for(|s| *s).await.is_err() {
+                    return;
+                }
             }
-        });
-        Self {
-            reader: ClusterReader { namespaces, pods, network_policies, services, endpoint_slices },
-            changes,
-            synced,
-            tasks: vec![t1, t2, t3, t4, t5, t6],
-        }
+            let _ = synced_tx.send(true);
+            changes_tx.send_modify(|n| *n += 1);
+        }));
+        Self { reader, changes, synced, tasks }
     }
 
     /// Whether every store has received its first full list.
@@ -181,7 +172,7 @@ impl ClusterCache {
         }
     }
 
-    /// A receiver whose value increases on every change seen by any reflector (and once when
+    /// A receiver whose value increases on every change seen by any watch (and once when
     /// all are synced): `changed().await` to be woken.
     pub fn changes(&self) -> channel::Receiver<u64> {
         self.changes.clone()
@@ -198,7 +189,7 @@ impl ClusterCache {
     }
 
     /// See [`ClusterReader::snapshot`].
-    pub fn snapshot(&self) -> ClusterObjects {
+    pub fn snapshot(&self) -> SharedObjects {
         self.reader.snapshot()
     }
 }
@@ -209,27 +200,25 @@ impl ClusterReader {
         &self.pods
     }
 
-    /// The current objects but pods (see [`Self::pods`]), as plain vectors sorted by namespace
-    /// and name.
-    pub fn snapshot(&self) -> ClusterObjects {
-        fn sorted<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
-            let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
-            items.sort_by_key(|o| (o.namespace(), o.name_any()));
-            items
-        }
-        let network_policies = sorted(&self.network_policies)
-            .into_iter()
-            .filter_map(|policy| {
-                let raw = serde_json::to_value(&policy).ok()?;
-                Some(SourcedPolicy { policy, raw, source: PolicySource::Cluster })
-            })
-            .collect();
-        ClusterObjects {
-            namespaces: sorted(&self.namespaces),
-            pods: Vec::new(),
-            network_policies,
-            services: sorted(&self.services),
-            endpoint_slices: sorted(&self.endpoint_slices),
+    /// The current objects, shared with the caches (no deep copy), sorted by namespace and
+    /// name.
+    pub fn snapshot(&self) -> SharedObjects {
+        SharedObjects {
+            namespaces: self
+                .namespaces
+                .values()
+                .iter()
+                .map(|ns| NamespaceInfo::clone(ns))
+                .collect(),
+            pods: self.pods.pods().iter().map(|p| std::sync::Arc::clone(&p.info)).collect(),
+            policies: self
+                .network_policies
+                .values()
+                .iter()
+                .map(|p| (std::sync::Arc::clone(&p.0), std::sync::Arc::clone(&p.1)))
+                .collect(),
+            services: self.services.values(),
+            endpoint_slices: self.endpoint_slices.values(),
             tiered: Default::default(),
         }
     }
@@ -259,11 +248,15 @@ mod tests {
         assert!(cache.is_synced());
         let objects = cache.snapshot();
         assert_eq!(
-            (objects.namespaces.len(), cache.pods().len(), objects.network_policies.len()),
+            (objects.namespaces.len(), objects.pods.len(), objects.policies.len()),
             (2, 2, 1)
         );
-        assert!(objects.pods.is_empty(), "pods live in the reduced cache only");
         assert_eq!((objects.services.len(), objects.endpoint_slices.len()), (1, 1));
+        let mysql_info = cache.pods().get("db", "mysql-0").unwrap().info.clone();
+        assert!(
+            objects.pods.iter().any(|p| std::sync::Arc::ptr_eq(p, &mysql_info)),
+            "the snapshot shares the cache's pods"
+        );
         let mysql = cache.pods().get("db", "mysql-0").unwrap();
         assert!(!mysql.info.ports.is_empty(), "named ports are kept");
 
@@ -274,8 +267,12 @@ mod tests {
         tokio::time::timeout(WAIT, async {
             loop {
                 changes.changed().await.unwrap();
-                let raw: Vec<_> =
-                    cache.snapshot().network_policies.into_iter().map(|p| p.raw).collect();
+                let raw: Vec<_> = cache
+                    .snapshot()
+                    .policies
+                    .into_iter()
+                    .map(|p| p.1.raw_json().into_owned())
+                    .collect();
                 if raw[0]["spec"]["ingress"][0]["ports"][0]["port"] == 3306 {
                     break;
                 }
@@ -303,7 +300,7 @@ mod tests {
         fake.insert(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny-all", "namespace": "app"}, "spec": {"podSelector": {}}}));
         tokio::time::timeout(WAIT, async {
-            while cache.snapshot().network_policies.len() != 2 {
+            while cache.snapshot().policies.len() != 2 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

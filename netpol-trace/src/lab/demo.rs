@@ -309,7 +309,7 @@ pub fn run(
         .map_err(|e| LabError::invalid("fix", "plan", e.to_string()))?;
     let patched =
         plan.apply_to(&inventory).map_err(|e| LabError::invalid("fix", "apply", e.to_string()))?;
-    let policies = patched.policies().map(|(_, entry)| entry.sourced.clone()).collect();
+    let policies = patched.policies().map(|(_, entry)| (*entry.sourced).clone()).collect();
     lifecycle::apply_policies(ctx, &opts.lab_name, policies)?;
     let commands: Vec<&str> = plan.patches.iter().map(|p| p.kubectl.as_str()).collect();
     timeline.step(

@@ -59,7 +59,7 @@ impl FromStr for Protocol {
 }
 
 /// A port a container declares (`spec.containers[].ports[]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerPort {
     /// `name`, if any.
     pub name: Option<String>,

@@ -26,6 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The ports the storm's SYNs go to, both dropped.
 const PORTS: [u16; 2] = [3306, 5432];
+/// The token the agent runs with and the benchmark scrapes `/metrics` with (the fake API
+/// server's cluster admin, so TokenReview and SubjectAccessReview allow it).
+const TOKEN: &str = "bench-scale-admin";
 /// Labels of the fixture's workloads (`app-0` .. `app-9`).
 const APPS: usize = 10;
 
@@ -149,8 +152,10 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await?;
     Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
@@ -377,7 +382,7 @@ fn main() -> anyhow::Result<()> {
     topo.nft_forward_drop("inet", "npscale", &["tcp", "dport", "{ 3306, 5432 }"])?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let fake = rt.block_on(FakeApiServer::start());
+    let fake = rt.block_on(FakeApiServer::builder().admin_token(TOKEN).start());
     let started = Instant::now();
     seed(&fake, &args, &topo);
     let pods = args.namespaces * args.pods_per_namespace;
@@ -390,7 +395,7 @@ fn main() -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig)?;
+    fake.write_kubeconfig_with_token(&kubeconfig, TOKEN)?;
 
     let mut results: Vec<Vec<Run>> = vec![vec![]; args.agents.len()];
     for r in 0..args.runs {
