@@ -60,6 +60,26 @@ impl ClusterView {
     }
 }
 
+/// Caps the allocator's arenas: the agent's threads (watches, view builds, fix planning) would
+/// otherwise each keep an arena of freed memory that the resident size never gives back.
+pub fn limit_allocator_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning; called before the threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Gives the memory freed by a replaced view back to the system (the allocator keeps freed
+/// pages otherwise, so the resident size would stay at its highest since start).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn empty_inventory() -> Inventory {
     Inventory::from_objects(ClusterObjects::default(), InventoryOptions::default())
         .expect("an empty inventory has no policy to reject")

@@ -130,6 +130,7 @@ impl Agent {
         output: Option<Output>,
         source: Option<EventSource>,
     ) -> Result<Self, AgentError> {
+        super::cluster::limit_allocator_arenas();
         let state = Arc::new(AgentState::new(opts.capacity));
         let listener = http::bind(opts.listen)
             .await
@@ -299,6 +300,7 @@ async fn run(
                 let mut store = state.store();
                 if store.expire_idle(chrono::Utc::now(), IDLE_EXPIRY) > 0 {
                     state.metrics.set_flows_dropping(store.dropping());
+                    tokio::task::spawn_blocking(super::cluster::release_free_memory);
                 }
             }
             built = async { building.as_mut().expect("guarded").await }, if building.is_some() => {
@@ -309,6 +311,7 @@ async fn run(
                         lp.catching_up = dirty;
                         lp.rebuild(view);
                         state.set_synced(true);
+                        tokio::task::spawn_blocking(super::cluster::release_free_memory);
                     }
                     Err(e) => tracing::warn!(error = %e, "rebuilding the cluster view failed"),
                 }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::catalog::Catalog;
 use super::error::LookupError;
 use super::pods::PodId;
-use crate::policy::{Labels, Protocol};
+use crate::policy::Protocol;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -87,8 +87,8 @@ pub struct ServiceInfo {
     pub name: String,
     /// `spec.clusterIP` and `spec.clusterIPs`, parsed.
     pub cluster_ips: Vec<IpAddr>,
-    /// `spec.selector`, when not empty.
-    pub selector: Option<Labels>,
+    /// `spec.selector`, when not empty, as sorted pairs (a map costs a tree node per Service).
+    pub selector: Option<Vec<(String, String)>>,
     /// `spec.ports`.
     pub ports: Vec<ServicePortInfo>,
 }
@@ -123,7 +123,10 @@ impl ServiceInfo {
                 target_port: p.target_port.clone(),
             })
             .collect();
-        let selector = spec.and_then(|s| s.selector.clone()).filter(|s| !s.is_empty());
+        let selector = spec
+            .and_then(|s| s.selector.as_ref())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         Some(Self { namespace, name, cluster_ips, selector, ports })
     }
 }
