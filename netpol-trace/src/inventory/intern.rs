@@ -38,11 +38,13 @@ impl<T: ?Sized + Eq + Hash> Shared<T> {
     }
 }
 
-/// Label sets and container port lists, one copy per distinct value.
+/// Label sets, container port lists and names (owners, workloads), one copy per distinct
+/// value.
 #[derive(Debug, Default)]
 pub struct Interner {
     labels: Shared<Labels>,
     ports: Shared<[ContainerPort]>,
+    names: Shared<str>,
 }
 
 impl Interner {
@@ -59,6 +61,16 @@ impl Interner {
     /// The shared copy of `ports`.
     pub fn ports(&mut self, ports: Vec<ContainerPort>) -> Arc<[ContainerPort]> {
         self.ports.get_or_insert(&ports, || Arc::from(ports.as_slice()))
+    }
+
+    /// The shared copy of `name`.
+    pub fn name(&mut self, name: &str) -> Arc<str> {
+        self.names.get_or_insert(name, || Arc::from(name))
+    }
+
+    /// Takes back a name: dropped when no other holder is left.
+    pub fn release_name(&mut self, name: &Arc<str>) {
+        self.names.release(name);
     }
 
     /// Takes back a label set and a port list that a pod held: the shared copies no other
@@ -79,7 +91,8 @@ impl Interner {
             .flat_map(|p| p.iter())
             .map(|p| std::mem::size_of_val(p) + p.name.as_ref().map_or(0, String::len))
             .sum();
-        labels + ports
+        let names: usize = self.names.0.iter().map(|n| n.len() + 16).sum();
+        labels + ports + names
     }
 
     /// How many distinct label sets and port lists are held.

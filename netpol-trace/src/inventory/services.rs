@@ -131,13 +131,16 @@ impl ServiceInfo {
     }
 }
 
-/// One endpoint of an EndpointSlice: the pod it names and its addresses.
+/// One endpoint of an EndpointSlice: the pod it names and its addresses (boxed slices and
+/// strings: a slice holds many endpoints and never grows them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointInfo {
-    /// `targetRef` when it names a Pod: (namespace, name).
-    pub pod: Option<(String, String)>,
+    /// `targetRef.name` when it names a Pod.
+    pub pod: Option<Box<str>>,
+    /// `targetRef.namespace` when it names another namespace than the slice's.
+    pub pod_namespace: Option<Box<str>>,
     /// `addresses`, parsed.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Box<[IpAddr]>,
 }
 
 /// An EndpointSlice reduced to the Service it belongs to and its endpoints.
@@ -150,7 +153,7 @@ pub struct SliceInfo {
     /// The `kubernetes.io/service-name` label.
     pub service: String,
     /// The endpoints.
-    pub endpoints: Vec<EndpointInfo>,
+    pub endpoints: Box<[EndpointInfo]>,
 }
 
 impl SliceInfo {
@@ -163,16 +166,19 @@ impl SliceInfo {
         let endpoints = slice
             .endpoints
             .iter()
-            .map(|endpoint| EndpointInfo {
-                pod: endpoint
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        let ns = r.namespace.clone().unwrap_or_else(|| namespace.clone());
-                        Some((ns, r.name.clone()?))
-                    }),
-                addresses: endpoint.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+            .map(|endpoint| {
+                let target =
+                    endpoint.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod"));
+                let pod = target.and_then(|r| r.name.as_deref()).map(Box::from);
+                let pod_namespace = target
+                    .and_then(|r| r.namespace.as_deref())
+                    .filter(|ns| pod.is_some() && *ns != namespace)
+                    .map(Box::from);
+                EndpointInfo {
+                    pod,
+                    pod_namespace,
+                    addresses: endpoint.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                }
             })
             .collect();
         Some(Self { namespace, name, service, endpoints })
@@ -292,9 +298,11 @@ impl ServiceIndex {
             .get(&(namespace.to_owned(), name.to_owned()))
             .into_iter()
             .flatten()
-            .flat_map(|slice| &slice.endpoints)
+            .flat_map(|slice| slice.endpoints.iter())
             .filter_map(|endpoint| {
-                let by_ref = endpoint.pod.as_ref().and_then(|(ns, pod)| catalog.pod_id(ns, pod));
+                let by_ref = endpoint.pod.as_deref().and_then(|pod| {
+                    catalog.pod_id(endpoint.pod_namespace.as_deref().unwrap_or(namespace), pod)
+                });
                 by_ref.or_else(|| endpoint.addresses.iter().find_map(|a| catalog.pod_by_ip(*a)))
             })
             .collect();

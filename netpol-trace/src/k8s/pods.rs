@@ -22,10 +22,11 @@ pub struct CachedPod {
     pub info: Arc<PodInfo>,
     /// `metadata.uid` (Events name the pod by it; records are keyed on it).
     pub uid: Option<String>,
-    /// `kind/name` of the controlling owner (`ReplicaSet/web-7d9f8b6c5`), if any.
-    pub owner: Option<String>,
-    /// The workload the pod belongs to, `(kind, name)` ([`workload_of`]).
-    pub workload: (String, String),
+    /// `kind/name` of the controlling owner (`ReplicaSet/web-7d9f8b6c5`), if any (shared by
+    /// the pods of one owner).
+    pub owner: Option<Arc<str>>,
+    /// The workload the pod belongs to, `(kind, name)` ([`workload_of`]; shared).
+    pub workload: (Arc<str>, Arc<str>),
 }
 
 /// The workload a pod belongs to: `(kind, name)` from its controller owner reference. A pod
@@ -58,11 +59,12 @@ impl CachedPod {
             let o = owners.iter().find(|o| o.controller == Some(true))?;
             Some(format!("{}/{}", o.kind, o.name))
         });
+        let (kind, name) = workload_of(pod);
         Self {
             info: Arc::new(PodInfo::from_pod_interned(pod, DEFAULT_NAMESPACE, interner)),
             uid: pod.metadata.uid.clone(),
-            owner,
-            workload: workload_of(pod),
+            owner: owner.map(|o| interner.name(&o)),
+            workload: (interner.name(&kind), interner.name(&name)),
         }
     }
 
@@ -76,7 +78,6 @@ impl CachedPod {
             + i.service_account.len()
             + i.ips.len() * std::mem::size_of::<std::net::IpAddr>()
             + self.uid.as_ref().map_or(0, String::len)
-            + self.owner.as_ref().map_or(0, String::len)
     }
 }
 
@@ -94,6 +95,11 @@ struct Pods {
 impl Pods {
     fn release(&mut self, pod: &CachedPod) {
         self.interner.release(&pod.info.labels, &pod.info.ports);
+        if let Some(owner) = &pod.owner {
+            self.interner.release_name(owner);
+        }
+        self.interner.release_name(&pod.workload.0);
+        self.interner.release_name(&pod.workload.1);
     }
 }
 
