@@ -3,7 +3,9 @@
 //! owner, kept in a map updated by each watch event. The full objects are never stored, so
 //! memory is proportional to what attribution needs, not to the size of the pod specs.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -13,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
-use crate::inventory::{DEFAULT_NAMESPACE, Interner, PodInfo};
+use crate::inventory::{DEFAULT_NAMESPACE, Interner, PodInfo, PodRef};
 
 /// A pod as the agent keeps it.
 #[derive(Debug, Clone)]
@@ -81,13 +83,36 @@ impl CachedPod {
     }
 }
 
-type Key = (String, String);
+/// A cached pod, hashed and compared by namespace and name: the set is keyed by the pod's
+/// own [`PodRef`], not by a copy of it.
+#[derive(Debug, Clone)]
+struct Entry(Arc<CachedPod>);
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.info.pod == other.0.info.pod
+    }
+}
+
+impl Eq for Entry {}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.info.pod.hash(state);
+    }
+}
+
+impl Borrow<PodRef> for Entry {
+    fn borrow(&self) -> &PodRef {
+        &self.0.info.pod
+    }
+}
 
 #[derive(Debug, Default)]
 struct Pods {
-    live: HashMap<Key, Arc<CachedPod>>,
+    live: HashSet<Entry>,
     /// The list being received after a (re)start of the watch; swapped in when complete.
-    relist: Option<HashMap<Key, Arc<CachedPod>>>,
+    relist: Option<HashSet<Entry>>,
     /// The label sets and port lists the pods share.
     interner: Interner,
 }
@@ -109,10 +134,6 @@ pub struct PodCache {
     pods: Arc<RwLock<Pods>>,
 }
 
-fn key_of(info: &PodInfo) -> Key {
-    (info.pod.namespace.clone(), info.pod.name.clone())
-}
-
 impl PodCache {
     /// Applies one watch event; true when the cache changed (a full list counts once, when it
     /// completes).
@@ -120,17 +141,15 @@ impl PodCache {
         let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => {
-                pods.relist = Some(HashMap::with_capacity(pods.live.len()));
+                pods.relist = Some(HashSet::with_capacity(pods.live.len()));
                 false
             }
             watcher::Event::InitApply(pod) => {
                 let pod = CachedPod::from_pod(&pod, &mut pods.interner);
-                let previous = pods
-                    .relist
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key_of(&pod.info), Arc::new(pod));
+                let previous =
+                    pods.relist.get_or_insert_with(HashSet::new).replace(Entry(Arc::new(pod)));
                 if let Some(previous) = previous {
-                    pods.release(&previous);
+                    pods.release(&previous.0);
                 }
                 false
             }
@@ -138,26 +157,29 @@ impl PodCache {
                 let mut fresh = pods.relist.take().unwrap_or_default();
                 fresh.shrink_to_fit();
                 let stale = std::mem::replace(&mut pods.live, fresh);
-                for pod in stale.values() {
-                    pods.release(pod);
+                for pod in &stale {
+                    pods.release(&pod.0);
                 }
                 true
             }
             watcher::Event::Apply(pod) => {
                 let pod = CachedPod::from_pod(&pod, &mut pods.interner);
-                let previous = pods.live.insert(key_of(&pod.info), Arc::new(pod));
+                let previous = pods.live.replace(Entry(Arc::new(pod)));
                 if let Some(previous) = previous {
-                    pods.release(&previous);
+                    pods.release(&previous.0);
                 }
                 true
             }
             watcher::Event::Delete(pod) => {
                 let meta = &pod.metadata;
                 let namespace = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-                let key = (namespace.to_owned(), meta.name.clone().unwrap_or_default());
-                let removed = pods.live.remove(&key);
+                let key = PodRef {
+                    namespace: namespace.to_owned(),
+                    name: meta.name.clone().unwrap_or_default(),
+                };
+                let removed = pods.live.take(&key);
                 if let Some(previous) = &removed {
-                    pods.release(previous);
+                    pods.release(&previous.0);
                 }
                 let removed = removed.is_some();
                 // A map that shrank a lot gives its memory back.
@@ -183,7 +205,7 @@ impl PodCache {
     /// sets and port lists they share.
     pub fn heap_bytes(&self) -> usize {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
-        pods.live.values().map(|p| p.heap_bytes()).sum::<usize>() + pods.interner.heap_bytes()
+        pods.live.iter().map(|p| p.0.heap_bytes()).sum::<usize>() + pods.interner.heap_bytes()
     }
 
     /// How many distinct label sets and port lists the pods share.
@@ -193,13 +215,15 @@ impl PodCache {
 
     /// Every pod (shared entries, no deep copy).
     pub fn pods(&self) -> Vec<Arc<CachedPod>> {
-        self.pods.read().unwrap_or_else(|e| e.into_inner()).live.values().cloned().collect()
+        let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+        pods.live.iter().map(|p| Arc::clone(&p.0)).collect()
     }
 
     /// Pod `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedPod>> {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
-        pods.live.get(&(namespace.to_owned(), name.to_owned())).cloned()
+        let key = PodRef { namespace: namespace.to_owned(), name: name.to_owned() };
+        pods.live.get(&key).map(|p| Arc::clone(&p.0))
     }
 
     /// Watches every pod of the cluster into this cache; `changed` is bumped on each change and
