@@ -15,6 +15,7 @@ use super::{
     error::{LabError, Result},
     lifecycle::{self, LabContext},
     mariadb::{MARIADB_PASSWORD, MARIADB_USER},
+    objects::LabPolicies,
     scenarios::{self, Scenario},
     state::LabState,
     topology::LabPod,
@@ -309,7 +310,10 @@ pub fn run(
         .map_err(|e| LabError::invalid("fix", "plan", e.to_string()))?;
     let patched =
         plan.apply_to(&inventory).map_err(|e| LabError::invalid("fix", "apply", e.to_string()))?;
-    let policies = patched.policies().map(|(_, entry)| entry.sourced.clone()).collect();
+    let policies = LabPolicies {
+        network_policies: patched.policies().map(|(_, entry)| entry.sourced.clone()).collect(),
+        tiered: patched.tiered().objects(),
+    };
     lifecycle::apply_policies(ctx, &opts.lab_name, policies)?;
     let commands: Vec<&str> = plan.patches.iter().map(|p| p.kubectl.as_str()).collect();
     timeline.step(
