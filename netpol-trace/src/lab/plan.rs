@@ -243,7 +243,21 @@ impl EnforcementPlan {
                     "must be at most 120 characters without '\"' or control characters",
                 ));
             }
-            if !seen.insert(super::naming::chain_name("", &pod.host_iface)) {
+            let chain = super::naming::chain_name("", &pod.host_iface);
+            let tier_suffix = chain
+                .rsplit_once("_t")
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if tier_suffix {
+                return Err(LabError::invalid(
+                    object,
+                    format!("pods[{i}].host_iface"),
+                    format!(
+                        "{:?} ends like the chains of further tiers (_t<number>); rename it",
+                        pod.host_iface
+                    ),
+                ));
+            }
+            if !seen.insert(chain) {
                 return Err(LabError::invalid(
                     object,
                     format!("pods[{i}].host_iface"),

@@ -462,14 +462,17 @@ fn apply_plan_file(
 }
 
 /// `1 NetworkPolicy`, `3 NetworkPolicies`.
-/// `1 NetworkPolicy`, `3 NetworkPolicies`, `3 NetworkPolicies and 2 other policy objects`.
+/// `1 NetworkPolicy`, `3 NetworkPolicies`, `2 policy objects` (ClusterNetworkPolicies, Calico
+/// policies, Tiers...), `3 NetworkPolicies and 2 policy objects of other kinds`.
 fn policy_count(count: usize, others: usize) -> String {
     let policies =
         if count == 1 { "1 NetworkPolicy".to_owned() } else { format!("{count} NetworkPolicies") };
-    match others {
-        0 => policies,
-        1 => format!("{policies} and 1 other policy object"),
-        n => format!("{policies} and {n} other policy objects"),
+    let objects =
+        if others == 1 { "1 policy object".to_owned() } else { format!("{others} policy objects") };
+    match (count, others) {
+        (_, 0) => policies,
+        (0, _) => objects,
+        _ => format!("{policies} and {objects} of other kinds"),
     }
 }
 
@@ -492,6 +495,14 @@ fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_counts_name_network_policies_and_other_kinds() {
+        assert_eq!(policy_count(1, 0), "1 NetworkPolicy");
+        assert_eq!(policy_count(0, 0), "0 NetworkPolicies");
+        assert_eq!(policy_count(0, 1), "1 policy object");
+        assert_eq!(policy_count(2, 3), "2 NetworkPolicies and 3 policy objects of other kinds");
+    }
 
     #[test]
     fn durations_and_ports_parse() {

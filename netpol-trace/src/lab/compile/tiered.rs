@@ -150,7 +150,7 @@ impl Compiler<'_> {
                             policy.sort_name(),
                             direction.spec_field()
                         );
-                        rules.extend(self.calico_rule(id, direction, policy, rule, &origin)?);
+                        rules.extend(self.calico_rule(id, direction, rule, &origin)?);
                     }
                 }
             }
@@ -176,7 +176,6 @@ impl Compiler<'_> {
         &self,
         id: PodId,
         direction: Direction,
-        _policy: &CalicoPolicy,
         rule: &CalicoRule,
         origin: &str,
     ) -> Result<Vec<TieredRule>> {
@@ -209,10 +208,10 @@ impl Compiler<'_> {
                 ),
             ));
         }
-        let port_protocol = protocol.and_then(|(_, p)| p);
+        let ports_of = protocol.and_then(|(_, p)| p);
         let ports_on = |destination: Option<&[ContainerPort]>| -> Ports {
             let resolve = |list: &[CalicoPort]| -> Vec<PortRange> {
-                let Some(protocol) = port_protocol else { return Vec::new() };
+                let Some(protocol) = ports_of else { return Vec::new() };
                 list.iter().flat_map(|p| calico_port_ranges(p, protocol, destination)).collect()
             };
             let ports = if rule.destination.ports.is_empty() {

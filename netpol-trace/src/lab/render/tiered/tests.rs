@@ -126,6 +126,14 @@ fn a_plan_with_both_rules_and_tiers_for_a_direction_is_refused() {
     assert!(err.contains("pods[0].ingress_tiers"), "{err}");
 }
 
+#[test]
+fn interface_names_cannot_collide_with_tier_chains() {
+    let mut plan = db_plan();
+    plan.pods[0].host_iface = "calidb_t1".into();
+    let err = plan.validate().unwrap_err().to_string();
+    assert!(err.contains("pods[0].host_iface") && err.contains("_t<number>"), "{err}");
+}
+
 /// The kernel's own verdict on the rendered syntax, in a throw-away network namespace.
 #[test]
 #[ignore = "needs root"]
