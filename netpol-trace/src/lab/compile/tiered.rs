@@ -192,10 +192,7 @@ impl Compiler<'_> {
         {
             return Ok(Vec::new());
         }
-        let protocol = match rule.protocol {
-            None => None,
-            Some(number) => Some((number, port_protocol(number))),
-        };
+        let protocol = rule.protocol.map(|number| (number, port_protocol(number)));
         if protocol.is_some_and(|(_, p)| p.is_none())
             && !(rule.destination.ports.is_empty() && rule.destination.not_ports.is_empty())
         {
