@@ -19,7 +19,8 @@
 //! The other policy kinds (`netpol-trace/tests/kinds`: AdminNetworkPolicy,
 //! BaselineAdminNetworkPolicy and ClusterNetworkPolicy cases from the network-policy-api
 //! conformance suite, Calico GlobalNetworkPolicy/NetworkPolicy cases from Calico's
-//! documentation) run in full, the same way, with the policies rendered in tier order.
+//! documentation) run in full, the same way, with the policies rendered in tier order, and so
+//! do the lab's own cases of those kinds (`tests/conformance/kinds-lab`).
 //!
 //! Every probe's kernel answer is also compared with the policy engine's verdict (`explain`)
 //! on the lab's own inventory.
@@ -340,14 +341,20 @@ fn selected_cases() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The cases of `netpol-trace/tests/kinds`, then the lab's own (`conformance/kinds-lab`).
 fn kinds_cases() -> Vec<PathBuf> {
-    let mut all: Vec<PathBuf> = std::fs::read_dir(kinds_dir())
-        .expect("kinds corpus present")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    all.sort();
-    all
+    let lab_cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/kinds-lab");
+    let mut out = Vec::new();
+    for dir in [kinds_dir(), lab_cases] {
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        cases.sort();
+        out.extend(cases);
+    }
+    out
 }
 
 /// Runs `cases` (one lab per distinct set of pods and namespaces, the next case's policies
