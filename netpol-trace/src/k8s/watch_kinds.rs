@@ -215,7 +215,8 @@ async fn discover(
             match find_served(&client, spec).await {
                 Ok(Served::Version(resource)) => {
                     tracing::info!(resource = %spec.name(), version = %resource.api_version, "watching this policy kind");
-                    let (store, task) = spawn_reflector(&client, resource.clone(), changes.clone());
+                    let (store, task) =
+                        spawn_reflector(&client, resource.clone(), shared.clone(), changes.clone());
                     tasks.push(AbortOnDrop(task));
                     shared.watched.lock().unwrap_or_else(PoisonError::into_inner).push(Watched {
                         spec,
@@ -243,9 +244,21 @@ async fn discover(
     }
 }
 
+/// Whether a watch failed because the resource is no longer served (its CRD was deleted).
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// A reflector for one kind. When the kind stops being served, it forgets the kind (its
+/// objects go with it, and the next discovery round asks for it again) and ends.
 fn spawn_reflector(
     client: &kube::Client,
     resource: ApiResource,
+    shared: Arc<Shared>,
     changes: channel::Sender<u64>,
 ) -> (Store<DynamicObject>, JoinHandle<()>) {
     let writer = reflector::store::Writer::new(resource.clone());
@@ -261,6 +274,16 @@ fn spawn_reflector(
             match event {
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => changes.send_modify(|n| *n += 1),
+                Err(e) if not_served(&e) => {
+                    tracing::info!(kind = %resource.kind, group = %resource.group, "no longer served; forgetting its objects");
+                    shared
+                        .watched
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .retain(|w| w.resource != resource);
+                    changes.send_modify(|n| *n += 1);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(kind = %resource.kind, group = %resource.group, error = %e, "watch failed, retrying")
                 }
@@ -268,4 +291,22 @@ fn spawn_reflector(
         }
     });
     (reader, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed())
+    }
+
+    #[test]
+    fn only_a_404_on_list_or_watch_start_means_no_longer_served() {
+        assert!(not_served(&watcher::Error::InitialListFailed(api_error(404))));
+        assert!(not_served(&watcher::Error::WatchStartFailed(api_error(404))));
+        assert!(!not_served(&watcher::Error::InitialListFailed(api_error(403))));
+        assert!(!not_served(&watcher::Error::WatchStartFailed(api_error(500))));
+        assert!(!not_served(&watcher::Error::WatchFailed(api_error(404))));
+    }
 }

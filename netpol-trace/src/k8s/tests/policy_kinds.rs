@@ -263,6 +263,7 @@ async fn the_cache_watches_a_kind_whose_crd_arrives_later() {
         }
     })
     .await;
+
     task.abort();
 }
 
