@@ -10,9 +10,11 @@ pub mod error;
 pub mod events;
 pub mod list;
 pub mod pods;
+pub mod policy_kinds;
 pub mod rest;
 pub mod restore;
 pub mod watch;
+pub mod watch_kinds;
 
 pub use error::{Error, Result};
 

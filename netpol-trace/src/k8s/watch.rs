@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
 use super::pods::PodCache;
+use super::watch_kinds::{PolicyKindWatches, RECHECK_INTERVAL};
 use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
 
 /// Annotations that are kept when objects are trimmed; every other annotation is dropped.
@@ -75,6 +76,7 @@ pub struct ClusterReader {
     network_policies: Store<NetworkPolicy>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
+    policy_kinds: PolicyKindWatches,
 }
 
 /// Reflectors for Namespaces, NetworkPolicies, Services and EndpointSlices, and the pod cache.
@@ -133,6 +135,9 @@ impl ClusterCache {
         let (network_policies, t3) = spawn_reflector(client, trim_object, changes_tx.clone());
         let (services, t4) = spawn_reflector(client, trim_object, changes_tx.clone());
         let (endpoint_slices, t5) = spawn_reflector(client, trim_object, changes_tx.clone());
+        let (policy_kinds, t7) =
+            PolicyKindWatches::start(client, changes_tx.clone(), RECHECK_INTERVAL);
+        let kinds = policy_kinds.clone();
         let (synced_tx, synced) = channel::channel(false);
         let stores = (
             namespaces.clone(),
@@ -147,6 +152,10 @@ impl ClusterCache {
                 async { stores.1.wait_until_ready().await.map_err(|_| ()) },
                 async { stores.2.wait_until_ready().await.map_err(|_| ()) },
                 async { stores.3.wait_until_ready().await.map_err(|_| ()) },
+                async {
+                    kinds.wait_ready().await;
+                    Ok(())
+                },
             );
             if ready.is_ok() {
                 let _ = synced_tx.send(true);
@@ -154,10 +163,17 @@ impl ClusterCache {
             }
         });
         Self {
-            reader: ClusterReader { namespaces, pods, network_policies, services, endpoint_slices },
+            reader: ClusterReader {
+                namespaces,
+                pods,
+                network_policies,
+                services,
+                endpoint_slices,
+                policy_kinds,
+            },
             changes,
             synced,
-            tasks: vec![t1, t2, t3, t4, t5, t6],
+            tasks: vec![t1, t2, t3, t4, t5, t6, t7],
         }
     }
 
@@ -230,7 +246,7 @@ impl ClusterReader {
             network_policies,
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
-            tiered: Default::default(),
+            tiered: self.policy_kinds.objects(),
         }
     }
 }
