@@ -327,4 +327,33 @@ mod tests {
         assert!(matches!(err, Error::InvalidObject(_)), "{err}");
         assert!(fake.requests().is_empty());
     }
+
+    #[tokio::test]
+    async fn the_agents_rbac_from_deploy_allows_what_the_recorder_writes() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let fake = FakeApiServer::builder()
+            .with_manifests(&deploy)
+            .token(
+                "agent",
+                fake_apiserver::Identity::service_account("netpol-trace", "netpol-trace"),
+            )
+            .token("nobody", fake_apiserver::Identity::user("eve", ["people"]))
+            .admin_token("admin")
+            .start()
+            .await;
+        fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "db"}}));
+        let recorder =
+            EventRecorder::new(fake.client_with_token("agent"), "netpol-trace.io/agent", "node-1")
+                .with_min_interval(Duration::ZERO);
+        let first = within(recorder.record(&pod_ref("mysql-0"), &spec())).await.unwrap();
+        assert_eq!(first, Recorded::Created, "create events.k8s.io/events");
+        let second = within(recorder.record(&pod_ref("mysql-0"), &spec())).await.unwrap();
+        assert_eq!(second, Recorded::Updated { occurrences: 1 }, "patch events.k8s.io/events");
+        assert_eq!(events_of(&fake, "mysql-0")[0]["series"]["count"], 2);
+
+        let stranger =
+            EventRecorder::new(fake.client_with_token("nobody"), "netpol-trace.io/agent", "x");
+        let err = within(stranger.record(&pod_ref("mysql-1"), &spec())).await.unwrap_err();
+        assert_eq!(err.label(), "forbidden", "{err}");
+    }
 }
