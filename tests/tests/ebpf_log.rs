@@ -26,7 +26,7 @@ fn send_malformed(topo: &Topology, from: usize, to: Ipv4Addr, n: usize) {
         .expect("the host-side veth's address");
     let mac: Vec<u8> =
         mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC byte")).collect();
-    let mut frame = vec![0u8; 14 + 40];
+    let mut frame = [0u8; 14 + 40];
     frame[..6].copy_from_slice(&mac);
     frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
     frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());

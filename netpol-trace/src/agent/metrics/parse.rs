@@ -104,10 +104,13 @@ fn is_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// A label set without `le`, and the (upper bound, count) buckets under it.
+type Buckets = BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>>;
+
 /// Buckets of each label set are cumulative, end at `+Inf`, and `+Inf` equals `_count`.
 fn check_histogram(family: &str, samples: &[Sample]) {
     let bucket = format!("{family}_bucket");
-    let mut by_labels: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut by_labels: Buckets = BTreeMap::new();
     for (name, labels, value) in samples.iter().filter(|s| s.0 == bucket) {
         let mut key: Vec<_> = labels.clone().into_iter().collect();
         key.retain(|(k, _)| k != "le");
