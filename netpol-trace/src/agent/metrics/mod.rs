@@ -14,7 +14,7 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
@@ -66,39 +66,13 @@ pub const FAMILIES: [&str; 16] = [
     "netpol_trace_k8s_errors_total",
 ];
 
-/// A label value escaped as the text format wants it (backslash, double quote and line
-/// feed); prometheus-client writes values as they are.
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct Value(String);
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
-}
-
-impl EncodeLabelValue for Value {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The labels of one drop series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
-    destination_namespace: Value,
-    protocol: Value,
-    direction: Value,
-    reason: Value,
+    destination_namespace: String,
+    protocol: String,
+    direction: String,
+    reason: String,
 }
 
 /// What a batch of dropped SYNs is counted under.
