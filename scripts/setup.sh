@@ -179,7 +179,7 @@ if command -v helm >/dev/null; then
 elif [ -x "$helm_venv/bin/python" ] && "$helm_venv/bin/python" -c 'import helm_python' 2>/dev/null; then
     say "Helm template engine (helm-python-sdk): present"
 else
-    ensure_packages "Python virtualenvs" python3-venv python3-pip
+    ensure_packages "Python virtualenvs" python3-venv
     if [ "$dry_run" = 1 ]; then
         say "would install helm-python-sdk 0.2.2 into $helm_venv"
     else
