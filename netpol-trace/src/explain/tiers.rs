@@ -20,15 +20,14 @@
 //! default tier and before (or after) the baseline tier. Without Calico tiers of their own this
 //! is exactly the contract's admin → NetworkPolicy → baseline → default allow.
 
+use order::StepsInOrder;
+
 use super::{DecidedBy, Mismatch, PolicyExplanation, RuleContext, RuleExplanation};
 use crate::flow::FlowEndpoint;
 use crate::inventory::{AdminEntry, CalicoId, Inventory, PodId, PolicyId, TierEntry, TieredIndex};
 use crate::policy::admin::{AdminPolicy, AdminRule, PeerView};
 use crate::policy::calico::entity::{RuleFlow, sides};
-use crate::policy::calico::{
-    CalicoPolicy, EndpointView, Entity, KUBERNETES_POLICY_ORDER, KUBERNETES_POLICY_PREFIX,
-    order_key,
-};
+use crate::policy::calico::{CalicoPolicy, EndpointView, Entity, order_key};
 use crate::policy::kind::{FieldMiss, Misses};
 use crate::policy::{Direction, PolicyKind, RuleAction, RuleEffect};
 
@@ -102,30 +101,7 @@ pub fn applicable_steps(
     endpoint: PodId,
     direction: Direction,
 ) -> Vec<Step> {
-    let tiered = inventory.tiered();
-    let view = endpoint_view(inventory, endpoint);
-    let namespaced = tier.by_namespace.get(view.namespace).map(Vec::as_slice).unwrap_or_default();
-    let mut steps: Vec<(Step, (bool, f64), String)> = tier
-        .global
-        .iter()
-        .chain(namespaced)
-        .filter_map(|&id| {
-            let policy = &tiered.calico_policy(id).policy;
-            (policy.rules(direction).is_some() && policy.selects(&view))
-                .then(|| (Step::Calico(id), order_key(policy.order), policy.sort_name()))
-        })
-        .collect();
-    if tier.tier.name == crate::policy::calico::DEFAULT_TIER {
-        for &id in inventory.isolating_policies(endpoint, direction) {
-            let compiled = &inventory.policy(id).compiled;
-            let name =
-                format!("{}/{KUBERNETES_POLICY_PREFIX}{}", compiled.namespace, compiled.name);
-            steps.push((Step::Kube(id), order_key(Some(KUBERNETES_POLICY_ORDER)), name));
-        }
-    }
-    steps
-        .sort_by(|a, b| (a.1, &a.2).partial_cmp(&(b.1, &b.2)).unwrap_or(std::cmp::Ordering::Equal));
-    steps.into_iter().map(|(step, _, _)| step).collect()
+    StepsInOrder::new(inventory, tier, endpoint, direction).collect()
 }
 
 /// Pod `id` as Calico selectors see it.
@@ -295,13 +271,14 @@ impl Pipeline<'_> {
     }
 
     fn calico_tier(&mut self, tier: &TierEntry) {
-        let steps = applicable_steps(self.inventory, tier, self.endpoint, self.direction);
-        let Some(&last) = steps.last() else { return };
-        self.isolated = true;
         let tier_name = tier.tier.name.as_str();
         let mut settled = self.decision.is_some();
-        for step in steps {
-            if self.done() {
+        let mut last = None;
+        for step in StepsInOrder::new(self.inventory, tier, self.endpoint, self.direction) {
+            self.isolated = true;
+            last = Some(step);
+            // Without an explanation to write, nothing after a decision (or a Pass) matters.
+            if self.done() || (settled && !self.explain) {
                 return;
             }
             let (first, explanation) = match step {
@@ -319,7 +296,10 @@ impl Pipeline<'_> {
                 self.policies.push(explanation);
             }
         }
-        if !settled && !tier.tier.pass_at_end {
+        if let Some(last) = last
+            && !settled
+            && !tier.tier.pass_at_end
+        {
             let by = self.step_decider(last, tier_name, None, RuleAction::DENY);
             self.decide(false, by);
         }
@@ -486,6 +466,7 @@ fn describe_peer(peer: &crate::policy::admin::AdminPeer) -> String {
     }
 }
 
+mod order;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
