@@ -4,14 +4,14 @@
 //! changing only this node's `status.nodes` entry, the aggregates recomputed from all entries,
 //! and the attribution and proposed fix while no fix was decided. A lost race re-reads and
 //! re-applies, so another node's entry is never lost. Agents never set `spec.decision` and
-//! never touch a fix the controller owns.
+//! never touch a fix the controller owns (nor delete reports: see [`super::garbage`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use serde_json::Value;
 
 use super::identity::report_name;
@@ -162,46 +162,4 @@ impl RateLimiter {
         }
         due
     }
-}
-
-/// Whether a report is garbage: restored, last seen before `cutoff`, and holding no applied
-/// fix (whose backup people may still need to undo it).
-pub fn is_garbage(report: &DropReport, cutoff: DateTime<Utc>) -> bool {
-    let Some(status) = &report.status else { return false };
-    status.state == Some(FlowState::Restored)
-        && status.last_seen.is_some_and(|t| t < cutoff)
-        && report.phase() != Some(FixPhase::Applied)
-        && report.spec.decision.is_none()
-}
-
-/// Deletes the reports restored more than `age` ago (see [`is_garbage`]), each guarded by its
-/// resourceVersion; returns how many went.
-pub async fn collect_garbage(client: &kube::Client, age: Duration) -> Result<usize> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-    let api: Api<DropReport> = Api::all(client.clone());
-    let list = api.list(&Default::default()).await.map_err(|source| Error::Kube {
-        verb: "list",
-        what: "dropreports".into(),
-        source,
-    })?;
-    let mut deleted = 0;
-    for report in list.items.iter().filter(|r| is_garbage(r, cutoff)) {
-        let namespace = report.metadata.namespace.clone().unwrap_or_default();
-        let name = report.metadata.name.clone().unwrap_or_default();
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                resource_version: report.metadata.resource_version.clone(),
-                uid: report.metadata.uid.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        match Api::<DropReport>::namespaced(client.clone(), &namespace).delete(&name, &params).await
-        {
-            Ok(_) => deleted += 1,
-            // Updated or gone meanwhile: it is looked at again next time.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
-            Err(e) => return Err(Error::report("delete", &namespace, &name, e)),
-        }
-    }
-    Ok(deleted)
 }
