@@ -1,0 +1,112 @@
+//! Benchmark of the operator loop (not a test; prints numbers). Needs root; runs only between
+//! network namespaces it creates and on loopback. Run with `scripts/bench-operator.sh [N]`.
+//!
+//! Each run builds the end-to-end scenario of `tests/tests/operator_e2e.rs` afresh (fake API
+//! server enforcing deploy/'s RBAC, a node namespace, the CNI rendering the live policies
+//! with nftables, `netpol-trace agent` and `netpol-trace controller` as processes) and
+//! measures, polling the API server every 20 ms:
+//! * first dropped SYN → the report in the API server with filled status (node entry,
+//!   attribution, proposed fix);
+//! * `netpol-trace approve` started → fix phase `Applied`;
+//! * the CNI's ruleset change that stops the drop → report `state: Restored` (a client
+//!   connecting again at once, as a real one retries).
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use netpol_trace_integration::{
+    operator::{PERSON_TOKEN, Scenario, filled, phase},
+    require_root,
+};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One run's three latencies.
+struct Run {
+    report: Duration,
+    applied: Duration,
+    restored: Duration,
+}
+
+fn one_run(bin: PathBuf) -> anyhow::Result<Run> {
+    let mut s = Scenario::new(bin, 1, false, 3307)?;
+    s.start_agents()?;
+    s.controller = Some(s.cluster.spawn_controller("ctl-0", &[])?);
+
+    // The first SYN leaves at once and is dropped; the report is polled meanwhile.
+    let start = Instant::now();
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| s.connect(0, 0, Duration::from_millis(1500)));
+        s.report_when("a report with filled status", PATIENCE, filled)
+    })?;
+    let report_latency = start.elapsed();
+    let name = report["metadata"]["name"].as_str().context("report name")?.to_string();
+
+    let start = Instant::now();
+    let out = s.cluster.cli(PERSON_TOKEN, &["approve", &name, "-n", "db"])?;
+    if !out.status.success() {
+        bail!("approve: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    s.report_when("Applied", PATIENCE, |r| phase(r) == Some("Applied"))?;
+    let applied_latency = start.elapsed();
+
+    s.wait_blocked(0, false)?;
+    let changed = s.cni.changed_at().context("no ruleset change")?;
+    let restored = std::thread::scope(|scope| {
+        scope.spawn(|| (0..5).any(|_| s.connect(0, 0, Duration::from_millis(1000))));
+        s.report_when("Restored", PATIENCE, |r| r["status"]["state"] == "Restored")
+    });
+    restored?;
+    let restored_latency = changed.elapsed();
+    Ok(Run { report: report_latency, applied: applied_latency, restored: restored_latency })
+}
+
+fn summary(label: &str, budget: u64, mut values: Vec<Duration>) {
+    values.sort();
+    let median = if values.len() % 2 == 1 {
+        values[values.len() / 2]
+    } else {
+        (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2
+    };
+    println!(
+        "{label:<44} median {:>6.2} s   min {:>6.2} s   max {:>6.2} s   (budget {budget} s)",
+        median.as_secs_f64(),
+        values[0].as_secs_f64(),
+        values[values.len() - 1].as_secs_f64()
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    require_root();
+    let runs: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(5);
+    if runs == 0 {
+        bail!("at least one run");
+    }
+    let bin =
+        std::env::current_exe()?.parent().context("binary folder")?.join("netpol-trace-under-test");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build with `cargo build --release -p netpol-trace-integration --bins`",
+            bin.display()
+        );
+    }
+    let mut all = vec![];
+    for i in 1..=runs {
+        let run = one_run(bin.clone()).with_context(|| format!("run {i}"))?;
+        println!(
+            "run {i}: report {:.2} s, applied {:.2} s, restored {:.2} s",
+            run.report.as_secs_f64(),
+            run.applied.as_secs_f64(),
+            run.restored.as_secs_f64()
+        );
+        all.push(run);
+    }
+    println!("\n{runs} runs");
+    summary("first dropped SYN -> report with status", 15, all.iter().map(|r| r.report).collect());
+    summary("approve -> Applied", 10, all.iter().map(|r| r.applied).collect());
+    summary("enforcement change -> Restored", 10, all.iter().map(|r| r.restored).collect());
+    Ok(())
+}
