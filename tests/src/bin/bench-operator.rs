@@ -10,6 +10,10 @@
 //! * `netpol-trace approve` started → fix phase `Applied`;
 //! * the CNI's ruleset change that stops the drop → report `state: Restored` (a client
 //!   connecting again at once, as a real one retries).
+//!
+//! With `--show`, the first run also prints what a platform team types and sees along the
+//! way (`kubectl get dr -A` when kubectl is installed, `netpol-trace drops`, `approve`,
+//! `restore`), run against the same API server with each person's kubeconfig.
 
 use std::{
     path::PathBuf,
@@ -18,7 +22,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use netpol_trace_integration::{
-    operator::{PERSON_TOKEN, Scenario, filled, phase},
+    operator::{ADMIN_TOKEN, PERSON_TOKEN, Scenario, filled, phase},
     require_root,
 };
 
@@ -31,7 +35,31 @@ struct Run {
     restored: Duration,
 }
 
-fn one_run(bin: PathBuf) -> anyhow::Result<Run> {
+/// Runs `netpol-trace ARGS` (or kubectl, when `args[0]` is `kubectl`) as `token` and prints
+/// the command line and its output.
+fn show(s: &Scenario, token: &str, args: &[&str]) -> anyhow::Result<()> {
+    let shown = args.join(" ");
+    let out = if args[0] == "kubectl" {
+        std::process::Command::new("kubectl")
+            .args(&args[1..])
+            .arg("--kubeconfig")
+            .arg(s.cluster.kubeconfig(token))
+            .output()?
+    } else {
+        s.cluster.cli(token, args)?
+    };
+    let prompt = if args[0] == "kubectl" { shown } else { format!("netpol-trace {shown}") };
+    println!("$ {prompt}");
+    print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!();
+    Ok(())
+}
+
+fn has_kubectl() -> bool {
+    std::process::Command::new("kubectl").arg("version").arg("--client").output().is_ok()
+}
+
+fn one_run(bin: PathBuf, verbose: bool) -> anyhow::Result<Run> {
     let mut s = Scenario::new(bin, 1, false, 3307)?;
     s.start_agents()?;
     s.controller = Some(s.cluster.spawn_controller("ctl-0", &[])?);
@@ -44,6 +72,13 @@ fn one_run(bin: PathBuf) -> anyhow::Result<Run> {
     })?;
     let report_latency = start.elapsed();
     let name = report["metadata"]["name"].as_str().context("report name")?.to_string();
+    let kubectl = verbose && has_kubectl();
+    if kubectl {
+        show(&s, ADMIN_TOKEN, &["kubectl", "get", "dr", "-A"])?;
+    }
+    if verbose {
+        show(&s, ADMIN_TOKEN, &["drops", "-A"])?;
+    }
 
     let start = Instant::now();
     let out = s.cluster.cli(PERSON_TOKEN, &["approve", &name, "-n", "db"])?;
@@ -52,6 +87,10 @@ fn one_run(bin: PathBuf) -> anyhow::Result<Run> {
     }
     s.report_when("Applied", PATIENCE, |r| phase(r) == Some("Applied"))?;
     let applied_latency = start.elapsed();
+    if verbose {
+        println!("$ netpol-trace approve {name} -n db");
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 
     s.wait_blocked(0, false)?;
     let changed = s.cni.changed_at().context("no ruleset change")?;
@@ -61,6 +100,14 @@ fn one_run(bin: PathBuf) -> anyhow::Result<Run> {
     });
     restored?;
     let restored_latency = changed.elapsed();
+    if verbose {
+        if kubectl {
+            show(&s, PERSON_TOKEN, &["kubectl", "get", "dr", "-n", "db"])?;
+        }
+        show(&s, PERSON_TOKEN, &["drops", "-n", "db"])?;
+        show(&s, PERSON_TOKEN, &["restore", &format!("dropreport/{name}"), "-n", "db"])?;
+        show(&s, PERSON_TOKEN, &["drops", "-n", "db", "-o", "yaml"])?;
+    }
     Ok(Run { report: report_latency, applied: applied_latency, restored: restored_latency })
 }
 
@@ -81,7 +128,15 @@ fn summary(label: &str, budget: u64, mut values: Vec<Duration>) {
 
 fn main() -> anyhow::Result<()> {
     require_root();
-    let runs: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(5);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verbose = args.iter().any(|a| a == "--show");
+    let runs: usize = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(|n| n.parse())
+        .transpose()
+        .context("usage: bench-operator [N] [--show]")?
+        .unwrap_or(5);
     if runs == 0 {
         bail!("at least one run");
     }
@@ -95,7 +150,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut all = vec![];
     for i in 1..=runs {
-        let run = one_run(bin.clone()).with_context(|| format!("run {i}"))?;
+        let run = one_run(bin.clone(), verbose && i == 1).with_context(|| format!("run {i}"))?;
         println!(
             "run {i}: report {:.2} s, applied {:.2} s, restored {:.2} s",
             run.report.as_secs_f64(),
