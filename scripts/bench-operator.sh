@@ -3,7 +3,7 @@
 # a dropped SYN -> DropReport -> approve -> controller patch -> CNI re-render -> Restored, with
 # the real agent (eBPF), controller and CLI against a fake API server enforcing deploy/'s RBAC.
 # Prints each run and the medians, min and max next to the budgets; `--show` also prints what
-# a platform team types and sees in the first run (kubectl get dr -A, drops, approve, restore).
+# a platform team types and sees in the first run (drops -A, approve, restore).
 # Usage: scripts/bench-operator.sh [N] [--show]. Needs root; creates and removes its own network
 # namespaces.
 set -euo pipefail

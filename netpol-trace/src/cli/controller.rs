@@ -30,6 +30,9 @@ DropReport with spec.decision Approved it re-plans from the live cluster, saves 
 will change into status.fix.applied.backup, dry-runs, writes each change guarded by the
 resourceVersion it read, and records the result (Applied, NotNeeded, Unfixable, Failed).
 
+The leader also deletes reports of flows restored longer ago than --gc-after (no decision, no
+applied fix), looking every --gc-every: one cluster-wide list, not one per node.
+
 The Lease lives in POD_NAMESPACE (else the kubeconfig context's namespace); the holder identity
 is POD_NAME (else the host name).")]
 pub struct Args {

@@ -134,11 +134,12 @@ pub async fn publish(client: &kube::Client, observation: &Observation) -> Result
     })
 }
 
-/// Publishes a flow at most once per interval, except when its state changes.
+/// Publishes a flow at most once per interval, except when its state changes or its first
+/// proposed fix arrives (the report is then complete for the people who decide).
 #[derive(Debug)]
 pub struct RateLimiter {
     every: Duration,
-    last: HashMap<String, (Instant, FlowState)>,
+    last: HashMap<String, (Instant, FlowState, bool)>,
 }
 
 impl RateLimiter {
@@ -151,15 +152,58 @@ impl RateLimiter {
     pub fn admit(&mut self, observation: &Observation) -> bool {
         let key = format!("{}/{}", observation.namespace(), observation.report_name());
         let now = Instant::now();
+        let proposed = observation.patches.is_some();
         let due = match self.last.get(&key) {
-            Some((at, state)) => {
-                *state != observation.state || now.duration_since(*at) >= self.every
+            Some((at, state, had_fix)) => {
+                *state != observation.state
+                    || (proposed && !had_fix)
+                    || now.duration_since(*at) >= self.every
             }
             None => true,
         };
         if due {
-            self.last.insert(key, (now, observation.state));
+            self.last.insert(key, (now, observation.state, proposed));
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::report::FlowEnd;
+
+    fn observation(state: FlowState, patches: Option<Vec<Value>>) -> Observation {
+        Observation {
+            spec: DropReportSpec {
+                source: FlowEnd::workload("app", "web", "Deployment"),
+                destination: FlowEnd::workload("db", "mysql", "StatefulSet"),
+                port: 3306,
+                protocol: "TCP".into(),
+                decision: None,
+            },
+            node: NodeEntry {
+                node: "node-1".into(),
+                count: 1,
+                last_seen: Utc::now(),
+                ifname: "cali0".into(),
+                reason: "NETFILTER_DROP".into(),
+                from_source_veth: None,
+            },
+            first_seen: Utc::now(),
+            state,
+            attribution: None,
+            patches,
+        }
+    }
+
+    #[test]
+    fn counters_wait_for_the_interval_but_a_first_fix_or_a_new_state_goes_at_once() {
+        let mut limiter = RateLimiter::new(Duration::from_secs(3600));
+        assert!(limiter.admit(&observation(FlowState::Dropping, None)), "a new report");
+        assert!(!limiter.admit(&observation(FlowState::Dropping, None)), "new counters wait");
+        assert!(limiter.admit(&observation(FlowState::Dropping, Some(vec![]))), "first fix");
+        assert!(!limiter.admit(&observation(FlowState::Dropping, Some(vec![]))), "same fix waits");
+        assert!(limiter.admit(&observation(FlowState::Restored, Some(vec![]))), "restored");
     }
 }
