@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context, bail};
 use netpol_trace::lab::wiring;
 
+pub mod cni;
 pub mod operator;
 pub mod tc_drop;
 
