@@ -2,7 +2,9 @@
 # Every case of the conformance corpus (tests/conformance/cases) through a real lab: policies
 # rendered into nftables, real connections between pod network namespaces, the kernel's answers
 # compared with the expected verdicts. Prints `lab conformance: N probes, M agree` and the
-# disagreements; exits non-zero on any. Needs root (network namespaces, nftables). CI runs a
+# disagreements; exits non-zero on any. The other policy kinds' cases (netpol-trace/tests/kinds:
+# ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, Calico) run too, with
+# every pod pair on their ports graded by explain. Needs root (network namespaces, nftables). CI runs a
 # sample of the cases as part of `cargo xtask test`. The lab needs no eBPF: without the eBPF
 # toolchain, run it with NETPOL_TRACE_SKIP_EBPF=1.
 set -euo pipefail

@@ -5,6 +5,7 @@
 #
 #  * system packages: iproute2, nftables, iptables, bpftool, MariaDB (lab), tshark (pcap
 #    checks), chromium (report rendering test), shellcheck;
+#  * Helm's template engine for the chart test (helm, or helm-python-sdk in a virtualenv);
 #  * a toolchain for the eBPF programs: rustup's nightly with rust-src when present (the
 #    standard aya set-up), otherwise Debian's rustc-web + rust-web-src (+ clippy, rustfmt)
 #    and the LLVM development files of the same major version;
@@ -167,6 +168,24 @@ if [ "${need_linker:-0}" = 1 ]; then
         say "building bpf-linker 0.13.0 for LLVM $llvm (cargo install, about 2 minutes on 2 cores)"
         LLVM_PREFIX=/usr/lib/llvm-$llvm cargo install --locked --force --quiet bpf-linker \
             --version 0.13.0 --no-default-features --features "llvm-$llvm"
+    fi
+fi
+# Helm's template engine for the chart's render test (netpol-trace/tests/helm_chart.rs):
+# `helm` itself when it is on PATH, otherwise Helm's Go library as PyPI's helm-python-sdk
+# ships it, in a virtualenv of its own.
+helm_venv=${NETPOL_TRACE_HELM_VENV:-$HOME/.cache/netpol-trace/helm-venv}
+if command -v helm >/dev/null; then
+    say "helm: present"
+elif [ -x "$helm_venv/bin/python" ] && "$helm_venv/bin/python" -c 'import helm_python' 2>/dev/null; then
+    say "Helm template engine (helm-python-sdk): present"
+else
+    ensure_packages "Python virtualenvs" python3-venv
+    if [ "$dry_run" = 1 ]; then
+        say "would install helm-python-sdk 0.2.2 into $helm_venv"
+    else
+        say "installing Helm's template engine (helm-python-sdk 0.2.2) into $helm_venv"
+        python3 -m venv "$helm_venv"
+        "$helm_venv/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==0.2.2"
     fi
 fi
 # Every tool the lab and the tests run must now be found (PATH plus the sbin folders above).

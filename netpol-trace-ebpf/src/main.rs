@@ -13,6 +13,12 @@
 //! changed-flows map on its first packet and after a quiet gap (so user space reads only
 //! what changed), and a ring-buffer notice with the packet's header is sent only for a flow
 //! seen for the first time.
+//!
+//! Diagnostics (a packet whose headers cannot be read, a map that refuses an insert, a ring
+//! buffer that is full) go through aya-log at debug level, only on those failure paths: the
+//! per-packet success path never logs. User space enables them at load time when its log
+//! filter enables `netpol_trace::ebpf=debug`; otherwise `AYA_LOG_LEVEL` stays 0 and each
+//! diagnostic costs one load and one compare.
 #![no_std]
 #![no_main]
 // The program macros emit the exported entry points without their doc comments.
@@ -70,6 +76,13 @@ const EEXIST: i32 = 17;
 const V4_FAST_LEN: usize = ETH_HLEN + 20 + 14;
 /// Ethernet + IPv6 + the TCP header up to its flags.
 const V6_LEN: usize = ETH_HLEN + 40 + 14;
+
+/// A debug-level diagnostic, for failure paths only.
+macro_rules! diag {
+    ($($arg:tt)+) => {
+        aya_log_ebpf::debug!(&(), target: "netpol_trace::ebpf", $($arg)+)
+    };
+}
 
 /// Where a tc program runs on the host-side veth.
 #[derive(Clone, Copy)]
@@ -186,15 +199,19 @@ fn record(
                 notify(key);
             }
         }
-        Err(_) => bump(COUNTER_FLOWS_FULL),
+        Err(e) => {
+            bump(COUNTER_FLOWS_FULL);
+            diag!("flow map insert failed ({}): flow to port {} not recorded", e, key.dport);
+        }
     }
 }
 
 /// Enters `key` into the changed-flows map (idempotent: a key already there stays once).
 #[inline(always)]
 fn notify(key: &FlowKey) {
-    if CHANGED.insert(key, 1, 0).is_err() {
+    if let Err(e) = CHANGED.insert(key, 1, 0) {
         bump(COUNTER_CHANGED_LOST);
+        diag!("changed-flows map insert failed ({}): port {}", e, key.dport);
     }
 }
 
@@ -221,7 +238,10 @@ fn send_event(
             }
             entry.submit(0);
         }
-        None => bump(COUNTER_EVENTS_LOST),
+        None => {
+            bump(COUNTER_EVENTS_LOST);
+            diag!("ring buffer full: new-flow notice to port {} lost", key.dport);
+        }
     }
 }
 
@@ -247,13 +267,17 @@ fn update(stats: *mut FlowStats, now: u64, reason: u32, sport: u16) -> u64 {
 
 #[classifier]
 pub fn tc_from_pod(ctx: TcContext) -> i32 {
-    let _ = try_tc(&ctx, Side::FromPod);
+    if let Err(e) = try_tc(&ctx, Side::FromPod) {
+        diag!("tc from pod: TCP SYN headers unreadable ({}), packet of {} bytes", e, ctx.len());
+    }
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tc_to_pod(ctx: TcContext) -> i32 {
-    let _ = try_tc(&ctx, Side::ToPod);
+    if let Err(e) = try_tc(&ctx, Side::ToPod) {
+        diag!("tc to pod: TCP SYN headers unreadable ({}), packet of {} bytes", e, ctx.len());
+    }
     TC_ACT_UNSPEC
 }
 
@@ -374,7 +398,9 @@ fn copy_header(ctx: &TcContext, buf: &mut [u8; EVENT_HEADER_BYTES]) -> u16 {
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_kfree_skb(&ctx);
+    if let Err(e) = try_kfree_skb(&ctx) {
+        diag!("kfree_skb: kernel read failed ({}), dropped packet not parsed", e);
+    }
     0
 }
 
@@ -424,6 +450,7 @@ fn try_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), i32> {
             }
             let ihl = ((hdr[0] & 0x0f) as usize) * 4;
             if ihl < 20 {
+                diag!("kfree_skb: IPv4 header length {} below 20, packet skipped", ihl);
                 return Ok(());
             }
             seg.family = FAMILY_IPV4;

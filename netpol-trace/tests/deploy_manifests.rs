@@ -593,6 +593,7 @@ fn only_the_controller_writes_network_policies() {
     let reports = verbs_on(agent, "netpol-trace.io", "dropreports");
     assert!(reports.contains("create") && reports.contains("get") && reports.contains("watch"));
     assert!(!reports.contains("patch") && !reports.contains("update"), "agents never approve");
+    assert!(!reports.contains("delete"), "garbage collection is the controller leader's");
     assert!(verbs_on(agent, "netpol-trace.io", "dropreports/status").contains("patch"));
     assert_eq!(
         verbs_on(agent, "authentication.k8s.io", "tokenreviews"),
@@ -611,6 +612,10 @@ fn only_the_controller_writes_network_policies() {
     assert_eq!(
         verbs_on(controller, "netpol-trace.io", "dropreports/status"),
         BTreeSet::from(["patch", "update"])
+    );
+    assert_eq!(
+        verbs_on(controller, "netpol-trace.io", "dropreports"),
+        BTreeSet::from(["delete", "get", "list", "patch", "watch"])
     );
 
     let approver = cluster_role(&docs, "netpol-trace-approver");

@@ -13,6 +13,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use netpol_trace::operator::controller;
 use netpol_trace::operator::fixer::{CrashPoint, Fixer};
+use netpol_trace::operator::garbage::Garbage;
 use netpol_trace::operator::lease::{Elector, LeaseTimings};
 use netpol_trace::operator::publish::{Observation, publish};
 use netpol_trace::operator::report::{
@@ -472,4 +473,72 @@ async fn report_reads_a_dropreport_from_the_cluster() {
         cluster.cli(PERSON, &["report", "dropreport/nope", "-n", "db", "-o", "markdown"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("dropreport db/nope not found"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_collects_reports_restored_long_ago() {
+    let cluster = Cluster::start(3307).await;
+    let agent = cluster.client(AGENT);
+    let long_ago = Utc::now() - chrono::Duration::hours(48);
+    let seen = |port: u16, state: FlowState, at: chrono::DateTime<Utc>| {
+        let mut o = observation("node-1", 3);
+        o.spec.port = port;
+        o.state = state;
+        o.node.last_seen = at;
+        o.first_seen = at;
+        o
+    };
+    let mut names = vec![];
+    for o in [
+        seen(3306, FlowState::Restored, long_ago),
+        seen(3308, FlowState::Restored, Utc::now()),
+        seen(3309, FlowState::Dropping, long_ago),
+    ] {
+        names.push(publish(&agent, &o).await.unwrap().metadata.name.unwrap());
+    }
+    // Agents cannot delete reports any more: garbage is the controller leader's.
+    let reports: Api<DropReport> = Api::namespaced(agent, "db");
+    let err = reports.delete(&names[0], &Default::default()).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+    cluster.fake.clear_requests();
+
+    // Another replica holds the Lease: this one collects nothing.
+    cluster.fake.insert(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": controller::LEASE_NAME, "namespace": "netpol-trace"},
+        "spec": {"holderIdentity": "ctl-other", "leaseDurationSeconds": 3600,
+                 "renewTime": Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}}));
+    let client = cluster.client(CONTROLLER);
+    let timings = LeaseTimings {
+        duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(100),
+    };
+    let elector =
+        Elector::new(client.clone(), "netpol-trace", controller::LEASE_NAME, "ctl-gc", timings);
+    let fixer = Fixer { client, identity: "ctl-gc".into(), crash_at: None };
+    let garbage = Garbage { age: Duration::from_secs(3600), every: Duration::from_millis(100) };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run_with(fixer, elector, None, garbage, async {
+        stopped.await.ok();
+    }));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deletes =
+        |c: &Cluster| c.fake.requests().into_iter().filter(|r| r.method == "DELETE").count();
+    assert_eq!(deletes(&cluster), 0, "a follower deletes nothing");
+    assert_eq!(cluster.fake.objects("dropreports").len(), 3);
+
+    // The holder goes away; the new leader deletes the one report restored long ago.
+    cluster.fake.remove("leases", "netpol-trace", controller::LEASE_NAME);
+    wait(|| cluster.fake.get("dropreports", "db", &names[0]).is_none().then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left: Vec<String> = cluster
+        .fake
+        .objects("dropreports")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&names[1]) && left.contains(&names[2]), "{left:?}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
 }

@@ -18,6 +18,8 @@ use std::{
 use anyhow::{Context, bail};
 use netpol_trace::lab::wiring;
 
+pub mod cni;
+pub mod operator;
 pub mod tc_drop;
 
 /// The link-local gateway pods route through (as Calico does), the lab's.

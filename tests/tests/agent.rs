@@ -43,6 +43,49 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
 }
 
+/// Metric families a running agent declares (`# TYPE` name and type).
+const SCRAPED_FAMILIES: [(&str, &str); 16] = [
+    ("netpol_trace_build", "info"),
+    ("netpol_trace_drops", "counter"),
+    ("netpol_trace_restored", "counter"),
+    ("netpol_trace_events_lost", "counter"),
+    ("netpol_trace_attached_interfaces", "gauge"),
+    ("netpol_trace_flows_dropping", "gauge"),
+    ("netpol_trace_flow_map_entries", "gauge"),
+    ("netpol_trace_flow_map_capacity", "gauge"),
+    ("netpol_trace_flow_map_evictions", "counter"),
+    ("netpol_trace_flow_map_full", "counter"),
+    ("netpol_trace_degraded", "gauge"),
+    ("netpol_trace_policy_evaluation_seconds", "histogram"),
+    ("netpol_trace_attribution_seconds", "histogram"),
+    ("netpol_trace_fix_plans_skipped", "counter"),
+    ("netpol_trace_k8s_events", "counter"),
+    ("netpol_trace_k8s_errors", "counter"),
+];
+
+/// A scrape in the OpenMetrics text format: `# EOF` last, every family declared with its
+/// type (none other), no label called `namespace` (Prometheus sets its own at scrape time).
+fn check_scrape(metrics: &str) {
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics ends with # EOF:\n{metrics}");
+    let declared: std::collections::BTreeSet<(&str, &str)> =
+        metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' ')).collect();
+    let expected: std::collections::BTreeSet<(&str, &str)> = SCRAPED_FAMILIES.into();
+    assert!(declared.is_subset(&expected), "unexpected families:\n{metrics}");
+    // A labelled family shows up with its first series: Events and API errors may have none.
+    for family in expected.iter().filter(|(name, _)| !name.starts_with("netpol_trace_k8s_")) {
+        assert!(declared.contains(family), "{family:?} not declared:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("{namespace=") && !metrics.contains(",namespace="),
+        "a bare namespace label:\n{metrics}"
+    );
+    let capacity = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("netpol_trace_flow_map_capacity "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(capacity.is_some_and(|c| c > 0), "flow map capacity:\n{metrics}");
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, at most `timeout`.
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
@@ -191,13 +234,28 @@ fn a_denied_connect_is_served_attributed_counted_evented_then_restored() {
 
         let (status, metrics) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
+        check_scrape(&metrics);
+        // Labels as Hubble names them: the destination's namespace, protocol, the direction of
+        // the denying policy, the kernel's reason.
         let drops_line = metrics
             .lines()
-            .find(|l| l.starts_with("netpol_trace_drops_total{namespace=\"db\",reason=\"NETFILTER_DROP\"}"))
+            .find(|l| {
+                l.starts_with(
+                    "netpol_trace_drops_total{destination_namespace=\"db\",protocol=\"TCP\",\
+                     direction=\"ingress\",reason=\"NETFILTER_DROP\"}",
+                )
+            })
             .unwrap_or_else(|| panic!("no drop counter:\n{metrics}"));
         assert!(drops_line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 1);
         assert!(metrics.contains("\nnetpol_trace_attached_interfaces 2\n"), "{metrics}");
         assert!(metrics.contains("\nnetpol_trace_flows_dropping 1\n"), "{metrics}");
+        assert!(metrics.contains("\nnetpol_trace_degraded 0\n"), "{metrics}");
+        let build = metrics
+            .lines()
+            .find(|l| l.starts_with("netpol_trace_build_info{"))
+            .unwrap_or_else(|| panic!("no build info:\n{metrics}"));
+        assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{build}");
+        assert!(build.contains("ebpf_embedded=\"true\"") && build.ends_with("} 1"), "{build}");
         eprintln!("/metrics:\n{metrics}");
 
         let event = eventually("an Event on the destination pod", Duration::from_secs(10), || async {

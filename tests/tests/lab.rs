@@ -238,6 +238,8 @@ fn db_only_from(db: &PodInfo, peer: IpAddr, port: u16) -> EnforcementPlan {
                 origin: Some("db/mysql-ingress ingress[0]".into()),
             }]),
             egress: None,
+            ingress_tiers: None,
+            egress_tiers: None,
         }],
     }
 }
@@ -302,6 +304,8 @@ fn lab_enforces_plans_with_real_kernel_drops_and_leaves_nothing() {
             host_iface: web.iface.clone(),
             ingress: None,
             egress: Some(vec![]),
+            ingress_tiers: None,
+            egress_tiers: None,
         }],
     };
     lab.apply(&plan);

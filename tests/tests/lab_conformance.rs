@@ -15,17 +15,27 @@
 //! `NETPOL_TRACE_LAB_CONFORMANCE=all` (see `scripts/lab-conformance.sh`) every case runs. Both
 //! print `lab conformance: N probes, M agree` and list the disagreements. Needs root; fails
 //! without it.
+//!
+//! The other policy kinds (`netpol-trace/tests/kinds`: AdminNetworkPolicy,
+//! BaselineAdminNetworkPolicy and ClusterNetworkPolicy cases from the network-policy-api
+//! conformance suite, Calico GlobalNetworkPolicy/NetworkPolicy cases from Calico's
+//! documentation) run in full, the same way, with the policies rendered in tier order, and so
+//! do the lab's own cases of those kinds (`tests/conformance/kinds-lab`).
+//!
+//! Every probe's kernel answer is also compared with the policy engine's verdict (`explain`)
+//! on the lab's own inventory.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use netpol_trace::explain::{ExplainOptions, is_allowed};
+use netpol_trace::flow::Flow;
 use netpol_trace::inventory::ClusterObjects;
 use netpol_trace::lab::probe::probe;
-use netpol_trace::lab::{LabContext, LabState, ProbeOutcome, Protocol, lifecycle};
+use netpol_trace::lab::{LabContext, LabPolicies, LabState, ProbeOutcome, Protocol, lifecycle};
 use netpol_trace::manifest::load_paths;
 use serde_json::Value;
 
@@ -62,12 +72,17 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/cases")
 }
 
+fn kinds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../netpol-trace/tests/kinds")
+}
+
 struct ProbeSpec {
     from: String,
     to: String,
     port: u16,
     protocol: Protocol,
-    expect_allow: bool,
+    /// The case's verdict; `None` for the extra probes graded by `explain` alone.
+    expect_allow: Option<bool>,
     file: &'static str,
 }
 
@@ -104,8 +119,8 @@ impl Case {
                     port: u16::try_from(probe["port"].as_u64().unwrap()).unwrap(),
                     protocol,
                     expect_allow: match probe["expect"].as_str().unwrap() {
-                        "allow" => true,
-                        "deny" => false,
+                        "allow" => Some(true),
+                        "deny" => Some(false),
                         other => panic!("{name}: unknown expectation {other}"),
                     },
                     file,
@@ -113,6 +128,49 @@ impl Case {
             }
         }
         Self { name, objects, probes, skipped }
+    }
+
+    /// Adds a probe for every ordered pair of pods on every port and protocol of the case's
+    /// probes that no probe covers yet, graded by `explain` alone.
+    fn add_every_pair(&mut self) {
+        let pods: Vec<String> = self
+            .objects
+            .pods
+            .iter()
+            .map(|p| {
+                let meta = &p.metadata;
+                format!(
+                    "{}/{}",
+                    meta.namespace.as_deref().unwrap_or("default"),
+                    meta.name.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let mut ports: Vec<(u16, Protocol)> =
+            self.probes.iter().map(|p| (p.port, p.protocol)).collect();
+        ports.sort();
+        ports.dedup();
+        let mut seen: std::collections::BTreeSet<(String, String, u16, Protocol)> = self
+            .probes
+            .iter()
+            .map(|p| (p.from.clone(), p.to.clone(), p.port, p.protocol))
+            .collect();
+        for from in &pods {
+            for to in pods.iter().filter(|to| *to != from) {
+                for &(port, protocol) in &ports {
+                    if seen.insert((from.clone(), to.clone(), port, protocol)) {
+                        self.probes.push(ProbeSpec {
+                            from: from.clone(),
+                            to: to.clone(),
+                            port,
+                            protocol,
+                            expect_allow: None,
+                            file: "every pod pair",
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// What must be equal for two cases to share a lab: pods and namespaces.
@@ -157,6 +215,14 @@ impl Drop for Lab {
 struct Tally {
     probes: usize,
     agree: usize,
+    /// Probes with an expected verdict.
+    graded: usize,
+    /// Probes the kernel let through.
+    allowed: usize,
+    /// Probes where the kernel's answer equals the engine's verdict.
+    engine_agree: usize,
+    /// Probes where the kernel, the expected verdict and the engine all agree.
+    all_agree: usize,
     skipped: usize,
     retried: usize,
     disagreements: Vec<String>,
@@ -172,6 +238,16 @@ fn run_probes(case: &Case, state: &LabState, tally: &mut Tally) {
             .find(|p| p.key() == key)
             .unwrap_or_else(|| panic!("{}: pod {key} not in the lab", case.name))
     };
+    let inventory = state.inventory().expect("the lab's inventory");
+    let engine: Vec<bool> = case
+        .probes
+        .iter()
+        .map(|spec| {
+            let (src, dst) = (pod(&spec.from).ip, pod(&spec.to).ip);
+            let flow = Flow::from_packet(&inventory, src, dst, spec.port, spec.protocol);
+            is_allowed(&inventory, &flow, &ExplainOptions::default())
+        })
+        .collect();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, ProbeOutcome, bool)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -187,7 +263,8 @@ fn run_probes(case: &Case, state: &LabState, tally: &mut Tally) {
                             .outcome
                     };
                     let mut outcome = attempt(DENY_TIMEOUT);
-                    let retried = outcome == ProbeOutcome::Denied && spec.expect_allow;
+                    let retried = outcome == ProbeOutcome::Denied
+                        && (spec.expect_allow == Some(true) || engine[index]);
                     if retried {
                         outcome = attempt(RETRY_TIMEOUT);
                     }
@@ -202,11 +279,33 @@ fn run_probes(case: &Case, state: &LabState, tally: &mut Tally) {
         let spec = &case.probes[index];
         let allowed = outcome != ProbeOutcome::Denied;
         tally.probes += 1;
+        tally.allowed += usize::from(allowed);
         tally.retried += usize::from(retried);
-        if allowed == spec.expect_allow {
+        let dst = pod(&spec.to).ip;
+        let engine = engine[index];
+        if engine == allowed {
+            tally.engine_agree += 1;
+        } else {
+            tally.disagreements.push(format!(
+                "{} ({}): {} -> {} {dst}:{}/{}: explain says {}, the kernel said {outcome:?}",
+                case.name,
+                spec.file,
+                spec.from,
+                spec.to,
+                spec.port,
+                spec.protocol,
+                if engine { "allow" } else { "deny" },
+            ));
+        }
+        let Some(expect_allow) = spec.expect_allow else {
+            tally.all_agree += usize::from(engine == allowed);
+            continue;
+        };
+        tally.graded += 1;
+        tally.all_agree += usize::from(engine == allowed && allowed == expect_allow);
+        if allowed == expect_allow {
             tally.agree += 1;
         } else {
-            let dst: IpAddr = pod(&spec.to).ip;
             tally.disagreements.push(format!(
                 "{} ({}): {} -> {} {dst}:{}/{}: expected {}, the kernel said {outcome:?}",
                 case.name,
@@ -215,7 +314,7 @@ fn run_probes(case: &Case, state: &LabState, tally: &mut Tally) {
                 spec.to,
                 spec.port,
                 spec.protocol,
-                if spec.expect_allow { "allow" } else { "deny" },
+                if expect_allow { "allow" } else { "deny" },
             ));
         }
     }
@@ -242,15 +341,30 @@ fn selected_cases() -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn lab_enforcement_agrees_with_the_conformance_corpus() {
-    netpol_trace::lab::system::require_root();
-    let started = Instant::now();
-    let cases: Vec<Case> = selected_cases().iter().map(|dir| Case::load(dir)).collect();
+/// The cases of `netpol-trace/tests/kinds`, then the lab's own (`conformance/kinds-lab`).
+fn kinds_cases() -> Vec<PathBuf> {
+    let lab_cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/kinds-lab");
+    let mut out = Vec::new();
+    for dir in [kinds_dir(), lab_cases] {
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        cases.sort();
+        out.extend(cases);
+    }
+    out
+}
+
+/// Runs `cases` (one lab per distinct set of pods and namespaces, the next case's policies
+/// swapped in) and returns the tally, the number of labs and, per policy kind, the probes and
+/// their agreement.
+fn run_corpus(cases: &[Case]) -> (Tally, usize, BTreeMap<String, (usize, usize)>) {
     // One lab per distinct set of pods and namespaces, in order of first appearance.
     let mut groups: Vec<Vec<&Case>> = Vec::new();
     let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
-    for case in &cases {
+    for case in cases {
         let index = *group_of.entry(case.fingerprint()).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
@@ -258,22 +372,25 @@ fn lab_enforcement_agrees_with_the_conformance_corpus() {
         groups[index].push(case);
     }
     let mut tally = Tally::default();
+    let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for group in &groups {
         let lab = Lab::up(group[0]);
         for (i, case) in group.iter().enumerate() {
             let case_started = Instant::now();
+            let policies = LabPolicies::from_objects(&case.objects);
             if i > 0 {
-                lifecycle::apply_policies(
-                    &lab.ctx,
-                    &lab.name,
-                    case.objects.network_policies.clone(),
-                )
-                .unwrap_or_else(|e| panic!("{}: apply_policies: {e}", case.name));
+                lifecycle::apply_policies(&lab.ctx, &lab.name, policies.clone())
+                    .unwrap_or_else(|e| panic!("{}: apply_policies: {e}", case.name));
             }
             let state = lab.state();
             assert_eq!(state.policies.len(), case.objects.network_policies.len(), "{}", case.name);
+            assert_eq!(state.policies.len() + state.tiered.len(), policies.len(), "{}", case.name);
             tally.skipped += case.skipped;
+            let before = (tally.probes, tally.all_agree);
             run_probes(case, &state, &mut tally);
+            let entry = by_kind.entry(case_kinds(&case.objects)).or_default();
+            entry.0 += tally.probes - before.0;
+            entry.1 += tally.all_agree - before.1;
             eprintln!(
                 "{}: {} probes in {:?}",
                 case.name,
@@ -282,13 +399,44 @@ fn lab_enforcement_agrees_with_the_conformance_corpus() {
             );
         }
     }
+    (tally, groups.len(), by_kind)
+}
+
+/// The policy kinds of a case, e.g. `AdminNetworkPolicy+NetworkPolicy`.
+fn case_kinds(objects: &ClusterObjects) -> String {
+    let mut kinds: Vec<String> = objects
+        .tiered
+        .admin
+        .iter()
+        .map(|s| s.raw["kind"].as_str().unwrap_or("?").to_owned())
+        .chain(objects.tiered.calico.iter().map(|s| {
+            let kind = s.raw["kind"].as_str().unwrap_or("?");
+            if kind == "NetworkPolicy" {
+                "Calico NetworkPolicy".to_owned()
+            } else {
+                kind.to_owned()
+            }
+        }))
+        .collect();
+    if !objects.network_policies.is_empty() {
+        kinds.push("NetworkPolicy".to_owned());
+    }
+    kinds.sort();
+    kinds.dedup();
+    kinds.join("+")
+}
+
+fn report(label: &str, cases: usize, labs: usize, tally: &Tally, started: Instant) {
     println!(
-        "lab conformance: {} cases in {} labs, {} probes, {} agree ({} skipped: SCTP or outside \
-         addresses; {} expected-allow probes looked at twice) in {:.1?}",
-        cases.len(),
-        groups.len(),
+        "{label}: {cases} cases in {labs} labs, {} probes ({} passed the kernel, the others \
+         dropped): {} of {} with a verdict agree with it, \
+         {} agree with explain ({} skipped: SCTP or outside addresses; {} expected-allow probes \
+         looked at twice) in {:.1?}",
         tally.probes,
+        tally.allowed,
         tally.agree,
+        tally.graded,
+        tally.engine_agree,
         tally.skipped,
         tally.retried,
         started.elapsed()
@@ -298,9 +446,37 @@ fn lab_enforcement_agrees_with_the_conformance_corpus() {
     }
     assert!(
         tally.disagreements.is_empty(),
-        "{} of {} probes disagree:\n{}",
+        "{} disagreements over {} probes:\n{}",
         tally.disagreements.len(),
         tally.probes,
         tally.disagreements.join("\n")
     );
+}
+
+#[test]
+fn lab_enforcement_agrees_with_the_conformance_corpus() {
+    netpol_trace::lab::system::require_root();
+    let started = Instant::now();
+    let cases: Vec<Case> = selected_cases().iter().map(|dir| Case::load(dir)).collect();
+    let (tally, labs, _) = run_corpus(&cases);
+    report("lab conformance", cases.len(), labs, &tally, started);
+}
+
+#[test]
+fn lab_enforcement_of_the_other_kinds_agrees_with_their_cases_and_explain() {
+    netpol_trace::lab::system::require_root();
+    let started = Instant::now();
+    let cases: Vec<Case> = kinds_cases()
+        .iter()
+        .map(|dir| {
+            let mut case = Case::load(dir);
+            case.add_every_pair();
+            case
+        })
+        .collect();
+    let (tally, labs, by_kind) = run_corpus(&cases);
+    for (kinds, (probes, agree)) in &by_kind {
+        println!("  {kinds}: {probes} probes, {agree} agree (kernel = expected = explain)");
+    }
+    report("lab conformance (other kinds)", cases.len(), labs, &tally, started);
 }

@@ -6,8 +6,14 @@ use std::process::Command;
 
 use netpol_trace_integration::require_root;
 
-const SCENARIOS: &[&str] =
-    &["port-typo", "cross-namespace", "no-ingress-list", "egress-default-deny"];
+const SCENARIOS: &[&str] = &[
+    "port-typo",
+    "cross-namespace",
+    "no-ingress-list",
+    "egress-default-deny",
+    "calico-default-deny",
+    "admin-tier-deny",
+];
 
 /// Network namespaces of demo labs (named `npt_demo-<pid>_...`).
 fn demo_namespaces() -> Vec<String> {
@@ -66,6 +72,7 @@ fn every_scenario_is_detected_attributed_patched_and_restored() {
             summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == "verified").unwrap();
         assert_eq!(verified["data"]["select_1"], "1", "{scenario}");
         assert!(lines.iter().any(|l| l["type"] == "restored"), "{scenario}");
+        check_other_kinds(scenario, summary);
         // The run's report: restored, with the scenario's denying policy.
         let html = std::fs::read_to_string(&report).expect("--report writes the report");
         let _ = std::fs::remove_file(&report);
@@ -79,6 +86,73 @@ fn every_scenario_is_detected_attributed_patched_and_restored() {
             0,
             "{scenario}: run directory left"
         );
+    }
+}
+
+/// The step of `summary` called `name`.
+fn step<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == name).unwrap()
+}
+
+/// The scenarios of the other kinds: attributed to the kind, policy and rule that decided, fixed
+/// in the right kind, and an admin-tier change said plainly to be a cluster admin's.
+fn check_other_kinds(scenario: &str, summary: &serde_json::Value) {
+    let attributed = step(summary, "attributed");
+    let patched = step(summary, "patched");
+    let patches = patched["data"]["patches"].as_array().unwrap();
+    let admin_step =
+        summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == "cluster-admin");
+    match scenario {
+        "calico-default-deny" => {
+            for direction in ["egress", "ingress"] {
+                let by = &attributed["data"][direction]["decided_by"];
+                assert_eq!(by["kind"], "GlobalNetworkPolicy", "{direction}: {by}");
+                assert_eq!(by["name"], "default-deny", "{direction}: {by}");
+                assert_eq!(by["tier"], "default", "{direction}: {by}");
+                assert!(by["rule"].is_null(), "end of tier: {by}");
+            }
+            let detail = attributed["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(
+                    "decided by GlobalNetworkPolicy default-deny (tier default), end of tier: Deny"
+                ),
+                "{detail}"
+            );
+            // New Calico NetworkPolicies in the default tier, ordered before default-deny.
+            assert_eq!(patches.len(), 2, "{patched}");
+            for patch in patches {
+                assert_eq!(patch["kind"], "NetworkPolicy", "{patch}");
+                assert_eq!(patch["object"]["apiVersion"], "projectcalico.org/v3", "{patch}");
+                assert_eq!(patch["object"]["spec"]["tier"], "default", "{patch}");
+                assert_ne!(patch["requires_cluster_admin"], true, "{patch}");
+            }
+            assert!(admin_step.is_none(), "no cluster admin needed");
+        }
+        "admin-tier-deny" => {
+            let by = &attributed["data"]["ingress"]["decided_by"];
+            assert_eq!(by["kind"], "ClusterNetworkPolicy", "{by}");
+            assert_eq!(by["name"], "isolate-db", "{by}");
+            assert_eq!(
+                (&by["tier"], &by["rule"], &by["action"]),
+                (&"Admin".into(), &0.into(), &"Deny".into()),
+                "{by}"
+            );
+            assert_eq!(patches.len(), 1, "{patched}");
+            assert_eq!(patches[0]["kind"], "ClusterNetworkPolicy", "{patched}");
+            assert_eq!(patches[0]["requires_cluster_admin"], true, "{patched}");
+            let admin = admin_step.expect("a cluster-admin step before the change");
+            let text = admin["detail"].as_str().unwrap();
+            assert!(
+                text.contains("in a real cluster only a cluster admin can make this change"),
+                "{text}"
+            );
+            assert!(text.contains("LAB only"), "{text}");
+            assert!(
+                patched["detail"].as_str().unwrap().contains("applied to the LAB only"),
+                "{patched}"
+            );
+        }
+        _ => assert!(admin_step.is_none(), "{scenario}: no cluster admin needed"),
     }
 }
 

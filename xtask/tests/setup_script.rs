@@ -1,6 +1,6 @@
 //! `scripts/setup.sh` on a "fresh machine" made of PATH shims: every system command it may run
 //! (`apt-get`, `apt-cache`, `dpkg-query`, `debconf-set-selections`, `sudo`, `id`, `rustup`,
-//! `cargo`, `ldd`, Debian's `rustc`) is a small script that records its call, so the install
+//! `cargo`, `ldd`, Debian's `rustc`, `python3` and the virtualenv's `pip`) is a small script that records its call, so the install
 //! path runs here for real, as root and as a user with sudo, without installing anything.
 
 use std::{
@@ -137,6 +137,27 @@ fn run_setup_with_env(machine: Machine, extra_env: &[(&str, &str)]) -> Run {
             write_script(&bin, tool, &rec);
         }
     }
+    // `python3 -m venv DIR` makes a virtualenv whose `pip install` makes the import work; a
+    // ready machine has it already.
+    let venv_body = format!(
+        r#"{rec}
+[ "$1 $2" = '-m venv' ] || exit 1
+/bin/mkdir -p "$3/bin"
+printf '#!/bin/bash\nexit 1\n' > "$3/bin/python"
+cat > "$3/bin/pip" <<PIP
+#!/bin/bash
+echo "pip \$*" >> '{log}'
+printf '#!/bin/bash\\nexit 0\\n' > "$3/bin/python"
+PIP
+/bin/chmod +x "$3/bin/python" "$3/bin/pip""#,
+        log = log.display()
+    );
+    write_script(&bin, "python3", &venv_body);
+    if machine.all_installed {
+        let venv_bin = home.join(".cache/netpol-trace/helm-venv/bin");
+        fs::create_dir_all(&venv_bin).unwrap();
+        write_script(&venv_bin, "python", "exit 0");
+    }
     // rustup's nightly has no rust-src here: the Debian toolchain path.
     write_script(
         &bin,
@@ -210,6 +231,12 @@ fn assert_fresh_install(run: &Run) {
     for flag in ["bpf-linker", "--locked", "--features llvm-22", "--no-default-features"] {
         assert!(builds[0].contains(flag), "{flag} missing in {}", builds[0]);
     }
+    assert!(all.contains("python3-venv"), "python3-venv not installed: {installs:?}");
+    let pips = run.calls_of("pip");
+    assert!(
+        pips.len() == 1 && pips[0].contains("install") && pips[0].contains("helm-python-sdk=="),
+        "Helm's template engine installed once, pinned: {pips:?}"
+    );
 }
 
 #[test]
@@ -246,6 +273,11 @@ fn ready_machine_changes_nothing() {
         run.calls
     );
     assert!(run.stderr().contains("built for LLVM 22"), "{}", run.stderr());
+    assert!(
+        run.calls_of("python3").is_empty() && run.calls_of("pip").is_empty(),
+        "the Helm template engine reinstalled: {:?}",
+        run.calls
+    );
 }
 
 #[test]

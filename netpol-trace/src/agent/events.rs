@@ -1,6 +1,7 @@
 //! Kubernetes Events about drops, on the destination pod: reason [`EVENT_REASON`], a note a
 //! person can act on, posted by a task of their own (the loop never waits on the API
-//! server) through [`EventRecorder`], which aggregates per pod and rate-limits.
+//! server) through [`EventRecorder`]: kube's event recorder keeps the series per pod, and
+//! writes are rate-limited.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::mpsc;
@@ -107,10 +108,11 @@ pub fn start(
         };
         while let Some(event) = rx.recv().await {
             let result = match recorder.record(&event.regarding, &spec(event.note)).await {
-                Ok(Recorded::Created { .. } | Recorded::Updated { .. }) => EventResult::Posted,
+                Ok(Recorded::Created | Recorded::Updated { .. }) => EventResult::Posted,
                 Ok(Recorded::Suppressed { .. }) => EventResult::Suppressed,
                 Err(e) => {
                     tracing::warn!(error = %e, "Event not posted");
+                    task_metrics.add_k8s_error("publish_event", &e);
                     EventResult::Failed
                 }
             };
@@ -118,6 +120,7 @@ pub fn start(
         }
         if let Err(e) = recorder.flush().await {
             tracing::warn!(error = %e, "aggregated Events not flushed");
+            task_metrics.add_k8s_error("publish_event", &e);
         }
     });
     (EventQueue { tx, metrics }, task)
@@ -207,12 +210,18 @@ mod tests {
         assert_eq!(ev["reason"], EVENT_REASON);
         assert_eq!(ev["type"], "Warning");
         assert_eq!(ev["regarding"]["name"], "mysql-0");
-        assert_eq!(ev["series"]["count"], 5, "the flush carries the suppressed occurrences");
+        assert_eq!(ev["series"]["count"], 2, "the flush reports the suppressed occurrences");
         assert!(ev["note"].as_str().unwrap().contains("db/mysql-ingress"));
         let writes = fake.requests().iter().filter(|r| r.method != "GET").count();
         assert_eq!(writes, 2, "one create and one flush, whatever the number of drops");
-        let text = metrics.render();
-        assert!(text.contains("netpol_trace_k8s_events_total{result=\"posted\"} 1"), "{text}");
-        assert!(text.contains("netpol_trace_k8s_events_total{result=\"suppressed\"} 4"), "{text}");
+        let samples = crate::agent::metrics::tests::parse(&metrics.render());
+        let events = |result: &str| {
+            samples
+                .iter()
+                .find(|s| s.0 == "netpol_trace_k8s_events_total" && s.1["result"] == result)
+                .map(|s| s.2)
+        };
+        assert_eq!(events("posted"), Some(1.0));
+        assert_eq!(events("suppressed"), Some(4.0));
     }
 }

@@ -2,8 +2,10 @@
 //! a background task through a bounded queue, never blocking the loop; the task coalesces
 //! updates per report, writes each report at most once per interval (a state change at once)
 //! with [`crate::operator::publish`], records whether the SYNs left the source pod's own veth,
-//! and garbage-collects reports restored long ago. Without the DropReport CRD it says so once,
-//! looks again now and then, and the rest of the agent (`/drops`, metrics, Events) carries on.
+//! and retries a failed write with exponential backoff (without waiting for the flow's next
+//! drop). Reports restored long ago are garbage-collected by the controller's leader, not by
+//! every node. Without the DropReport CRD it says so once, looks again now and then, and the
+//! rest of the agent (`/drops`, metrics, Events) carries on.
 
 use std::{
     collections::HashMap,
@@ -20,7 +22,7 @@ use crate::{
     fix::FixPlan,
     inventory::Inventory,
     operator,
-    operator::publish::{Observation, RateLimiter, collect_garbage, publish},
+    operator::publish::{Observation, RateLimiter, publish},
     operator::report::{
         Attribution, DropReport, DropReportSpec, FlowEnd, FlowState, NodeEntry, PolicyRef,
     },
@@ -41,6 +43,10 @@ const PENDING: usize = 4096;
 const TICK: Duration = Duration::from_secs(1);
 /// How long after a 404 on the DropReport resource it is tried again.
 const CRD_RETRY: Duration = Duration::from_secs(60);
+/// First wait before a failed write is tried again; doubled after each failure.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts at a failed write.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How the feed runs.
 #[derive(Debug, Clone)]
@@ -51,23 +57,12 @@ pub struct FeedOptions {
     pub netns: Option<PathBuf>,
     /// At most one write per report in this interval (state changes go at once).
     pub interval: Duration,
-    /// Reports restored longer ago than this are deleted.
-    pub gc_age: Duration,
-    /// How often garbage is looked for.
-    pub gc_every: Duration,
 }
 
 impl FeedOptions {
-    /// Defaults for `node`: a write per report every 5 s, reports restored a day ago deleted,
-    /// looked for every hour.
+    /// Defaults for `node`: a write per report every 5 s.
     pub fn new(node: &str) -> Self {
-        Self {
-            node: node.into(),
-            netns: None,
-            interval: Duration::from_secs(5),
-            gc_age: Duration::from_secs(24 * 3600),
-            gc_every: Duration::from_secs(3600),
-        }
+        Self { node: node.into(), netns: None, interval: Duration::from_secs(5) }
     }
 }
 
@@ -212,22 +207,43 @@ fn from_source_veth(netns: Option<PathBuf>, update: &Update) -> bool {
     }
 }
 
+/// A write that failed: tried again at `at` (with the newest update of its report), the wait
+/// doubling after each failure up to [`RETRY_MAX`].
+struct Retry {
+    update: Update,
+    failures: u32,
+    at: Instant,
+}
+
+/// The wait after the `failures`-th consecutive failure: [`RETRY_FIRST`], doubled each time,
+/// at most [`RETRY_MAX`].
+pub fn backoff(failures: u32) -> Duration {
+    RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(RETRY_MAX)
+}
+
+fn key_of(update: &Update) -> String {
+    format!("{}/{}", update.observation.namespace(), update.observation.report_name())
+}
+
 async fn run(client: kube::Client, opts: FeedOptions, mut rx: mpsc::Receiver<Update>) {
     let mut limiter = RateLimiter::new(opts.interval);
     let mut pending: HashMap<String, Update> = HashMap::new();
+    let mut retries: HashMap<String, Retry> = HashMap::new();
     let mut missing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + TICK, opts.gc_every);
-    gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let due: Vec<Update> = tokio::select! {
+        let due: Vec<(String, Update)> = tokio::select! {
             update = rx.recv() => {
                 let Some(update) = update else { break };
-                let key = format!("{}/{}", update.observation.namespace(), update.observation.report_name());
-                if limiter.admit(&update.observation) {
+                let key = key_of(&update);
+                if let Some(retry) = retries.get_mut(&key) {
+                    // A write of this report is failing: the newer update goes with its retry.
+                    retry.update = update;
+                    vec![]
+                } else if limiter.admit(&update.observation) {
                     pending.remove(&key);
-                    vec![update]
+                    vec![(key, update)]
                 } else {
                     if pending.len() < PENDING || pending.contains_key(&key) {
                         pending.insert(key, update);
@@ -241,21 +257,21 @@ async fn run(client: kube::Client, opts: FeedOptions, mut rx: mpsc::Receiver<Upd
                     .filter(|(_, u)| limiter.admit(&u.observation))
                     .map(|(k, _)| k.clone())
                     .collect();
-                keys.iter().filter_map(|k| pending.remove(k)).collect()
-            }
-            _ = gc.tick() => {
-                if missing_since.is_none() {
-                    match collect_garbage(&client, opts.gc_age).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(deleted = n, "DropReports of flows restored long ago deleted"),
-                        Err(e) => tracing::debug!(error = %e, "DropReport garbage collection"),
-                    }
-                }
-                vec![]
+                let mut due: Vec<(String, Update)> =
+                    keys.into_iter().filter_map(|k| pending.remove(&k).map(|u| (k, u))).collect();
+                let now = Instant::now();
+                due.extend(
+                    retries
+                        .iter()
+                        .filter(|(_, r)| r.at <= now)
+                        .map(|(k, r)| (k.clone(), r.update.clone())),
+                );
+                due
             }
         };
-        for mut update in due {
+        for (key, mut update) in due {
             if missing_since.is_some_and(|t| t.elapsed() < CRD_RETRY) {
+                retries.remove(&key);
                 continue;
             }
             let netns = opts.netns.clone();
@@ -266,11 +282,19 @@ async fn run(client: kube::Client, opts: FeedOptions, mut rx: mpsc::Receiver<Upd
             update.observation.node.from_source_veth = Some(verdict);
             match publish(&client, &update.observation).await {
                 Ok(_) => {
+                    if let Some(retry) = retries.remove(&key) {
+                        tracing::info!(
+                            report = key,
+                            failures = retry.failures,
+                            "DropReport written after retries"
+                        );
+                    }
                     if missing_since.take().is_some() {
                         tracing::info!("DropReport resource found: publishing reports");
                     }
                 }
                 Err(e) if crd_missing(&client, &e, &update.observation.namespace()).await => {
+                    retries.remove(&key);
                     if missing_since.is_none() {
                         tracing::warn!(
                             "the DropReport CRD (dropreports.netpol-trace.io) is not installed: \
@@ -279,7 +303,16 @@ async fn run(client: kube::Client, opts: FeedOptions, mut rx: mpsc::Receiver<Upd
                     }
                     missing_since = Some(Instant::now());
                 }
-                Err(e) => tracing::warn!(error = %e, "publishing a DropReport"),
+                Err(e) => {
+                    let failures = retries.get(&key).map_or(0, |r| r.failures) + 1;
+                    if failures == 1 && retries.len() >= PENDING {
+                        tracing::warn!(error = %e, "publishing a DropReport (too many retries queued, dropped)");
+                        continue;
+                    }
+                    let wait = backoff(failures);
+                    tracing::warn!(error = %e, report = key, failures, retry_in = ?wait, "publishing a DropReport");
+                    retries.insert(key, Retry { update, failures, at: Instant::now() + wait });
+                }
             }
         }
     }
@@ -402,6 +435,50 @@ mod tests {
             !writes.iter().any(|r| r.path.contains("networkpolicies") && r.method != "GET"),
             "the agent never writes a NetworkPolicy"
         );
+        agent.stop().await.unwrap();
+    }
+
+    #[test]
+    fn the_wait_doubles_up_to_the_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_failed_status_write_is_retried_with_backoff_without_a_new_drop() {
+        let fake = FakeApiServer::builder()
+            .with_manifests(deploy_dir())
+            .token(AGENT_TOKEN, Identity::service_account("netpol-trace", "netpol-trace"))
+            .start()
+            .await;
+        // The first two status writes fail as an overloaded API server answers.
+        fake.fail_next("update", "dropreports/status", 503);
+        fake.fail_next("update", "dropreports/status", 500);
+        let (agent, tx) = agent_with_feed(&fake, fake.client_with_token(AGENT_TOKEN)).await;
+        tx.send(drop_event()).unwrap();
+        // One drop only: the counts must still arrive, by the feed's own retries.
+        let report = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                let found =
+                    fake.objects("dropreports").into_iter().find(|r| r["status"]["count"] == 3);
+                if let Some(r) = found {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the status is written after the failures");
+        assert_eq!(report["status"]["nodes"][0]["node"], "node-1");
+        let codes: Vec<u16> = fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/status") && r.method == "PUT")
+            .map(|r| r.status)
+            .take(3)
+            .collect();
+        assert_eq!(codes, [503, 500, 200], "two failures, then the retry that succeeds");
         agent.stop().await.unwrap();
     }
 

@@ -370,7 +370,15 @@ mod tests {
         assert_eq!(get(addr, READYZ).await.0, 200);
 
         let u = state.store().record_drop(&drop_record("10.0.1.5", "db", "mysql-0"), Some("n1"));
-        state.metrics.add_drops(Some("db"), "NETFILTER_DROP", u.new_drops);
+        state.metrics.add_drops(
+            metrics::DropKind {
+                destination_namespace: Some("db"),
+                protocol: "TCP",
+                direction: None,
+                reason: "NETFILTER_DROP",
+            },
+            u.new_drops,
+        );
         state.store().record_drop(&drop_record("10.0.1.6", "cache", "redis-0"), Some("n1"));
         let (status, ctype, body) = get(addr, DROPS).await;
         assert_eq!((status, ctype.as_str()), (200, JSON));

@@ -28,6 +28,7 @@ use super::{
     events::{self, EventQueue, REPORTING_CONTROLLER, drop_event},
     feed::{self, Feed, FeedOptions},
     http,
+    metrics::DropKind,
     planner::{self, FixQueue, Offer, SharedView},
     record::FlowState,
     state::AgentState,
@@ -417,8 +418,12 @@ impl Loop {
                     }
                 };
                 metrics.add_drops(
-                    record.drop.dst.namespace.as_deref(),
-                    &record.drop.reason,
+                    DropKind {
+                        destination_namespace: record.drop.dst.namespace.as_deref(),
+                        protocol: record.drop.protocol.as_str(),
+                        direction: record.drop.policies.first().map(|p| p.direction),
+                        reason: &record.drop.reason,
+                    },
                     update.new_drops,
                 );
                 let record = record.clone();

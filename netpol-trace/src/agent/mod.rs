@@ -12,7 +12,7 @@
 //! * [`cluster`]: the inventory rebuilt from the watch caches.
 //! * [`planner`]: fix planning off the loop, from a bounded de-duplicating queue.
 //! * [`events`]: Kubernetes Events about drops.
-//! * [`metrics`]: Prometheus text exposition, bounded labels.
+//! * [`metrics`]: Prometheus metrics (prometheus-client, OpenMetrics), bounded labels.
 //! * [`feed`]: publishing DropReports from a background task (the operator feed).
 //! * [`routes`]: which host interface a pod address is routed to (its own veth).
 //! * [`access`]: who may read `/metrics` and `/drops` (TokenReview, SubjectAccessReview).

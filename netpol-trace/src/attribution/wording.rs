@@ -37,6 +37,13 @@ pub fn hint(explanation: &Explanation) -> Option<String> {
             continue;
         }
         return Some(match dir.closest_rule() {
+            // A rule that matches in a denying direction denies (a Deny rule of a tiered kind).
+            Some(c) if c.rule.matched => format!(
+                "{} {name} rule {} matches and decides: {}",
+                explained_name(c.policy),
+                c.rule.index,
+                c.rule.action.as_deref().unwrap_or("Deny")
+            ),
             Some(c) => {
                 let what: Vec<String> = c
                     .rule
@@ -91,6 +98,13 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
         format!("denied by {direction}{decider}")
     };
     match dir.closest_rule() {
+        Some(c) if c.rule.matched => {
+            out.push_str(&format!(
+                ", rule {} {}",
+                c.rule.index,
+                c.rule.action.as_deref().unwrap_or("Deny")
+            ));
+        }
         Some(c) => {
             let lacks: Vec<String> = c
                 .rule
@@ -116,6 +130,34 @@ pub fn denial(explanation: &Explanation) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Who decided each denied direction, as `explain`'s `decided_by` names it:
+/// `ingress decided by ClusterNetworkPolicy isolate-db (tier Admin), rule 0: Deny`, or `..., end
+/// of tier: Deny` for an end-of-tier deny (`, isolation: Deny` for a NetworkPolicy).
+/// `None` when the flow is allowed or nothing decided.
+pub fn decided_by(explanation: &Explanation) -> Option<String> {
+    let parts: Vec<String> = [("egress", &explanation.egress), ("ingress", &explanation.ingress)]
+        .into_iter()
+        .filter(|(_, dir)| !dir.allowed)
+        .filter_map(|(name, dir)| {
+            let by = dir.decided_by.as_ref()?;
+            let who = policy_name(
+                by.kind,
+                by.tier.is_some(),
+                by.namespace.as_deref().unwrap_or(""),
+                &by.name,
+            );
+            let tier = by.tier.as_ref().map(|t| format!(" (tier {t})")).unwrap_or_default();
+            let rule = match (by.rule, &by.tier) {
+                (Some(index), _) => format!("rule {index}"),
+                (None, Some(_)) => "end of tier".to_owned(),
+                (None, None) => "isolation".to_owned(),
+            };
+            Some(format!("{name} decided by {who}{tier}, {rule}: {}", by.action))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `ns/name (direction)` of each policy, comma-separated: "denied by " this.
@@ -178,6 +220,21 @@ mod tests {
         let denial = denial(&explanation).unwrap();
         assert!(denial.starts_with("denied by ClusterNetworkPolicy isolate-db"), "{denial}");
         assert!(!denial.contains("/isolate-db"), "{denial}");
+        assert!(denial.ends_with(", rule 0 Deny"), "{denial}");
+        // The Deny rule matches: the hint says so instead of listing no mismatch.
+        assert_eq!(
+            hint(&explanation).unwrap(),
+            "ClusterNetworkPolicy isolate-db ingress rule 0 matches and decides: Deny"
+        );
+        assert_eq!(
+            decided_by(&explanation).unwrap(),
+            "ingress decided by ClusterNetworkPolicy isolate-db (tier Admin), rule 0: Deny"
+        );
+        assert_eq!(
+            decided_by(&explained("calico-default-deny")).unwrap(),
+            "egress decided by GlobalNetworkPolicy default-deny (tier default), end of tier: Deny; \
+             ingress decided by GlobalNetworkPolicy default-deny (tier default), end of tier: Deny"
+        );
     }
 
     #[test]

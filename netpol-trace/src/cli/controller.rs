@@ -9,8 +9,9 @@ use anyhow::Context;
 use crate::exit::{self, ExitError};
 use crate::k8s::client::{ClusterArgs, load_config};
 use crate::operator::auto_approve::{AutoApprover, DEFAULT_PER_HOUR, PolicyHistory};
-use crate::operator::controller::{LEASE_NAME, run as run_controller};
+use crate::operator::controller::{LEASE_NAME, run_with as run_controller};
 use crate::operator::fixer::Fixer;
+use crate::operator::garbage::Garbage;
 use crate::operator::lease::{Elector, LeaseTimings};
 
 /// What may be approved without a person.
@@ -28,6 +29,9 @@ Runs in the cluster (deploy/), the only identity allowed to write NetworkPolicie
 DropReport with spec.decision Approved it re-plans from the live cluster, saves the objects it
 will change into status.fix.applied.backup, dry-runs, writes each change guarded by the
 resourceVersion it read, and records the result (Applied, NotNeeded, Unfixable, Failed).
+
+The leader also deletes reports of flows restored longer ago than --gc-after (no decision, no
+applied fix), looking every --gc-every: one cluster-wide list, not one per node.
 
 The Lease lives in POD_NAMESPACE (else the kubeconfig context's namespace); the holder identity
 is POD_NAME (else the host name).")]
@@ -50,6 +54,13 @@ pub struct Args {
     /// How often to try to acquire or renew the Lease.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub retry_period: Duration,
+    /// Delete DropReports of flows restored (and not seen) this long ago, unless a fix of
+    /// theirs is applied or decided (the leader only, one cluster-wide list per period).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub gc_after: Duration,
+    /// How often the leader looks for such reports.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub gc_every: Duration,
     /// Which cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -71,6 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             args.renew_deadline, args.lease_duration
         ))
         .into());
+    }
+    if args.gc_every.is_zero() {
+        return Err(ExitError::bad_input("--gc-every must be longer than 0s").into());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -96,7 +110,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         });
         let fixer = Fixer { client, identity: identity.clone(), crash_at: None };
         eprintln!("netpol-trace controller {identity}: lease {namespace}/{}", args.lease_name);
-        run_controller(fixer, elector, auto, shutdown()).await;
+        let garbage = Garbage { age: args.gc_after, every: args.gc_every };
+        run_controller(fixer, elector, auto, garbage, shutdown()).await;
         anyhow::Ok(exit::OK)
     })
 }

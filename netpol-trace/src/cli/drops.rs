@@ -54,13 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         } else {
             Api::namespaced(client, &namespace)
         };
+        // A server that cannot be reached exits 3 (retry), as every cluster command does.
         let list = api.list(&ListParams::default()).await.map_err(|e| {
-            let scope = if args.scope.all_namespaces {
-                "all namespaces".into()
-            } else {
-                format!("namespace {namespace}")
-            };
-            anyhow::anyhow!("listing dropreports in {scope}: {e}")
+            let scope = (!args.scope.all_namespaces).then_some(namespace.as_str());
+            ExitError::from(crate::k8s::Error::from_kube(e, "list", "dropreports", scope, None))
         })?;
         anyhow::Ok(list.items)
     })?;

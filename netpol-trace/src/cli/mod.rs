@@ -44,7 +44,8 @@ Exit codes: 0 yes/done, 1 no (denied, no safe patch, not restored), 2 bad input 
     after_help = TOP_HELP
 )]
 pub struct Cli {
-    /// Log verbosity (also RUST_LOG), e.g. info, debug, netpol_trace=trace.
+    /// Log verbosity (also RUST_LOG), e.g. info, debug, netpol_trace=trace;
+    /// warn,netpol_trace::ebpf=debug adds the kernel programs' diagnostics.
     #[arg(long, global = true, default_value = "warn", env = "NETPOL_TRACE_LOG")]
     pub log_level: String,
 

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod btf;
+pub mod ebpf_log;
 pub mod flowmap;
 pub mod kernel;
 pub mod links;

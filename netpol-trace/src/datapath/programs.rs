@@ -18,6 +18,7 @@ use super::{
     ENV_TC_ONLY,
     attach::Attached,
     btf::{Btf, BtfError},
+    ebpf_log,
     flowmap::{FlowMap, FlowMapPressure, NOTIFY_QUIET},
     kernel::{DropReasons, kernel_offsets},
     object, preflight,
@@ -112,6 +113,8 @@ pub struct Datapath {
     pub(super) prog_ids: [u32; 2],
     reasons: DropReasons,
     degraded: Option<String>,
+    /// The programs' diagnostics, forwarded to `tracing`.
+    log: Option<ebpf_log::KernelLog>,
 }
 
 /// Why the drop tracepoint cannot run here (tc-only mode), or `None`.
@@ -161,7 +164,9 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global(GLOBAL_CONFIG, &config, true)
+            .override_global(aya_log::LEVEL, &ebpf_log::kernel_level(), false)
             .load(object::OBJECT)?;
+        let log = ebpf_log::KernelLog::take(&mut ebpf);
 
         let mut ports: HashMap<_, u16, u8> =
             HashMap::try_from(take_map(&mut ebpf, MAP_PORTS)?).map_err(map_err(MAP_PORTS))?;
@@ -206,6 +211,7 @@ impl Datapath {
             prog_ids,
             reasons,
             degraded,
+            log,
         })
     }
 
@@ -213,6 +219,20 @@ impl Datapath {
     /// retransmitted SYNs and their reason is "unknown"), or `None` when it runs.
     pub fn degraded(&self) -> Option<&str> {
         self.degraded.as_deref()
+    }
+
+    /// Forwards the programs' pending diagnostics to `tracing` (target
+    /// [`ebpf_log::TARGET`]).
+    pub fn flush_logs(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
+    }
+
+    /// How many diagnostics the programs have sent to user space so far (none unless the
+    /// log filter enabled [`ebpf_log::TARGET`] when they were loaded).
+    pub fn kernel_log_records(&self) -> u64 {
+        self.log.as_ref().map_or(0, ebpf_log::KernelLog::records)
     }
 
     /// Takes the pending new-flow notices.

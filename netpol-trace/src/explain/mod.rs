@@ -9,6 +9,8 @@ mod near_miss;
 pub mod table;
 mod tiers;
 
+pub use tiers::{Stage, Step, applicable_steps, endpoint_view, stages};
+
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{Flow, FlowEndpoint};

@@ -20,15 +20,14 @@
 //! default tier and before (or after) the baseline tier. Without Calico tiers of their own this
 //! is exactly the contract's admin → NetworkPolicy → baseline → default allow.
 
+use order::StepsInOrder;
+
 use super::{DecidedBy, Mismatch, PolicyExplanation, RuleContext, RuleExplanation};
 use crate::flow::FlowEndpoint;
-use crate::inventory::{AdminEntry, CalicoId, Inventory, PodId, PolicyId, TierEntry};
+use crate::inventory::{AdminEntry, CalicoId, Inventory, PodId, PolicyId, TierEntry, TieredIndex};
 use crate::policy::admin::{AdminPolicy, AdminRule, PeerView};
 use crate::policy::calico::entity::{RuleFlow, sides};
-use crate::policy::calico::{
-    CalicoPolicy, EndpointView, Entity, KUBERNETES_POLICY_ORDER, KUBERNETES_POLICY_PREFIX,
-    order_key,
-};
+use crate::policy::calico::{CalicoPolicy, EndpointView, Entity, order_key};
 use crate::policy::kind::{FieldMiss, Misses};
 use crate::policy::{Direction, PolicyKind, RuleAction, RuleEffect};
 
@@ -53,10 +52,67 @@ pub(super) struct Evaluated {
 }
 
 /// A policy of a Calico tier.
-#[derive(Clone, Copy)]
-enum Step {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A Kubernetes NetworkPolicy (in the default tier at order 1000).
     Kube(PolicyId),
+    /// A Calico NetworkPolicy or GlobalNetworkPolicy.
     Calico(CalicoId),
+}
+
+/// One tier of the evaluation order.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    /// The admin or the baseline tier of cluster-scoped policies, in priority order: the first
+    /// matching rule decides, Pass skips the rest of the tier, nothing is denied at its end.
+    Cluster(&'a [AdminEntry]),
+    /// A Calico tier (the default one holds the Kubernetes NetworkPolicies).
+    Calico(&'a TierEntry),
+}
+
+/// The tiers of `tiered` in evaluation order: Calico's tiers by order then name, with the admin
+/// tier at Calico's order 1000 and the baseline tier at 10,000,000 among them.
+pub fn stages(tiered: &TieredIndex) -> Vec<Stage<'_>> {
+    let mut out = Vec::with_capacity(tiered.tiers.len() + 2);
+    let (mut admin, mut baseline) = (Some(&tiered.admin), Some(&tiered.baseline));
+    for tier in &tiered.tiers {
+        let key = (order_key(tier.tier.order), tier.tier.name.as_str());
+        if let Some(entries) =
+            admin.take_if(|_| key > (order_key(Some(ADMIN_TIER_ORDER)), ADMIN_TIER))
+        {
+            out.push(Stage::Cluster(entries));
+        }
+        if let Some(entries) =
+            baseline.take_if(|_| key > (order_key(Some(BASELINE_TIER_ORDER)), BASELINE_TIER))
+        {
+            out.push(Stage::Cluster(entries));
+        }
+        out.push(Stage::Calico(tier));
+    }
+    out.extend([admin, baseline].into_iter().flatten().map(|e| Stage::Cluster(e)));
+    out
+}
+
+/// The policies of `tier` that apply to pod `endpoint` in `direction`, in evaluation order
+/// (order, then name; Kubernetes NetworkPolicies of the default tier at order 1000).
+pub fn applicable_steps(
+    inventory: &Inventory,
+    tier: &TierEntry,
+    endpoint: PodId,
+    direction: Direction,
+) -> Vec<Step> {
+    StepsInOrder::new(inventory, tier, endpoint, direction).collect()
+}
+
+/// Pod `id` as Calico selectors see it.
+pub fn endpoint_view(inventory: &Inventory, id: PodId) -> EndpointView<'_> {
+    let pod = inventory.pod(id);
+    EndpointView {
+        namespace: &pod.pod.namespace,
+        labels: &pod.labels,
+        namespace_labels: inventory.namespace_labels_of(id),
+        service_account: &pod.service_account,
+    }
 }
 
 /// How a policy's rules went: the first deciding rule's index and action, if any.
@@ -88,27 +144,14 @@ pub(super) fn evaluate(rules: RuleContext<'_>, endpoint: PodId, explain: bool) -
         decision: None,
         policies: Vec::new(),
     };
-    let tiered = inventory.tiered();
-    let (mut admin, mut baseline) = (Some(&tiered.admin), Some(&tiered.baseline));
-    for tier in &tiered.tiers {
-        let key = (order_key(tier.tier.order), tier.tier.name.as_str());
-        if let Some(entries) =
-            admin.take_if(|_| key > (order_key(Some(ADMIN_TIER_ORDER)), ADMIN_TIER))
-        {
-            pipeline.admin_tier(entries);
-        }
-        if let Some(entries) =
-            baseline.take_if(|_| key > (order_key(Some(BASELINE_TIER_ORDER)), BASELINE_TIER))
-        {
-            pipeline.admin_tier(entries);
-        }
+    for stage in stages(inventory.tiered()) {
         if pipeline.done() {
             break;
         }
-        pipeline.calico_tier(tier);
-    }
-    for entries in [admin, baseline].into_iter().flatten() {
-        pipeline.admin_tier(entries);
+        match stage {
+            Stage::Cluster(entries) => pipeline.admin_tier(entries),
+            Stage::Calico(tier) => pipeline.calico_tier(tier),
+        }
     }
     let (allowed, decided_by) = match pipeline.decision {
         Some((allowed, by)) => (allowed, Some(by)),
@@ -213,13 +256,7 @@ impl Pipeline<'_> {
     }
 
     fn endpoint_view(&self, id: PodId) -> EndpointView<'_> {
-        let pod = self.inventory.pod(id);
-        EndpointView {
-            namespace: &pod.pod.namespace,
-            labels: &pod.labels,
-            namespace_labels: self.inventory.namespace_labels_of(id),
-            service_account: &pod.service_account,
-        }
+        endpoint_view(self.inventory, id)
     }
 
     fn entity(&self, end: FlowEndpoint) -> Entity<'_> {
@@ -233,44 +270,15 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The policies of `tier` that apply to the endpoint in this direction, in order.
-    fn applicable(&self, tier: &TierEntry) -> Vec<Step> {
-        let tiered = self.inventory.tiered();
-        let view = self.endpoint_view(self.endpoint);
-        let namespaced =
-            tier.by_namespace.get(view.namespace).map(Vec::as_slice).unwrap_or_default();
-        let mut steps: Vec<(Step, (bool, f64), String)> = tier
-            .global
-            .iter()
-            .chain(namespaced)
-            .filter_map(|&id| {
-                let policy = &tiered.calico_policy(id).policy;
-                (policy.rules(self.direction).is_some() && policy.selects(&view))
-                    .then(|| (Step::Calico(id), order_key(policy.order), policy.sort_name()))
-            })
-            .collect();
-        if tier.tier.name == crate::policy::calico::DEFAULT_TIER {
-            for &id in self.inventory.isolating_policies(self.endpoint, self.direction) {
-                let compiled = &self.inventory.policy(id).compiled;
-                let name =
-                    format!("{}/{KUBERNETES_POLICY_PREFIX}{}", compiled.namespace, compiled.name);
-                steps.push((Step::Kube(id), order_key(Some(KUBERNETES_POLICY_ORDER)), name));
-            }
-        }
-        steps.sort_by(|a, b| {
-            (a.1, &a.2).partial_cmp(&(b.1, &b.2)).unwrap_or(std::cmp::Ordering::Equal)
-        });
-        steps.into_iter().map(|(step, _, _)| step).collect()
-    }
-
     fn calico_tier(&mut self, tier: &TierEntry) {
-        let steps = self.applicable(tier);
-        let Some(&last) = steps.last() else { return };
-        self.isolated = true;
         let tier_name = tier.tier.name.as_str();
         let mut settled = self.decision.is_some();
-        for step in steps {
-            if self.done() {
+        let mut last = None;
+        for step in StepsInOrder::new(self.inventory, tier, self.endpoint, self.direction) {
+            self.isolated = true;
+            last = Some(step);
+            // Without an explanation to write, nothing after a decision (or a Pass) matters.
+            if self.done() || (settled && !self.explain) {
                 return;
             }
             let (first, explanation) = match step {
@@ -288,7 +296,10 @@ impl Pipeline<'_> {
                 self.policies.push(explanation);
             }
         }
-        if !settled && !tier.tier.pass_at_end {
+        if let Some(last) = last
+            && !settled
+            && !tier.tier.pass_at_end
+        {
             let by = self.step_decider(last, tier_name, None, RuleAction::DENY);
             self.decide(false, by);
         }
@@ -455,6 +466,7 @@ fn describe_peer(peer: &crate::policy::admin::AdminPeer) -> String {
     }
 }
 
+mod order;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! `manifest::load_cluster`.
 
 use kube::Resource;
+use kube::api::DynamicObject;
+use kube::discovery::ApiResource;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -17,26 +19,20 @@ pub async fn list_raw<K>(client: &kube::Client) -> Result<Vec<Value>>
 where
     K: Resource<DynamicType = ()>,
 {
-    let plural = K::plural(&()).to_string();
-    let path = K::url_path(&(), None);
+    list_resource(client, &ApiResource::erase::<K>(&())).await
+}
+
+/// Like [`list_raw`], for a kind known at run time (a custom resource such as Calico's
+/// GlobalNetworkPolicy). A group or version the server does not serve is a 404 error.
+pub async fn list_resource(client: &kube::Client, resource: &ApiResource) -> Result<Vec<Value>> {
+    let path = DynamicObject::url_path(resource, None);
     let mut items = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut uri = format!("{path}?limit={PAGE_SIZE}");
-        if let Some(t) = &token {
-            uri.push_str("&continue=");
-            uri.push_str(&form_encode(t));
-        }
-        let request = http::Request::get(uri)
-            .body(Vec::new())
-            .map_err(|e| Error::InvalidObject(format!("cannot build the request: {e}")))?;
-        let page: Value = client
-            .request(request)
-            .await
-            .map_err(|e| Error::from_kube(e, "list", &plural, None, None))?;
+        let page = list_page(client, resource, &path, PAGE_SIZE, token.as_deref()).await?;
         for mut item in page.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
-            item["apiVersion"] = json!(K::api_version(&()));
-            item["kind"] = json!(K::kind(&()));
+            item["apiVersion"] = json!(resource.api_version);
+            item["kind"] = json!(resource.kind);
             items.push(item);
         }
         token = page
@@ -48,6 +44,39 @@ where
             return Ok(items);
         }
     }
+}
+
+/// Whether the server serves `resource` to this client: a list of at most one object.
+/// `Ok(true)`: served; `Ok(false)`: 404, not installed (or not this version); errors (403
+/// among them) as the server answered.
+pub async fn is_served(client: &kube::Client, resource: &ApiResource) -> Result<bool> {
+    let path = DynamicObject::url_path(resource, None);
+    match list_page(client, resource, &path, 1, None).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.status_code() == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn list_page(
+    client: &kube::Client,
+    resource: &ApiResource,
+    path: &str,
+    limit: usize,
+    token: Option<&str>,
+) -> Result<Value> {
+    let mut uri = format!("{path}?limit={limit}");
+    if let Some(t) = token {
+        uri.push_str("&continue=");
+        uri.push_str(&form_encode(t));
+    }
+    let request = http::Request::get(uri)
+        .body(Vec::new())
+        .map_err(|e| Error::InvalidObject(format!("cannot build the request: {e}")))?;
+    client
+        .request(request)
+        .await
+        .map_err(|e| Error::from_kube(e, "list", &resource.plural, None, None))
 }
 
 fn form_encode(s: &str) -> String {

@@ -10,10 +10,12 @@ pub mod error;
 pub mod events;
 pub mod list;
 pub mod pods;
+pub mod policy_kinds;
 pub mod reduced;
 pub mod rest;
 pub mod restore;
 pub mod watch;
+pub mod watch_kinds;
 
 pub use error::{Error, Result};
 

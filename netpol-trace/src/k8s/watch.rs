@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::error::{Error, Result};
 use super::pods::PodCache;
 use super::reduced::ReducedCache;
+use super::watch_kinds::{PolicyKindWatches, RECHECK_INTERVAL};
 use crate::inventory::{
     DEFAULT_NAMESPACE, NamespaceInfo, ServiceInfo, SharedObjects, SharedPolicy, SliceInfo,
     SourcedPolicy, compile_shared, namespace_info,
@@ -76,6 +77,7 @@ pub struct ClusterReader {
     network_policies: ReducedCache<SharedPolicy>,
     services: ReducedCache<ServiceInfo>,
     endpoint_slices: ReducedCache<SliceInfo>,
+    policy_kinds: PolicyKindWatches,
 }
 
 /// The watches of Namespaces, Pods, NetworkPolicies, Services and EndpointSlices.
@@ -99,14 +101,18 @@ impl ClusterCache {
     /// dropped.
     pub fn start(client: &kube::Client) -> Self {
         let (changes_tx, changes) = channel::channel(0u64);
+        let (policy_kinds, kinds_task) =
+            PolicyKindWatches::start(client, changes_tx.clone(), RECHECK_INTERVAL);
+        let kinds = policy_kinds.clone();
         let reader = ClusterReader {
             namespaces: ReducedCache::default(),
             pods: PodCache::default(),
             network_policies: ReducedCache::default(),
             services: ReducedCache::default(),
             endpoint_slices: ReducedCache::default(),
+            policy_kinds,
         };
-        let mut tasks = Vec::new();
+        let mut tasks = vec![kinds_task];
         let mut pending = Vec::new();
         let mut synced_channel = || {
             let (tx, rx) = channel::channel(false);
@@ -146,6 +152,7 @@ impl ClusterCache {
                     return;
                 }
             }
+            kinds.wait_ready().await;
             let _ = synced_tx.send(true);
             changes_tx.send_modify(|n| *n += 1);
         }));
@@ -219,7 +226,7 @@ impl ClusterReader {
                 .collect(),
             services: self.services.values(),
             endpoint_slices: self.endpoint_slices.values(),
-            tiered: Default::default(),
+            tiered: self.policy_kinds.objects(),
         }
     }
 }

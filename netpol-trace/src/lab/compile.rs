@@ -20,14 +20,18 @@ use super::plan::{
     AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, comment_text,
 };
 use super::topology::Topology;
-use crate::inventory::{Inventory, PodId, ResolvedPeers, ResolvedPorts, resolved_ports};
+use crate::inventory::{Inventory, PodId, PolicyId, ResolvedPeers, ResolvedPorts, resolved_ports};
 use crate::policy::{CompiledRule, Direction, PortMatch};
 
-/// The plan that enforces `inventory`'s NetworkPolicies on the pods of `topology`. Every pod of
+/// The plan that enforces `inventory`'s policies on the pods of `topology`. Every pod of
 /// the topology must be in the inventory (same namespace and name); peer pods are addressed by
-/// their lab IP, or by the inventory's IPs for a pod the lab does not have.
+/// their lab IP, or by the inventory's IPs for a pod the lab does not have. With NetworkPolicies
+/// only, each direction is a list of allow rules; with other kinds (admin and baseline tiers,
+/// Calico tiers) it is a list of tiers in evaluation order ([`tiered`]). Fails on a rule the
+/// packet filter cannot express.
 pub fn plan_from_inventory(inventory: &Inventory, topology: &Topology) -> Result<EnforcementPlan> {
     let compiler = Compiler::new(inventory, topology);
+    let tiers = !inventory.tiered().is_empty();
     let mut pods = Vec::with_capacity(topology.pods.len());
     for pod in &topology.pods {
         let id = inventory.pod_id(&pod.namespace, &pod.name).ok_or_else(|| {
@@ -37,13 +41,16 @@ pub fn plan_from_inventory(inventory: &Inventory, topology: &Topology) -> Result
                 "is not in the inventory the enforcement plan is computed from",
             )
         })?;
-        pods.push(PodPlan {
-            pod: Some(comment_text(&pod.key())),
-            ip: pod.ip,
-            host_iface: pod.host_iface.clone(),
-            ingress: compiler.direction_rules(id, Direction::Ingress),
-            egress: compiler.direction_rules(id, Direction::Egress),
-        });
+        let mut plan =
+            PodPlan::open(Some(comment_text(&pod.key())), pod.ip, pod.host_iface.clone());
+        if tiers {
+            plan.ingress_tiers = compiler.direction_tiers(id, Direction::Ingress)?;
+            plan.egress_tiers = compiler.direction_tiers(id, Direction::Egress)?;
+        } else {
+            plan.ingress = compiler.direction_rules(id, Direction::Ingress);
+            plan.egress = compiler.direction_rules(id, Direction::Egress);
+        }
+        pods.push(plan);
     }
     Ok(EnforcementPlan { pods })
 }
@@ -76,29 +83,31 @@ impl<'a> Compiler<'a> {
         if policies.is_empty() {
             return None;
         }
+        Some(policies.iter().flat_map(|&policy| self.policy_rules(id, policy, direction)).collect())
+    }
+
+    /// The allow rules of NetworkPolicy `policy` for pod `id` in `direction`.
+    fn policy_rules(&self, id: PodId, policy: PolicyId, direction: Direction) -> Vec<AllowRule> {
+        let entry = self.inventory.policy(policy);
         let mut rules = Vec::new();
-        for &policy in policies {
-            let entry = self.inventory.policy(policy);
-            for (index, rule) in
-                entry.compiled.rules(direction).unwrap_or_default().iter().enumerate()
-            {
-                let origin = Some(comment_text(&format!(
-                    "{} {}[{index}]",
-                    entry.compiled.key(),
-                    direction.spec_field()
-                )));
-                let peers = self.inventory.rule_peers(policy, direction, index).unwrap_or_default();
-                match direction {
-                    Direction::Ingress => rules.push(AllowRule {
-                        peers: self.peer_set(&peers),
-                        ports: port_set(resolved_ports(rule, Some(self.inventory.pod(id)))),
-                        origin,
-                    }),
-                    Direction::Egress => rules.extend(self.egress_rules(rule, &peers, origin)),
-                }
+        for (index, rule) in entry.compiled.rules(direction).unwrap_or_default().iter().enumerate()
+        {
+            let origin = Some(comment_text(&format!(
+                "{} {}[{index}]",
+                entry.compiled.key(),
+                direction.spec_field()
+            )));
+            let peers = self.inventory.rule_peers(policy, direction, index).unwrap_or_default();
+            match direction {
+                Direction::Ingress => rules.push(AllowRule {
+                    peers: self.peer_set(&peers),
+                    ports: port_set(resolved_ports(rule, Some(self.inventory.pod(id)))),
+                    origin,
+                }),
+                Direction::Egress => rules.extend(self.egress_rules(rule, &peers, origin)),
             }
         }
-        Some(rules)
+        rules
     }
 
     /// Every peer of a rule as addresses: pod IPs as host networks, then the ipBlocks.
@@ -200,6 +209,8 @@ fn port_set(ports: ResolvedPorts) -> PortSet {
         ResolvedPorts::Ranges(ranges) => PortSet::Ranges(ranges),
     }
 }
+
+mod tiered;
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use super::{
     error::{LabError, Result},
     lifecycle::{self, LabContext},
     mariadb::{MARIADB_PASSWORD, MARIADB_USER},
+    objects::LabPolicies,
     scenarios::{self, Scenario},
     state::LabState,
     topology::LabPod,
@@ -291,13 +292,24 @@ pub fn run(
     let attributed_at = Instant::now();
     let mut attributed = drop.clone();
     let attribution = attribution::attribute_drop(&inventory, &mut attributed);
+    // For the tiered kinds, the policy and rule that decided (explain's `decided_by`).
+    let decided = attribution
+        .explanation
+        .as_ref()
+        .filter(|e| tiered_decision(e))
+        .and_then(wording::decided_by)
+        .map(|d| format!("; {d}"))
+        .unwrap_or_default();
+    // A matching Deny rule is already named by `decided`; other hints say what a rule lacks.
+    let hint = attributed
+        .hint
+        .clone()
+        .filter(|h| decided.is_empty() || !h.contains(" matches and decides: "))
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
     timeline.step(
         "attributed",
-        format!(
-            "{}; {}",
-            wording::denied_by(&attributed.policies),
-            attributed.hint.clone().unwrap_or_default()
-        ),
+        format!("{}{decided}{hint}", wording::denied_by(&attributed.policies)),
         json(&attribution.explanation),
     );
     let attribute_ms = attributed_at.elapsed().as_millis() as u64;
@@ -309,12 +321,39 @@ pub fn run(
         .map_err(|e| LabError::invalid("fix", "plan", e.to_string()))?;
     let patched =
         plan.apply_to(&inventory).map_err(|e| LabError::invalid("fix", "apply", e.to_string()))?;
-    let policies = patched.policies().map(|(_, entry)| (*entry.sourced).clone()).collect();
+    let policies = LabPolicies {
+        network_policies: patched.policies().map(|(_, entry)| (*entry.sourced).clone()).collect(),
+        tiered: patched.tiered().objects(),
+    };
+    if plan.requires_cluster_admin() {
+        // Said before anything changes, and never as if the cluster had been changed.
+        let kinds: Vec<String> = plan
+            .patches
+            .iter()
+            .filter(|p| p.requires_cluster_admin)
+            .map(|p| format!("{} {}", p.kind, p.name))
+            .collect();
+        timeline.step(
+            "cluster-admin",
+            format!(
+                "in a real cluster only a cluster admin can make this change ({}: cluster-scoped, \
+                 above every NetworkPolicy); the demo applies it to this LAB only and sends \
+                 nothing to any cluster",
+                kinds.join(", ")
+            ),
+            serde_json::json!({"requires_cluster_admin": true, "applied_to": "lab"}),
+        );
+    }
     lifecycle::apply_policies(ctx, &opts.lab_name, policies)?;
     let commands: Vec<&str> = plan.patches.iter().map(|p| p.kubectl.as_str()).collect();
+    let target = if plan.requires_cluster_admin() {
+        "applied to the LAB only (a cluster admin's change in a real cluster)"
+    } else {
+        "applied to the lab"
+    };
     timeline.step(
         "patched",
-        format!("{}; applied to the lab: {}", plan.summary, commands.join(" && ")),
+        format!("{}; {target}: {}", plan.summary, commands.join(" && ")),
         json(&plan),
     );
 
@@ -363,6 +402,13 @@ pub fn run(
     summary.time_to_detect_ms = Some(detect_ms);
     summary.time_to_attribute_ms = Some(attribute_ms);
     Ok(summary)
+}
+
+/// Whether a policy of the other kinds decided a denied direction (their timeline names it).
+fn tiered_decision(explanation: &crate::explain::Explanation) -> bool {
+    [&explanation.egress, &explanation.ingress]
+        .into_iter()
+        .any(|dir| !dir.allowed && dir.decided_by.as_ref().is_some_and(|by| by.tier.is_some()))
 }
 
 fn summary_of(

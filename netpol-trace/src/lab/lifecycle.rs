@@ -11,7 +11,7 @@
 //! let ctx = LabContext::from_env()?;
 //! let inventory = lifecycle::inventory(&ctx, "shop")?; // pods, namespaces, current policies
 //! // ... patch policies, e.g. `inventory.with_policies_replaced(patched)` ...
-//! let policies = inventory.policies().map(|(_, entry)| entry.sourced.clone()).collect();
+//! let policies: Vec<_> = inventory.policies().map(|(_, entry)| entry.sourced.clone()).collect();
 //! let change = lifecycle::apply_policies(&ctx, "shop", policies)?;
 //! println!("{} pod(s) isolated", change.isolated_pods());
 //! # Ok(())
@@ -31,7 +31,7 @@ use super::enforce::{apply_plan, check_plan_against};
 use super::error::{LabError, Result};
 use super::mariadb::{self, MARIADB_PORT};
 use super::naming::{LabNames, process_name};
-use super::objects::{StoredPolicy, lab_inventory};
+use super::objects::{LabPolicies, StoredPolicy, lab_inventory};
 use super::paths::{PID_DIR, RunDir, STATE_FILE, labs_dir};
 use super::plan::{EnforcementPlan, Protocol};
 use super::process::{
@@ -42,7 +42,7 @@ use super::state::{LabState, STATE_VERSION};
 use super::system::ensure_root;
 use super::topology::{LabPod, Workload, build_topology};
 use super::wiring;
-use crate::inventory::{ClusterObjects, Inventory, SourcedPolicy};
+use crate::inventory::{ClusterObjects, Inventory};
 use crate::netns::{command_in_netns, netns_inode, netns_path, netns_with_prefix};
 
 /// Role name of listener processes (see [`process_name`]).
@@ -73,8 +73,8 @@ impl LabContext {
     }
 }
 
-/// Builds lab `name` from `objects` (its Pods, Namespaces and NetworkPolicies; other kinds are
-/// ignored) and starts its workloads, with the policies enforced from the start. Pods,
+/// Builds lab `name` from `objects` (its Pods, Namespaces and policies of every kind the
+/// engine evaluates; other objects are ignored) and starts its workloads, with the policies enforced from the start. Pods,
 /// addresses and policies are checked before anything is created; on a later failure,
 /// whatever was created is removed again before the error is returned.
 pub fn up(
@@ -86,8 +86,8 @@ pub fn up(
     ensure_root()?;
     let names = LabNames::new(name)?;
     let topology = build_topology(&names, &objects.pods)?;
-    let policies = objects.network_policies.clone();
-    let inventory = lab_inventory(&topology, &objects.namespaces, policies)?;
+    let policies = LabPolicies::from_objects(objects);
+    let inventory = lab_inventory(&topology, &objects.namespaces, policies.clone())?;
     let plan = plan_from_inventory(&inventory, &topology)?;
     let run_dir = ctx.run_dir(name);
     if run_dir.root().exists() || !netns_with_prefix(&names.prefix()).is_empty() {
@@ -107,6 +107,7 @@ pub fn up(
         daemons: Vec::new(),
         namespaces: objects.namespaces.clone(),
         policies: objects.network_policies.iter().map(StoredPolicy::from_sourced).collect(),
+        tiered: policies.stored_tiered(),
         plan: None,
     };
     match build(ctx, &names, &run_dir, &mut state, plan) {
@@ -375,6 +376,9 @@ pub fn apply(ctx: &LabContext, name: &str, plan: &EnforcementPlan) -> Result<Str
 pub struct PolicyChange {
     /// How many NetworkPolicies the lab now enforces.
     pub policies: usize,
+    /// How many objects of the other kinds (ClusterNetworkPolicy, AdminNetworkPolicy,
+    /// BaselineAdminNetworkPolicy, Calico policies and Tiers) it now enforces.
+    pub other_policies: usize,
     /// The enforcement plan computed from them.
     pub plan: EnforcementPlan,
     /// The nftables ruleset rendered from the plan.
@@ -384,19 +388,21 @@ pub struct PolicyChange {
 impl PolicyChange {
     /// Pods isolated in at least one direction.
     pub fn isolated_pods(&self) -> usize {
-        self.plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
+        self.plan.pods.iter().filter(|p| p.is_isolated()).count()
     }
 }
 
 /// The plan and ruleset that would enforce `policies` on the lab of `state`, without touching
 /// the lab (`lab apply --dry-run`).
-pub fn plan_policies(state: &LabState, policies: Vec<SourcedPolicy>) -> Result<PolicyChange> {
-    let count = policies.len();
+pub fn plan_policies(state: &LabState, policies: impl Into<LabPolicies>) -> Result<PolicyChange> {
+    let policies = policies.into();
+    let count = policies.network_policies.len();
+    let other_policies = policies.len() - count;
     let inventory = lab_inventory(&state.topology, &state.namespaces, policies)?;
     let plan = plan_from_inventory(&inventory, &state.topology)?;
     check_plan_against(&plan, &state.topology)?;
     let ruleset = render_ruleset(&state.topology.nft_table, &plan);
-    Ok(PolicyChange { policies: count, plan, ruleset })
+    Ok(PolicyChange { policies: count, other_policies, plan, ruleset })
 }
 
 /// Makes lab `name` enforce exactly `policies` (they replace the current set; pods and
@@ -405,15 +411,19 @@ pub fn plan_policies(state: &LabState, policies: Vec<SourcedPolicy>) -> Result<P
 pub fn apply_policies(
     ctx: &LabContext,
     name: &str,
-    policies: Vec<SourcedPolicy>,
+    policies: impl Into<LabPolicies>,
 ) -> Result<PolicyChange> {
     ensure_root()?;
     let mut state = load(ctx, name)?;
-    let stored: Vec<StoredPolicy> = policies.iter().map(StoredPolicy::from_sourced).collect();
+    let policies = policies.into();
+    let stored: Vec<StoredPolicy> =
+        policies.network_policies.iter().map(StoredPolicy::from_sourced).collect();
+    let stored_tiered = policies.stored_tiered();
     let change = plan_policies(&state, policies)?;
     let run_dir = ctx.run_dir(name);
     apply_plan(&run_dir, &state.topology, &change.plan)?;
     state.policies = stored;
+    state.tiered = stored_tiered;
     state.plan = Some(change.plan.clone());
     state.save(&run_dir.state_file())?;
     Ok(change)

@@ -1,7 +1,9 @@
-//! The lab: a local replica of a Kubernetes node built from manifests, where NetworkPolicies are
+//! The lab: a local replica of a Kubernetes node built from manifests, where network policies are
 //! enforced by the kernel. A node network namespace without uplink, one network namespace per
-//! Pod joined by Calico-style veth pairs, policies rendered into an nftables table in the node
-//! namespace, a listener on every declared port and a real MariaDB where a Pod asks for it.
+//! Pod joined by Calico-style veth pairs, policies of every kind the engine evaluates
+//! (NetworkPolicy, ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, Calico
+//! policies in their tiers) rendered into an nftables table in the node namespace in evaluation
+//! order, a listener on every declared port and a real MariaDB where a Pod asks for it.
 //!
 //! Modules, one idea each:
 //! * [`paths`], [`naming`]: every path, prefix and derived name;
@@ -42,7 +44,7 @@ pub mod wiring;
 pub use compile::plan_from_inventory;
 pub use error::{LabError, Result};
 pub use lifecycle::{DownReport, LabContext, LabSummary, PolicyChange};
-pub use objects::StoredPolicy;
+pub use objects::{LabPolicies, StoredPolicy};
 pub use plan::{
     AllowRule, EnforcementPlan, PeerNet, PeerSet, PodPlan, PortRange, PortSet, Protocol,
 };

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{LabError, Result};
 use super::topology::{LabPod, Topology};
-use crate::inventory::{ClusterObjects, Inventory, InventoryOptions, PolicySource, SourcedPolicy};
+use crate::inventory::{
+    ClusterObjects, Inventory, InventoryOptions, PolicySource, Sourced, SourcedPolicy,
+    TieredObjects,
+};
 
 /// The name of the single container of a pod object rebuilt from a [`LabPod`].
 pub const LAB_CONTAINER: &str = "lab";
@@ -41,11 +44,23 @@ pub struct StoredPolicy {
 impl StoredPolicy {
     /// Keeps `policy`'s raw object and, for a manifest file, its location.
     pub fn from_sourced(policy: &SourcedPolicy) -> Self {
-        let (file, document) = match &policy.source {
+        Self::from_parts(&policy.raw, &policy.source)
+    }
+
+    /// Keeps the raw object `raw` read from `source`.
+    pub fn from_parts(raw: &serde_json::Value, source: &PolicySource) -> Self {
+        let (file, document) = match source {
             PolicySource::File { path, document } => (Some(path.clone()), Some(*document)),
             PolicySource::Cluster | PolicySource::InMemory => (None, None),
         };
-        Self { file, document, object: policy.raw.clone() }
+        Self { file, document, object: raw.clone() }
+    }
+
+    fn source(&self) -> PolicySource {
+        match (&self.file, self.document) {
+            (Some(path), Some(document)) => PolicySource::File { path: path.clone(), document },
+            _ => PolicySource::InMemory,
+        }
     }
 
     /// The policy again, typed; its source is the file and document when known, else
@@ -54,11 +69,88 @@ impl StoredPolicy {
         let policy: NetworkPolicy = serde_json::from_value(self.object.clone()).map_err(|e| {
             LabError::invalid("stored NetworkPolicy", "object", format!("not a NetworkPolicy: {e}"))
         })?;
-        let source = match (&self.file, self.document) {
-            (Some(path), Some(document)) => PolicySource::File { path: path.clone(), document },
-            _ => PolicySource::InMemory,
-        };
-        Ok(SourcedPolicy { policy, raw: self.object.clone(), source })
+        Ok(SourcedPolicy { policy, raw: self.object.clone(), source: self.source() })
+    }
+}
+
+/// The policies a lab enforces: NetworkPolicies and the other kinds (ClusterNetworkPolicy,
+/// AdminNetworkPolicy, BaselineAdminNetworkPolicy, Calico policies and Tiers).
+#[derive(Debug, Clone, Default)]
+pub struct LabPolicies {
+    /// NetworkPolicies.
+    pub network_policies: Vec<SourcedPolicy>,
+    /// The other kinds.
+    pub tiered: TieredObjects,
+}
+
+impl From<Vec<SourcedPolicy>> for LabPolicies {
+    fn from(network_policies: Vec<SourcedPolicy>) -> Self {
+        Self { network_policies, tiered: TieredObjects::default() }
+    }
+}
+
+impl LabPolicies {
+    /// Every policy kind of `objects`.
+    pub fn from_objects(objects: &ClusterObjects) -> Self {
+        Self { network_policies: objects.network_policies.clone(), tiered: objects.tiered.clone() }
+    }
+
+    /// How many policy objects (Tiers included).
+    pub fn len(&self) -> usize {
+        self.network_policies.len()
+            + self.tiered.admin.len()
+            + self.tiered.calico.len()
+            + self.tiered.tiers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The other kinds as a lab's state keeps them.
+    pub fn stored_tiered(&self) -> Vec<StoredPolicy> {
+        let admin = self.tiered.admin.iter().map(|s| StoredPolicy::from_parts(&s.raw, &s.source));
+        let calico = self.tiered.calico.iter().map(|s| StoredPolicy::from_parts(&s.raw, &s.source));
+        let tiers = self.tiered.tiers.iter().map(|s| StoredPolicy::from_parts(&s.raw, &s.source));
+        admin.chain(calico).chain(tiers).collect()
+    }
+
+    /// The NetworkPolicies and other kinds a lab's state keeps, typed again.
+    pub fn from_stored(policies: &[StoredPolicy], tiered: &[StoredPolicy]) -> Result<Self> {
+        let network_policies =
+            policies.iter().map(StoredPolicy::to_sourced).collect::<Result<_>>()?;
+        let mut objects = TieredObjects::default();
+        for stored in tiered {
+            let kind = stored.object.get("kind").and_then(serde_json::Value::as_str).unwrap_or("");
+            let invalid = |e: serde_json::Error| {
+                LabError::invalid(format!("stored {kind}"), "object", e.to_string())
+            };
+            let source = stored.source();
+            let raw = stored.object.clone();
+            match kind {
+                "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+                    let object = serde_json::from_value(raw.clone()).map_err(invalid)?;
+                    objects.admin.push(Sourced { object, raw, source });
+                }
+                "NetworkPolicy" | "GlobalNetworkPolicy" => {
+                    let object = serde_json::from_value(raw.clone()).map_err(invalid)?;
+                    objects.calico.push(Sourced { object, raw, source });
+                }
+                "Tier" => {
+                    let object = serde_json::from_value(raw.clone()).map_err(invalid)?;
+                    objects.tiers.push(Sourced { object, raw, source });
+                }
+                other => {
+                    return Err(LabError::invalid(
+                        "stored policy",
+                        "kind",
+                        format!("{other:?} is not a policy kind the lab enforces"),
+                    ));
+                }
+            }
+        }
+        Ok(Self { network_policies, tiered: objects })
     }
 }
 
@@ -94,6 +186,7 @@ pub fn pod_object(pod: &LabPod) -> Pod {
                 ports: (!ports.is_empty()).then_some(ports),
                 ..Container::default()
             }],
+            service_account_name: pod.service_account.clone(),
             ..PodSpec::default()
         }),
         status: Some(PodStatus {
@@ -105,17 +198,20 @@ pub fn pod_object(pod: &LabPod) -> Pod {
     }
 }
 
-/// The inventory of a lab: its pods as built, `namespaces`, and `policies`. Fails on the first
-/// invalid policy (the error names its file, document and field).
+/// The inventory of a lab: its pods as built, `namespaces`, and `policies` (NetworkPolicies
+/// alone, or [`LabPolicies`] with the other kinds). Fails on the first invalid policy (the
+/// error names its file, document and field).
 pub fn lab_inventory(
     topology: &Topology,
     namespaces: &[Namespace],
-    policies: Vec<SourcedPolicy>,
+    policies: impl Into<LabPolicies>,
 ) -> Result<Inventory> {
+    let policies = policies.into();
     let objects = ClusterObjects {
         namespaces: namespaces.to_vec(),
         pods: topology.pods.iter().map(pod_object).collect(),
-        network_policies: policies,
+        network_policies: policies.network_policies,
+        tiered: policies.tiered,
         ..ClusterObjects::default()
     };
     Ok(Inventory::from_objects(objects, InventoryOptions::default())?)
@@ -162,7 +258,7 @@ spec:
             objects.network_policies.iter().map(StoredPolicy::from_sourced).collect();
         assert_eq!(stored[0].file.as_deref(), Some(std::path::Path::new("m.yaml")));
         assert_eq!(stored[0].document, Some(4));
-        let policies = stored.iter().map(|s| s.to_sourced().unwrap()).collect();
+        let policies: Vec<_> = stored.iter().map(|s| s.to_sourced().unwrap()).collect();
         let inventory = lab_inventory(&topology, &objects.namespaces, policies).unwrap();
         let web = inventory.pod(inventory.pod_id("app", "web").unwrap());
         assert_eq!(web.ips, vec!["10.244.0.1".parse::<std::net::IpAddr>().unwrap()]);

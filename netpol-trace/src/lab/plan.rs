@@ -6,8 +6,17 @@
 //! Semantics, per pod and direction: `None` — the direction is not isolated (no policy selects
 //! the pod for it): everything is allowed; `Some(rules)` — isolated: only what one of the rules
 //! allows passes (`Some(vec![])` denies all). Replies of allowed connections always pass.
+//!
+//! With the other policy kinds (admin and baseline tiers, Calico tiers) a direction is a list
+//! of [`TierPlan`]s instead (`ingress_tiers` / `egress_tiers`), evaluated in order: in a tier
+//! the first matching rule decides (Allow: allowed for this direction; Deny: dropped; Pass: on
+//! to the next tier); when none matches, the tier's [`TierEnd`] applies; after the last tier
+//! the flow is allowed. A direction has either allow rules or tiers, never both.
 
 use std::net::IpAddr;
+
+mod eval;
+pub use eval::Packet;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -36,6 +45,113 @@ pub struct PodPlan {
     /// Traffic from the pod: `None` not isolated, `Some(rules)` only what the rules allow.
     #[serde(default)]
     pub egress: Option<Vec<AllowRule>>,
+    /// Traffic to the pod as tiers in evaluation order (instead of `ingress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_tiers: Option<Vec<TierPlan>>,
+    /// Traffic from the pod as tiers in evaluation order (instead of `egress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_tiers: Option<Vec<TierPlan>>,
+}
+
+impl PodPlan {
+    /// A pod with both directions open.
+    pub fn open(pod: Option<String>, ip: IpAddr, host_iface: String) -> Self {
+        Self {
+            pod,
+            ip,
+            host_iface,
+            ingress: None,
+            egress: None,
+            ingress_tiers: None,
+            egress_tiers: None,
+        }
+    }
+
+    /// Whether some policy restricts a direction of the pod.
+    pub fn is_isolated(&self) -> bool {
+        self.ingress.is_some()
+            || self.egress.is_some()
+            || [&self.ingress_tiers, &self.egress_tiers]
+                .into_iter()
+                .flatten()
+                .any(|tiers| !tiers.is_empty())
+    }
+}
+
+/// One tier of a direction: the rules of the tier's policies that apply to the pod, in
+/// evaluation order, and what happens when none of them matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierPlan {
+    /// The tier's name (`Admin`, `default`, a Calico tier, `Baseline`), for comments.
+    pub tier: String,
+    /// Rules in evaluation order; the first that matches decides.
+    #[serde(default)]
+    pub rules: Vec<TieredRule>,
+    /// When no rule matched.
+    pub end: TierEnd,
+    /// The policy charged with a drop at the end of the tier, for comments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_origin: Option<String>,
+}
+
+/// What a tier does with a flow none of its rules matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierEnd {
+    /// Go on with the next tier (admin and baseline tiers, Calico's `defaultAction: Pass`).
+    Next,
+    /// Drop (a Calico tier with a policy selecting the pod, NetworkPolicy isolation).
+    Drop,
+}
+
+/// What a matching tiered rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Allowed for this direction (Allow, Accept).
+    Allow,
+    /// Dropped.
+    Deny,
+    /// The rest of the tier is skipped.
+    Pass,
+}
+
+/// A rule of a tier: peers × protocol × destination ports, and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TieredRule {
+    /// What a match does.
+    pub action: Verdict,
+    /// Which remote addresses.
+    pub peers: PeerSet,
+    /// The IP protocol number the packet must have (Calico `protocol` without ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    /// An IP protocol number the packet must not have (Calico `notProtocol`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<u8>,
+    /// Which destination ports.
+    pub ports: PortSet,
+    /// Destination ports excluded (Calico `notPorts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<PortRange>,
+    /// Where the rule comes from (an nft comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl TieredRule {
+    /// A rule with `action` over `peers` × `ports` and no other condition.
+    pub fn new(action: Verdict, peers: PeerSet, ports: PortSet, origin: Option<String>) -> Self {
+        Self {
+            action,
+            peers,
+            protocol: None,
+            not_protocol: None,
+            ports,
+            not_ports: Vec::new(),
+            origin,
+        }
+    }
 }
 
 /// One allowed set of peers × ports (for ingress the peers are sources, for egress
@@ -127,7 +243,21 @@ impl EnforcementPlan {
                     "must be at most 120 characters without '\"' or control characters",
                 ));
             }
-            if !seen.insert(super::naming::chain_name("", &pod.host_iface)) {
+            let chain = super::naming::chain_name("", &pod.host_iface);
+            let tier_suffix = chain
+                .rsplit_once("_t")
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if tier_suffix {
+                return Err(LabError::invalid(
+                    object,
+                    format!("pods[{i}].host_iface"),
+                    format!(
+                        "{:?} ends like the chains of further tiers (_t<number>); rename it",
+                        pod.host_iface
+                    ),
+                ));
+            }
+            if !seen.insert(chain) {
                 return Err(LabError::invalid(
                     object,
                     format!("pods[{i}].host_iface"),
@@ -140,52 +270,104 @@ impl EnforcementPlan {
                     rule.validate(object, &at)?;
                 }
             }
+            for (direction, rules, tiers) in [
+                ("ingress", &pod.ingress, &pod.ingress_tiers),
+                ("egress", &pod.egress, &pod.egress_tiers),
+            ] {
+                if rules.is_some() && tiers.is_some() {
+                    return Err(LabError::invalid(
+                        object,
+                        format!("pods[{i}].{direction}_tiers"),
+                        format!("cannot be given together with {direction}"),
+                    ));
+                }
+                for (t, tier) in tiers.iter().flatten().enumerate() {
+                    tier.validate(object, &format!("pods[{i}].{direction}_tiers[{t}]"))?;
+                }
+            }
         }
         Ok(())
     }
 }
 
+impl TierPlan {
+    fn validate(&self, object: &str, at: &str) -> Result<(), super::error::LabError> {
+        for text in [Some(&self.tier), self.end_origin.as_ref()].into_iter().flatten() {
+            check_comment(object, at, text)?;
+        }
+        for (r, rule) in self.rules.iter().enumerate() {
+            let at = format!("{at}.rules[{r}]");
+            validate_match(object, &at, &rule.peers, &rule.ports, rule.origin.as_deref())?;
+            let not_ports = PortSet::Ranges(rule.not_ports.clone());
+            validate_match(object, &format!("{at}.not"), &PeerSet::Any, &not_ports, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_comment(object: &str, at: &str, text: &str) -> Result<(), super::error::LabError> {
+    if is_comment_safe(text) {
+        return Ok(());
+    }
+    Err(super::error::LabError::invalid(
+        object,
+        at.to_owned(),
+        "names must be at most 120 characters without '\"' or control characters",
+    ))
+}
+
 impl AllowRule {
     fn validate(&self, object: &str, at: &str) -> Result<(), super::error::LabError> {
-        use super::error::LabError;
-        if let PortSet::Ranges(ranges) = &self.ports {
-            for (p, range) in ranges.iter().enumerate() {
-                if range.start == 0 || range.start > range.end {
+        validate_match(object, at, &self.peers, &self.ports, self.origin.as_deref())
+    }
+}
+
+/// Checks peers, ports and origin of an allow or tiered rule.
+fn validate_match(
+    object: &str,
+    at: &str,
+    peers: &PeerSet,
+    ports: &PortSet,
+    origin: Option<&str>,
+) -> Result<(), super::error::LabError> {
+    use super::error::LabError;
+    if let PortSet::Ranges(ranges) = ports {
+        for (p, range) in ranges.iter().enumerate() {
+            if range.start == 0 || range.start > range.end {
+                return Err(LabError::invalid(
+                    object,
+                    format!("{at}.ports[{p}]"),
+                    format!(
+                        "{}-{} is not a port range (1 <= start <= end)",
+                        range.start, range.end
+                    ),
+                ));
+            }
+        }
+    }
+    if let PeerSet::Nets(nets) = peers {
+        for (n, peer) in nets.iter().enumerate() {
+            for (e, except) in peer.except.iter().enumerate() {
+                if !peer.net.contains(except) {
                     return Err(LabError::invalid(
                         object,
-                        format!("{at}.ports[{p}]"),
-                        format!(
-                            "{}-{} is not a port range (1 <= start <= end)",
-                            range.start, range.end
-                        ),
+                        format!("{at}.peers[{n}].except[{e}]"),
+                        format!("{except} is not inside {}", peer.net),
                     ));
                 }
             }
         }
-        if let PeerSet::Nets(nets) = &self.peers {
-            for (n, peer) in nets.iter().enumerate() {
-                for (e, except) in peer.except.iter().enumerate() {
-                    if !peer.net.contains(except) {
-                        return Err(LabError::invalid(
-                            object,
-                            format!("{at}.peers[{n}].except[{e}]"),
-                            format!("{except} is not inside {}", peer.net),
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(origin) = &self.origin
-            && !is_comment_safe(origin)
-        {
-            return Err(LabError::invalid(
-                object,
-                format!("{at}.origin"),
-                "must be at most 120 characters without '\"' or control characters",
-            ));
-        }
-        Ok(())
     }
+    if let Some(origin) = origin
+        && !is_comment_safe(origin)
+    {
+        return Err(LabError::invalid(
+            object,
+            format!("{at}.origin"),
+            "must be at most 120 characters without '\"' or control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Longest text accepted in [`PodPlan::pod`] and [`AllowRule::origin`] (nft comments hold at

@@ -6,7 +6,8 @@
 //! allowed connections (`ct state established,related`), then jumps, by host-side interface,
 //! to the source pod's egress chain (`iifname`) and the destination pod's ingress chain
 //! (`oifname`). A per-pod chain `return`s for allowed traffic and ends with `drop`, so a packet
-//! must pass both the egress of its source and the ingress of its destination.
+//! must pass both the egress of its source and the ingress of its destination. A direction
+//! given as tiers renders as one chain per tier ([`tiered`]).
 //! This module is pure: no I/O.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,11 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 
 use super::naming::chain_name;
-use super::plan::{AllowRule, EnforcementPlan, PeerSet, PodPlan, PortRange, PortSet, Protocol};
+use super::plan::{
+    AllowRule, EnforcementPlan, PeerSet, PodPlan, PortRange, PortSet, Protocol, TierPlan,
+};
+
+mod tiered;
 
 /// The direction of a per-pod chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +57,12 @@ impl Direction {
 /// The complete `nft -f` input replacing table `inet <table>` with the plan's rules.
 pub fn render_ruleset(table: &str, plan: &EnforcementPlan) -> String {
     let mut out = String::new();
-    out.push_str(
-        "# netpol-trace lab: NetworkPolicy enforcement, replaced as a whole on every apply.\n",
-    );
+    let tiered = plan.pods.iter().any(|p| p.ingress_tiers.is_some() || p.egress_tiers.is_some());
+    out.push_str(if tiered {
+        "# netpol-trace lab: policy enforcement in tier order, replaced as a whole on every apply.\n"
+    } else {
+        "# netpol-trace lab: NetworkPolicy enforcement, replaced as a whole on every apply.\n"
+    });
     let _ = writeln!(out, "table inet {table}");
     let _ = writeln!(out, "delete table inet {table}");
     let _ = writeln!(out, "table inet {table} {{");
@@ -63,7 +71,7 @@ pub fn render_ruleset(table: &str, plan: &EnforcementPlan) -> String {
     out.push_str("\t\tct state established,related accept\n");
     for direction in [Direction::Egress, Direction::Ingress] {
         for pod in &plan.pods {
-            if rules_of(pod, direction).is_some() {
+            if rules_of(pod, direction).is_some() || tiers_of(pod, direction).is_some() {
                 let _ = writeln!(
                     out,
                     "\t\t{} \"{}\" jump {}",
@@ -79,6 +87,8 @@ pub fn render_ruleset(table: &str, plan: &EnforcementPlan) -> String {
         for pod in &plan.pods {
             if let Some(rules) = rules_of(pod, direction) {
                 render_pod_chain(&mut out, pod, direction, rules);
+            } else if let Some(tiers) = tiers_of(pod, direction) {
+                tiered::render_tier_chains(&mut out, pod, direction, tiers);
             }
         }
     }
@@ -91,6 +101,15 @@ fn rules_of(pod: &PodPlan, direction: Direction) -> Option<&[AllowRule]> {
         Direction::Ingress => pod.ingress.as_deref(),
         Direction::Egress => pod.egress.as_deref(),
     }
+}
+
+/// The tiers of a direction, when it has any.
+fn tiers_of(pod: &PodPlan, direction: Direction) -> Option<&[TierPlan]> {
+    let tiers = match direction {
+        Direction::Ingress => pod.ingress_tiers.as_deref(),
+        Direction::Egress => pod.egress_tiers.as_deref(),
+    };
+    tiers.filter(|t| !t.is_empty())
 }
 
 fn render_pod_chain(out: &mut String, pod: &PodPlan, direction: Direction, rules: &[AllowRule]) {
@@ -229,13 +248,7 @@ mod tests {
     use crate::lab::plan::PeerNet;
 
     fn pod(iface: &str, ip: &str) -> PodPlan {
-        PodPlan {
-            pod: Some(format!("ns/{iface}")),
-            ip: ip.parse().unwrap(),
-            host_iface: iface.into(),
-            ingress: None,
-            egress: None,
-        }
+        PodPlan::open(Some(format!("ns/{iface}")), ip.parse().unwrap(), iface.into())
     }
 
     fn net(s: &str) -> IpNet {

@@ -33,6 +33,8 @@ const SCENARIOS: &[Scenario] = &[
     scenario!("cross-namespace": "namespaces.yaml", "pods.yaml", "policy.yaml", "scenario.yaml"),
     scenario!("no-ingress-list": "namespaces.yaml", "pods.yaml", "policy.yaml", "scenario.yaml"),
     scenario!("egress-default-deny": "namespaces.yaml", "pods.yaml", "policy.yaml", "scenario.yaml"),
+    scenario!("calico-default-deny": "namespaces.yaml", "pods.yaml", "policy.yaml", "scenario.yaml"),
+    scenario!("admin-tier-deny": "namespaces.yaml", "pods.yaml", "policy.yaml", "scenario.yaml"),
 ];
 
 /// All built-in scenarios.
@@ -86,7 +88,7 @@ pub struct ScenarioExpectation {
 pub struct DeniedBy {
     /// `ingress` or `egress`.
     pub direction: String,
-    /// `NAMESPACE/NAME`.
+    /// `NAMESPACE/NAME`, or `NAME` for the cluster-scoped kinds.
     pub policy: String,
 }
 
@@ -120,7 +122,7 @@ mod tests {
     use super::*;
     use crate::lab::compile::plan_from_inventory;
     use crate::lab::naming::LabNames;
-    use crate::lab::objects::lab_inventory;
+    use crate::lab::objects::{LabPolicies, lab_inventory};
     use crate::lab::topology::{Workload, build_topology};
     use crate::manifest::load_paths;
 
@@ -131,10 +133,10 @@ mod tests {
             scenario.write_to(dir.path()).unwrap();
             let input = load_paths(&[dir.path().to_owned()]).unwrap();
             assert_eq!(input.namespaces.len(), 2, "{}", scenario.name);
-            assert!(!input.network_policies.is_empty(), "{}", scenario.name);
+            let policies = LabPolicies::from_objects(&input);
+            assert!(!policies.is_empty(), "{}", scenario.name);
             let topology = build_topology(&LabNames::new("s").unwrap(), &input.pods).unwrap();
-            let inventory =
-                lab_inventory(&topology, &input.namespaces, input.network_policies).unwrap();
+            let inventory = lab_inventory(&topology, &input.namespaces, policies).unwrap();
             let plan = plan_from_inventory(&inventory, &topology).unwrap();
             let info = scenario.info().unwrap();
             assert_eq!(info.expected.verdict, "deny");
@@ -150,7 +152,11 @@ mod tests {
             let source = plan.pods.iter().find(|p| p.ip == web.ip).unwrap();
             let denied_by_egress = info.expected.denied_by.direction == "egress";
             assert!(
-                if denied_by_egress { source.egress.is_some() } else { isolated.ingress.is_some() },
+                if denied_by_egress {
+                    source.egress.is_some() || source.egress_tiers.is_some()
+                } else {
+                    isolated.ingress.is_some() || isolated.ingress_tiers.is_some()
+                },
                 "{}",
                 scenario.name
             );

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use serde::{Deserialize, Serialize};
 
 use super::error::{LabError, Result};
-use super::objects::{StoredPolicy, lab_inventory};
+use super::objects::{LabPolicies, StoredPolicy, lab_inventory};
 use super::plan::EnforcementPlan;
 use super::process::DaemonRecord;
 use super::topology::Topology;
@@ -45,21 +45,31 @@ pub struct LabState {
     /// The NetworkPolicies the lab enforces, each as read.
     #[serde(default)]
     pub policies: Vec<StoredPolicy>,
+    /// The other policy kinds the lab enforces (ClusterNetworkPolicy, AdminNetworkPolicy,
+    /// BaselineAdminNetworkPolicy, Calico NetworkPolicy, GlobalNetworkPolicy and Tier), each as
+    /// read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiered: Vec<StoredPolicy>,
     /// The plan the node's ruleset was last rendered from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<EnforcementPlan>,
 }
 
 impl LabState {
-    /// The policies the lab enforces, typed again.
+    /// The NetworkPolicies the lab enforces, typed again.
     pub fn sourced_policies(&self) -> Result<Vec<SourcedPolicy>> {
         self.policies.iter().map(StoredPolicy::to_sourced).collect()
     }
 
+    /// Every policy the lab enforces, typed again.
+    pub fn lab_policies(&self) -> Result<LabPolicies> {
+        LabPolicies::from_stored(&self.policies, &self.tiered)
+    }
+
     /// The policy engine's view of the lab: its pods as built (lab IPs as `status.podIP`), its
-    /// Namespaces and the NetworkPolicies it enforces.
+    /// Namespaces and the policies it enforces.
     pub fn inventory(&self) -> Result<Inventory> {
-        lab_inventory(&self.topology, &self.namespaces, self.sourced_policies()?)
+        lab_inventory(&self.topology, &self.namespaces, self.lab_policies()?)
     }
 
     /// Writes the state to `path` atomically (temporary file, then rename).

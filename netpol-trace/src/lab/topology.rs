@@ -59,6 +59,9 @@ pub struct LabPod {
     pub ports: Vec<PodPort>,
     /// What runs in it.
     pub workload: Workload,
+    /// `spec.serviceAccountName`, when the manifest sets one (Calico rules select by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 impl LabPod {
@@ -131,6 +134,7 @@ pub fn build_topology(names: &LabNames, pods: &[Pod]) -> Result<Topology> {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             ports: pod_ports(&object, pod)?,
             workload: workload(&object, pod)?,
+            service_account: pod.spec.as_ref().and_then(|s| s.service_account_name.clone()),
             ip: ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             namespace,
             name,

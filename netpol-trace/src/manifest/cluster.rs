@@ -1,5 +1,7 @@
-//! Reading the five kinds from the live cluster (kubeconfig or in-cluster config): list calls
-//! only, no watches, no writes. NetworkPolicies keep the JSON the API server returned, so
+//! Reading the live cluster (kubeconfig or in-cluster config): the five core kinds, and the
+//! other policy kinds (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+//! Calico's NetworkPolicy, GlobalNetworkPolicy and Tier) where the cluster serves them. List
+//! calls only, no watches, no writes. Policies keep the JSON the API server returned, so
 //! patches apply to the objects exactly as read.
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -8,6 +10,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
 use crate::k8s::list::{list_raw, list_typed, typed};
+use crate::k8s::policy_kinds::list_policy_kinds;
 
 /// Why the cluster could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +24,8 @@ pub enum ClusterError {
 }
 
 /// Lists Namespaces, Pods, NetworkPolicies, Services and EndpointSlices in all namespaces,
-/// using the default client configuration.
+/// and the other policy kinds the cluster serves (one it does not serve is absent; one the
+/// client may not list is skipped with a warning), using the default client configuration.
 pub async fn load_cluster() -> Result<ClusterObjects, ClusterError> {
     let client = kube::Client::try_default().await.map_err(ClusterError::Config)?;
     load_cluster_with(client).await
@@ -30,26 +34,20 @@ pub async fn load_cluster() -> Result<ClusterObjects, ClusterError> {
 /// Like [`load_cluster`] with a given client.
 pub async fn load_cluster_with(client: kube::Client) -> Result<ClusterObjects, ClusterError> {
     let client = &client;
-    let (namespaces, pods, policies_raw, services, endpoint_slices) = tokio::try_join!(
+    let (namespaces, pods, policies_raw, services, endpoint_slices, tiered) = tokio::try_join!(
         list_typed::<Namespace>(client),
         list_typed::<Pod>(client),
         list_raw::<NetworkPolicy>(client),
         list_typed::<Service>(client),
         list_typed::<EndpointSlice>(client),
+        list_policy_kinds(client),
     )?;
     let network_policies = typed::<NetworkPolicy>(policies_raw.clone())?
         .into_iter()
         .zip(policies_raw)
         .map(|(policy, raw)| SourcedPolicy { policy, raw, source: PolicySource::Cluster })
         .collect();
-    Ok(ClusterObjects {
-        namespaces,
-        pods,
-        network_policies,
-        services,
-        endpoint_slices,
-        tiered: Default::default(),
-    })
+    Ok(ClusterObjects { namespaces, pods, network_policies, services, endpoint_slices, tiered })
 }
 
 #[cfg(test)]

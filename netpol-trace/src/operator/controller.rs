@@ -1,7 +1,8 @@
 //! The controller loop: wait for the Lease, then watch DropReports in all namespaces and
 //! reconcile each approved one (one at a time: a handful of fixes an hour, never a stampede);
 //! stop writing the moment leadership is lost. With auto-approval on, pending reports are
-//! checked against the narrow regression rules first.
+//! checked against the narrow regression rules first. The leader also deletes reports of flows
+//! restored long ago ([`super::garbage`]): one cluster-wide list per period, not one per node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::sync::Mutex;
 
 use super::auto_approve::AutoApprover;
 use super::fixer::{Fixer, needs_work};
+use super::garbage::{Garbage, collect_garbage};
 use super::lease::Elector;
 use super::report::DropReport;
 
@@ -77,13 +79,20 @@ async fn handle(fixer: &Fixer, auto: Option<&Mutex<AutoApprover>>, report: DropR
 }
 
 /// Leads and works until leadership is lost: the watch (and every write) stops with it.
-async fn lead(fixer: &Fixer, auto: Option<&Mutex<AutoApprover>>) {
+async fn lead(fixer: &Fixer, auto: Option<&Mutex<AutoApprover>>, garbage: Garbage) {
     let api: Api<DropReport> = Api::all(fixer.client.clone());
     let events = watcher(api, watcher::Config::default()).default_backoff().applied_objects();
     let mut events = std::pin::pin!(events);
     let mut resync = tokio::time::interval(RESYNC);
+    let mut gc = tokio::time::interval(garbage.every.max(Duration::from_millis(1)));
+    gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = gc.tick() => match collect_garbage(&fixer.client, garbage.age).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "DropReports of flows restored long ago deleted"),
+                Err(e) => tracing::warn!(error = %e, "DropReport garbage collection"),
+            },
             next = events.try_next() => match next {
                 Ok(Some(report)) => { handle(fixer, auto, report).await; }
                 Ok(None) => return,
@@ -99,11 +108,23 @@ async fn lead(fixer: &Fixer, auto: Option<&Mutex<AutoApprover>>) {
 }
 
 /// Runs the controller until `shutdown` resolves: acquire the Lease, lead while it is held,
-/// step down (stop all work) when it is lost, release it on shutdown.
+/// step down (stop all work) when it is lost, release it on shutdown. Garbage is collected
+/// with the defaults ([`Garbage::default`]).
 pub async fn run(
+    fixer: Fixer,
+    elector: Elector,
+    auto: Option<AutoApprover>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    run_with(fixer, elector, auto, Garbage::default(), shutdown).await;
+}
+
+/// [`run`] with the garbage collection's age and period.
+pub async fn run_with(
     fixer: Fixer,
     mut elector: Elector,
     auto: Option<AutoApprover>,
+    garbage: Garbage,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let auto = auto.map(|a| Arc::new(Mutex::new(a)));
@@ -115,7 +136,7 @@ pub async fn run(
         }
         tracing::info!(identity = elector.identity(), "leading");
         let stop = tokio::select! {
-            () = lead(&fixer, auto.as_deref()) => false,
+            () = lead(&fixer, auto.as_deref(), garbage) => false,
             () = elector.keep_renewing() => false,
             () = &mut shutdown => true,
         };

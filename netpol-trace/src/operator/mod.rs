@@ -13,13 +13,15 @@
 //! * [`controller`]: the controller loop (watch, reconcile, auto-approval while leading).
 //! * [`auto_approve`]: the narrow `--auto-approve regressions` rules.
 //! * [`publish`]: the agents' side: create-or-update a report without losing another node's
-//!   entry, rate-limited, and garbage collection of reports restored long ago.
+//!   entry, rate-limited.
+//! * [`garbage`]: deleting reports restored long ago (the controller's leader only).
 
 pub mod auto_approve;
 pub mod controller;
 pub mod decide;
 pub mod error;
 pub mod fixer;
+pub mod garbage;
 pub mod identity;
 pub mod lease;
 pub mod plan;

@@ -4,14 +4,14 @@
 //! changing only this node's `status.nodes` entry, the aggregates recomputed from all entries,
 //! and the attribution and proposed fix while no fix was decided. A lost race re-reads and
 //! re-applies, so another node's entry is never lost. Agents never set `spec.decision` and
-//! never touch a fix the controller owns.
+//! never touch a fix the controller owns (nor delete reports: see [`super::garbage`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use serde_json::Value;
 
 use super::identity::report_name;
@@ -134,11 +134,12 @@ pub async fn publish(client: &kube::Client, observation: &Observation) -> Result
     })
 }
 
-/// Publishes a flow at most once per interval, except when its state changes.
+/// Publishes a flow at most once per interval, except when its state changes or its first
+/// proposed fix arrives (the report is then complete for the people who decide).
 #[derive(Debug)]
 pub struct RateLimiter {
     every: Duration,
-    last: HashMap<String, (Instant, FlowState)>,
+    last: HashMap<String, (Instant, FlowState, bool)>,
 }
 
 impl RateLimiter {
@@ -151,57 +152,58 @@ impl RateLimiter {
     pub fn admit(&mut self, observation: &Observation) -> bool {
         let key = format!("{}/{}", observation.namespace(), observation.report_name());
         let now = Instant::now();
+        let proposed = observation.patches.is_some();
         let due = match self.last.get(&key) {
-            Some((at, state)) => {
-                *state != observation.state || now.duration_since(*at) >= self.every
+            Some((at, state, had_fix)) => {
+                *state != observation.state
+                    || (proposed && !had_fix)
+                    || now.duration_since(*at) >= self.every
             }
             None => true,
         };
         if due {
-            self.last.insert(key, (now, observation.state));
+            self.last.insert(key, (now, observation.state, proposed));
         }
         due
     }
 }
 
-/// Whether a report is garbage: restored, last seen before `cutoff`, and holding no applied
-/// fix (whose backup people may still need to undo it).
-pub fn is_garbage(report: &DropReport, cutoff: DateTime<Utc>) -> bool {
-    let Some(status) = &report.status else { return false };
-    status.state == Some(FlowState::Restored)
-        && status.last_seen.is_some_and(|t| t < cutoff)
-        && report.phase() != Some(FixPhase::Applied)
-        && report.spec.decision.is_none()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::report::FlowEnd;
 
-/// Deletes the reports restored more than `age` ago (see [`is_garbage`]), each guarded by its
-/// resourceVersion; returns how many went.
-pub async fn collect_garbage(client: &kube::Client, age: Duration) -> Result<usize> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-    let api: Api<DropReport> = Api::all(client.clone());
-    let list = api.list(&Default::default()).await.map_err(|source| Error::Kube {
-        verb: "list",
-        what: "dropreports".into(),
-        source,
-    })?;
-    let mut deleted = 0;
-    for report in list.items.iter().filter(|r| is_garbage(r, cutoff)) {
-        let namespace = report.metadata.namespace.clone().unwrap_or_default();
-        let name = report.metadata.name.clone().unwrap_or_default();
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                resource_version: report.metadata.resource_version.clone(),
-                uid: report.metadata.uid.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        match Api::<DropReport>::namespaced(client.clone(), &namespace).delete(&name, &params).await
-        {
-            Ok(_) => deleted += 1,
-            // Updated or gone meanwhile: it is looked at again next time.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
-            Err(e) => return Err(Error::report("delete", &namespace, &name, e)),
+    fn observation(state: FlowState, patches: Option<Vec<Value>>) -> Observation {
+        Observation {
+            spec: DropReportSpec {
+                source: FlowEnd::workload("app", "web", "Deployment"),
+                destination: FlowEnd::workload("db", "mysql", "StatefulSet"),
+                port: 3306,
+                protocol: "TCP".into(),
+                decision: None,
+            },
+            node: NodeEntry {
+                node: "node-1".into(),
+                count: 1,
+                last_seen: Utc::now(),
+                ifname: "cali0".into(),
+                reason: "NETFILTER_DROP".into(),
+                from_source_veth: None,
+            },
+            first_seen: Utc::now(),
+            state,
+            attribution: None,
+            patches,
         }
     }
-    Ok(deleted)
+
+    #[test]
+    fn counters_wait_for_the_interval_but_a_first_fix_or_a_new_state_goes_at_once() {
+        let mut limiter = RateLimiter::new(Duration::from_secs(3600));
+        assert!(limiter.admit(&observation(FlowState::Dropping, None)), "a new report");
+        assert!(!limiter.admit(&observation(FlowState::Dropping, None)), "new counters wait");
+        assert!(limiter.admit(&observation(FlowState::Dropping, Some(vec![]))), "first fix");
+        assert!(!limiter.admit(&observation(FlowState::Dropping, Some(vec![]))), "same fix waits");
+        assert!(limiter.admit(&observation(FlowState::Restored, Some(vec![]))), "restored");
+    }
 }

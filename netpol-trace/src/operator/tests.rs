@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::auto_approve::AutoApprover;
 use super::fixer::needs_work;
+use super::garbage::is_garbage;
 use super::plan::{Planned, plan_objects};
-use super::publish::{Observation, is_garbage};
+use super::publish::Observation;
 use super::report::*;
 use crate::inventory::{ClusterObjects, PolicySource, SourcedPolicy};
 

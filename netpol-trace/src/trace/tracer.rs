@@ -284,6 +284,7 @@ fn run(
             let _ = tx.send(TracerMessage::Failed(e.to_string()));
             break;
         }
+        session.datapath.flush_logs();
         for ev in session.datapath.drain_events() {
             if !opts.capture_packets {
                 continue;

@@ -55,3 +55,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "netpol-trace.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* Name of the identity Prometheus scrapes the agents with. */}}
+{{- define "netpol-trace.scraperName" -}}
+{{- printf "%s-scraper" (include "netpol-trace.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

@@ -16,6 +16,7 @@ use crate::flow::{EndpointArg, FlowRequest, resolve_flows};
 use crate::inventory::{DEFAULT_NAMESPACE, PortRef};
 use crate::lab::lifecycle::{self, LabContext, PolicyChange, find_pod};
 use crate::lab::listener;
+use crate::lab::objects::LabPolicies;
 use crate::lab::plan::{EnforcementPlan, Protocol};
 use crate::lab::probe::{ProbeOutcome, probe};
 use crate::lab::render::render_ruleset;
@@ -190,8 +191,9 @@ pub struct ExplainArgs {
 pub struct ApplyArgs {
     /// The lab.
     pub name: String,
-    /// Manifest file or directory (recursive; repeatable; `-` for stdin): its NetworkPolicies
-    /// replace all of the lab's policies; other kinds are ignored.
+    /// Manifest file or directory (recursive; repeatable; `-` for stdin): its policies
+    /// (NetworkPolicy, ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// Calico NetworkPolicy, GlobalNetworkPolicy, Tier) replace all of the lab's policies.
     #[arg(short = 'f', long = "filename", required_unless_present = "plan")]
     pub filename: Vec<PathBuf>,
     /// An enforcement plan (JSON) to render instead of policies.
@@ -279,13 +281,12 @@ fn print_pods(state: &LabState) -> std::io::Result<()> {
         &["NAMESPACE", "NAME", "IP", "INTERFACE", "WORKLOAD", "PORTS"],
         &rows,
     ))?;
-    let isolated = state.plan.as_ref().map_or(0, |plan| {
-        plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count()
-    });
+    let isolated =
+        state.plan.as_ref().map_or(0, |plan| plan.pods.iter().filter(|p| p.is_isolated()).count());
     println!(
         "lab {}: {} enforced, {isolated} pod(s) isolated",
         state.name,
-        policy_count(state.policies.len())
+        policy_count(state.policies.len(), state.tiered.len())
     );
     println!(
         "lab {}: node namespace {}, nft table inet {}, run directory {}",
@@ -418,22 +419,20 @@ fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
     }
     let objects = manifest::load_paths(&args.filename).map_err(exit::ExitError::from)?;
     if !objects.pods.is_empty() || !objects.namespaces.is_empty() {
-        tracing::info!(
-            "lab apply takes only the NetworkPolicies: pods and namespaces stay as built"
-        );
+        tracing::info!("lab apply takes only the policies: pods and namespaces stay as built");
     }
     let change: PolicyChange = if args.dry_run {
         let state = lifecycle::load(&ctx, &args.name)?;
-        let change = lifecycle::plan_policies(&state, objects.network_policies)?;
+        let change = lifecycle::plan_policies(&state, LabPolicies::from_objects(&objects))?;
         print!("{}", change.ruleset);
         return Ok(exit::OK);
     } else {
-        lifecycle::apply_policies(&ctx, &args.name, objects.network_policies)?
+        lifecycle::apply_policies(&ctx, &args.name, LabPolicies::from_objects(&objects))?
     };
     println!(
         "lab {}: {} enforced, ruleset replaced ({} pod(s) isolated)",
         args.name,
-        policy_count(change.policies),
+        policy_count(change.policies, change.other_policies),
         change.isolated_pods()
     );
     Ok(exit::OK)
@@ -457,14 +456,24 @@ fn apply_plan_file(
         return Ok(exit::OK);
     }
     lifecycle::apply(ctx, name, &plan)?;
-    let isolated = plan.pods.iter().filter(|p| p.ingress.is_some() || p.egress.is_some()).count();
+    let isolated = plan.pods.iter().filter(|p| p.is_isolated()).count();
     println!("lab {name}: ruleset replaced from a plan ({isolated} pod(s) isolated)");
     Ok(exit::OK)
 }
 
 /// `1 NetworkPolicy`, `3 NetworkPolicies`.
-fn policy_count(count: usize) -> String {
-    if count == 1 { "1 NetworkPolicy".to_owned() } else { format!("{count} NetworkPolicies") }
+/// `1 NetworkPolicy`, `3 NetworkPolicies`, `2 policy objects` (ClusterNetworkPolicies, Calico
+/// policies, Tiers...), `3 NetworkPolicies and 2 policy objects of other kinds`.
+fn policy_count(count: usize, others: usize) -> String {
+    let policies =
+        if count == 1 { "1 NetworkPolicy".to_owned() } else { format!("{count} NetworkPolicies") };
+    let objects =
+        if others == 1 { "1 policy object".to_owned() } else { format!("{others} policy objects") };
+    match (count, others) {
+        (_, 0) => policies,
+        (0, _) => objects,
+        _ => format!("{policies} and {objects} of other kinds"),
+    }
 }
 
 fn format_duration(duration: Duration) -> String {
@@ -486,6 +495,14 @@ fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_counts_name_network_policies_and_other_kinds() {
+        assert_eq!(policy_count(1, 0), "1 NetworkPolicy");
+        assert_eq!(policy_count(0, 0), "0 NetworkPolicies");
+        assert_eq!(policy_count(0, 1), "1 policy object");
+        assert_eq!(policy_count(2, 3), "2 NetworkPolicies and 3 policy objects of other kinds");
+    }
 
     #[test]
     fn durations_and_ports_parse() {

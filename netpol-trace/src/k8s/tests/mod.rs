@@ -1,6 +1,7 @@
 //! Write paths against the fake API server: apply, create, delete, restore.
 
 mod apply;
+mod policy_kinds;
 mod restore;
 
 use fake_apiserver::FakeApiServer;

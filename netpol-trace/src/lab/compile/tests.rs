@@ -272,7 +272,7 @@ fn pods_missing_from_the_inventory_are_an_error() {
     parse_manifest(PODS, Path::new("m.yaml"), Syntax::Yaml, &mut objects).unwrap();
     let topology = build_topology(&LabNames::new("t").unwrap(), &objects.pods).unwrap();
     let empty = Topology { pods: vec![], ..topology.clone() };
-    let inventory = lab_inventory(&empty, &[], vec![]).unwrap();
+    let inventory = lab_inventory(&empty, &[], crate::lab::LabPolicies::default()).unwrap();
     let err = plan_from_inventory(&inventory, &topology).unwrap_err().to_string();
     assert!(err.starts_with("Pod app/web: metadata.name: "), "{err}");
 }

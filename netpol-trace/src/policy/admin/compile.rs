@@ -168,6 +168,9 @@ fn namespaced_pod(
 
 /// A peer's namespaces in either form. The early form's `sameLabels`/`notSameLabels` compare
 /// with the subject's namespace, which this engine does not model: refused, never widened.
+/// Upstream never settled their meaning: its Go types say a `notSameLabels` namespace has
+/// none of the labels, its published CRD schema says it has all of them with at least one
+/// value differing from the subject's; both fields left the API in later v1alpha1 releases.
 fn peer_namespaces(namespaces: &model::PeerNamespaces, path: &str) -> Result<Selector, FieldError> {
     match namespaces {
         model::PeerNamespaces::Selector(selector) => Selector::compile(selector, path),
