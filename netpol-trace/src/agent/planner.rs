@@ -29,8 +29,6 @@ pub const WAITERS_PER_IDENTITY: usize = 4096;
 pub const PLANNED_CAPACITY: usize = 4096;
 /// Share of one core the planning worker may use.
 pub const CPU_SHARE: f64 = 0.2;
-/// Longest pause the worker makes to stay within its share.
-const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// A flow's identity: its DropReport's spec, as [`feed::ReportBasis::identity`] writes it.
 pub type Identity = String;
@@ -188,6 +186,14 @@ impl FixQueue {
         self.len() == 0
     }
 
+    /// Waits `pause`, or less when the queue is closed meanwhile.
+    pub fn rest(&self, pause: Duration) {
+        let q = self.lock();
+        if !q.closed {
+            drop(self.ready.wait_timeout_while(q, pause, |q| !q.closed));
+        }
+    }
+
     /// Wakes the worker and makes [`Self::take`] return `None`.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -214,9 +220,11 @@ pub fn spawn(
             if let Some(plan) = plan {
                 give(&plan, job.keys.iter().chain(&late), &state, feed.as_ref());
             }
-            let pause = took.mul_f64((1.0 - CPU_SHARE) / CPU_SHARE).min(MAX_PAUSE);
+            // The pause keeps the share however long a plan took (a long plan is followed by
+            // a long pause); closing the queue cuts it short.
+            let pause = took.mul_f64((1.0 - CPU_SHARE) / CPU_SHARE);
             if !pause.is_zero() && !queue.is_empty() {
-                std::thread::sleep(pause);
+                queue.rest(pause);
             }
         }
     })
@@ -322,6 +330,22 @@ mod tests {
         assert_eq!(q.offer(id("b"), key(2), 2), Offer::Queued);
         q.finish(&job, Some(plan("old")));
         assert_eq!(q.offer(id("a"), key(1), 2), Offer::Queued);
+    }
+
+    #[test]
+    fn closing_cuts_a_rest_short() {
+        let q = Arc::new(FixQueue::new(4));
+        let resting = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                q.rest(Duration::from_secs(60));
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        assert!(resting.join().unwrap() < Duration::from_secs(30));
     }
 
     #[test]

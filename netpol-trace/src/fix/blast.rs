@@ -141,8 +141,10 @@ pub fn verdict_changes(
         if let PairEnd::Pod(id) = dst {
             ports.extend(before.pod(id).ports.iter().map(|p| (p.protocol, p.port)));
         }
+        // Both ends are resolved once per pair; the ports only change the port.
+        let pair = Flow::new(before, src.spec(), dst.spec(), 0, Protocol::Tcp);
         for &(protocol, port) in &ports {
-            let flow = Flow::new(before, src.spec(), dst.spec(), port, protocol);
+            let flow = Flow { port, protocol, ..pair };
             let was = is_allowed(before, &flow, options);
             let is = is_allowed(after, &flow, options);
             let probe = Probe { src, dst, protocol, port };
