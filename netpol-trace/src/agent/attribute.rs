@@ -4,8 +4,9 @@
 use crate::attribution::{self, Attribution};
 use crate::fix::FixPlan;
 use crate::inventory::Inventory;
+use crate::operator::plan::{NEWLY_ALLOWED_SAMPLE, bound_newly_allowed};
 
-use super::record::{FlowRecord, SuggestedFix};
+use super::record::{FixDetails, FlowRecord, SuggestedFix};
 
 /// Attributes `record` in place with the engine alone (names, policies, hint): the per-drop
 /// path. The suggested fix is left as it was; [`attribute`] plans it.
@@ -18,12 +19,25 @@ pub fn attribute_drop(inventory: &Inventory, record: &mut FlowRecord) -> Attribu
 pub fn attribute(inventory: &Inventory, record: &mut FlowRecord) -> (Attribution, Option<FixPlan>) {
     let a = attribution::attribute_drop(inventory, &mut record.drop);
     let plan = a.suggest_fix(inventory);
-    record.fix = plan.as_ref().map(|plan| SuggestedFix {
-        summary: plan.summary.clone(),
-        kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
-        patches: serde_json::to_value(&plan.patches).unwrap_or_default(),
+    record.fix = plan.as_ref().map(|plan| {
+        SuggestedFix::from(FixDetails {
+            summary: plan.summary.clone(),
+            kubectl: plan.patches.iter().map(|p| p.kubectl.clone()).collect(),
+            patches: bounded_patches(plan),
+        })
     });
     (a, plan)
+}
+
+/// The plan's patches as `fix -o json` prints them, each with at most
+/// [`NEWLY_ALLOWED_SAMPLE`] newly allowed pairs and their full number in `newly_allowed_count`:
+/// what a flow keeps in memory and serves on `/drops`.
+fn bounded_patches(plan: &FixPlan) -> serde_json::Value {
+    let mut value = serde_json::to_value(&plan.patches).unwrap_or_default();
+    if let serde_json::Value::Array(entries) = &mut value {
+        bound_newly_allowed(entries, "newly_allowed", NEWLY_ALLOWED_SAMPLE);
+    }
+    value
 }
 
 #[cfg(test)]
@@ -78,6 +92,8 @@ pub(crate) mod tests {
             fix.kubectl[0]
         );
         assert_eq!(fix.patches[0]["action"], "patch");
+        assert_eq!(fix.patches[0]["newly_allowed_count"], 1, "web-1 -> mysql-0 only");
+        assert_eq!(fix.patches[0]["newly_allowed"].as_array().unwrap().len(), 1);
     }
 
     #[test]

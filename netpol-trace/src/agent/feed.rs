@@ -11,6 +11,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -72,7 +73,25 @@ impl FeedOptions {
 pub struct ReportBasis {
     spec: DropReportSpec,
     attribution: Option<Attribution>,
-    patches: Option<Vec<Value>>,
+    patches: Option<Arc<Vec<Value>>>,
+}
+
+impl ReportBasis {
+    /// The flow's identity as its report names it (source workload → destination workload,
+    /// port, protocol): flows of one identity share one report and one fix.
+    pub fn identity(&self) -> String {
+        serde_json::to_string(&self.spec).unwrap_or_default()
+    }
+
+    /// The proposed fix's patches (report entries, each blast radius bounded).
+    pub fn patches(&self) -> Option<&Arc<Vec<Value>>> {
+        self.patches.as_ref()
+    }
+
+    /// The same basis with `patches` proposed.
+    pub fn with_patches(&self, patches: Option<Arc<Vec<Value>>>) -> Self {
+        Self { patches, ..self.clone() }
+    }
 }
 
 /// The report end of a flow end: the pod's workload, else the address.
@@ -123,7 +142,15 @@ pub fn basis(
         },
         attribution: (!policies.is_empty() || a.hint.is_some())
             .then(|| Attribution { policies, hint: a.hint.clone() }),
-        patches: plan.map(operator::plan::patches_for_status),
+        patches: plan.map(|plan| {
+            let mut entries = operator::plan::patches_for_status(plan);
+            operator::plan::bound_newly_allowed(
+                &mut entries,
+                "newlyAllowed",
+                operator::plan::NEWLY_ALLOWED_SAMPLE,
+            );
+            Arc::new(entries)
+        }),
     }
 }
 
@@ -415,6 +442,11 @@ mod tests {
         let patch = &status["fix"]["patches"][0];
         assert_eq!(patch["action"], "patch");
         assert!(patch.get("jsonPatch").is_some(), "camelCase keys: {patch}");
+        assert_eq!(
+            patch["newlyAllowedCount"].as_u64(),
+            patch["newlyAllowed"].as_array().map(|pairs| pairs.len() as u64),
+            "the blast radius sample says how many pairs there are: {patch}"
+        );
 
         // A second drop of the same flow updates the same report.
         let mut later: Value = serde_json::from_str(RECORDED_DROP).unwrap();

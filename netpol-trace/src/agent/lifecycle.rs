@@ -30,7 +30,7 @@ use super::{
     http,
     metrics::DropKind,
     planner::{self, FixQueue, Offer, SharedView},
-    record::FlowState,
+    record::{FlowRecord, FlowState},
     state::AgentState,
     store::{DEFAULT_CAPACITY, IDLE_EXPIRY},
 };
@@ -370,7 +370,7 @@ impl Loop {
                 record.report =
                     Some(Arc::new(feed::basis(&self.view, &self.view.inventory, record, &a, None)));
                 record.attributed = Some((self.generation, a.denial));
-                self.plan(key);
+                self.plan(key, record);
             }
         }
         tracing::debug!(
@@ -413,7 +413,7 @@ impl Loop {
                             None,
                         )));
                         metrics.observe_attribution(started.elapsed());
-                        self.plan(key);
+                        self.plan(key, record);
                         a.denial
                     }
                 };
@@ -468,11 +468,15 @@ impl Loop {
         Ok(())
     }
 
-    /// Offers the flow to the fix planner (once per attribution, that is once per cluster
-    /// generation); a full queue is counted.
-    fn plan(&self, key: ConnKey) {
-        if self.plans.offer(key) == Offer::Full {
-            self.state.metrics.add_plans_skipped();
+    /// Offers the flow to the fix planner under its report's identity (once per attribution,
+    /// that is once per cluster generation); an identity planned already gives its plan at
+    /// once; a full queue is counted.
+    fn plan(&self, key: ConnKey, record: &mut FlowRecord) {
+        let Some(identity) = record.report.as_ref().map(|basis| basis.identity()) else { return };
+        match self.plans.offer(identity, key, self.generation) {
+            Offer::Planned(plan) => plan.apply(record),
+            Offer::Full => self.state.metrics.add_plans_skipped(),
+            Offer::Queued | Offer::AlreadyQueued => {}
         }
     }
 

@@ -16,15 +16,41 @@ pub enum FlowState {
     Restored,
 }
 
-/// A suggested NetworkPolicy change that would allow the flow.
+/// A suggested NetworkPolicy change that would allow the flow, shared by the flows of one
+/// identity (cloning it copies a pointer); it reads and serialises as its [`FixDetails`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "FixDetails")]
+pub struct SuggestedFix(std::sync::Arc<FixDetails>);
+
+impl From<FixDetails> for SuggestedFix {
+    fn from(details: FixDetails) -> Self {
+        Self(std::sync::Arc::new(details))
+    }
+}
+
+impl std::ops::Deref for SuggestedFix {
+    type Target = FixDetails;
+    fn deref(&self) -> &FixDetails {
+        &self.0
+    }
+}
+
+impl Serialize for SuggestedFix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// What a [`SuggestedFix`] says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SuggestedFix {
+pub struct FixDetails {
     /// One line: what changes.
     pub summary: String,
     /// `kubectl` commands that apply it.
     pub kubectl: Vec<String>,
     /// The JSON patches (or whole new policies) per policy, as `netpol-trace fix -o json`
-    /// prints them.
+    /// prints them, except that each `newly_allowed` keeps its first pairs only and
+    /// `newly_allowed_count` gives their number.
     pub patches: serde_json::Value,
 }
 

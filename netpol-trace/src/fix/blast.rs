@@ -122,21 +122,29 @@ pub fn verdict_changes(
         .map(PairEnd::Pod)
         .chain(scope.addresses.iter().copied().map(PairEnd::Address))
         .collect();
-    let mut pairs: BTreeSet<(PairEnd, PairEnd)> = BTreeSet::new();
-    for &subject in &scope.ingress_subjects {
-        pairs.extend(ends.iter().map(|&src| (src, PairEnd::Pod(subject))));
-    }
-    for &subject in &scope.egress_subjects {
-        pairs.extend(ends.iter().map(|&dst| (PairEnd::Pod(subject), dst)));
-    }
+    // Pairs are walked, not collected: into every ingress subject from every end, then out of
+    // every egress subject to every end that is not an ingress subject (those pairs were walked
+    // already). Memory stays proportional to the changes found, not to the pairs evaluated.
     let mut changes = VerdictChanges::default();
-    for (src, dst) in pairs {
-        let mut ports = scope.ports.clone();
+    let into = scope
+        .ingress_subjects
+        .iter()
+        .flat_map(|&subject| ends.iter().map(move |&src| (src, PairEnd::Pod(subject))));
+    let out_of = scope.egress_subjects.iter().flat_map(|&subject| {
+        ends.iter()
+            .filter(|dst| !matches!(dst, PairEnd::Pod(id) if scope.ingress_subjects.contains(id)))
+            .map(move |&dst| (PairEnd::Pod(subject), dst))
+    });
+    let mut ports = BTreeSet::new();
+    for (src, dst) in into.chain(out_of) {
+        ports.clone_from(&scope.ports);
         if let PairEnd::Pod(id) = dst {
             ports.extend(before.pod(id).ports.iter().map(|p| (p.protocol, p.port)));
         }
-        for (protocol, port) in ports {
-            let flow = Flow::new(before, src.spec(), dst.spec(), port, protocol);
+        // Both ends are resolved once per pair; the ports only change the port.
+        let pair = Flow::new(before, src.spec(), dst.spec(), 0, Protocol::Tcp);
+        for &(protocol, port) in &ports {
+            let flow = Flow { port, protocol, ..pair };
             let was = is_allowed(before, &flow, options);
             let is = is_allowed(after, &flow, options);
             let probe = Probe { src, dst, protocol, port };
@@ -147,5 +155,48 @@ pub fn verdict_changes(
             }
         }
     }
+    changes.newly_allowed.sort_unstable();
+    changes.newly_denied.sort_unstable();
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MYSQL_MANIFESTS, inventory_of};
+
+    const DENY_ALL: &str = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: NS}\nspec: {podSelector: {}, policyTypes: [Ingress, Egress]}\n";
+
+    #[test]
+    fn pairs_selected_both_ways_are_evaluated_once_and_sorted() {
+        let denied = format!(
+            "{MYSQL_MANIFESTS}{}{}",
+            DENY_ALL.replace("NS", "app"),
+            DENY_ALL.replace("NS", "db")
+        );
+        let before = inventory_of(&denied);
+        let after = inventory_of(MYSQL_MANIFESTS);
+        let all: BTreeSet<PodId> = before.pod_ids().collect();
+        let options = ExplainOptions::default();
+        let scope = |ingress: bool, egress: bool| ChangeScope {
+            ingress_subjects: if ingress { all.clone() } else { BTreeSet::new() },
+            egress_subjects: if egress { all.clone() } else { BTreeSet::new() },
+            ports: BTreeSet::from([(Protocol::Tcp, 80)]),
+            ..ChangeScope::default()
+        };
+        let both = verdict_changes(&before, &after, &scope(true, true), &options);
+        let mut separately: Vec<Probe> =
+            verdict_changes(&before, &after, &scope(true, false), &options)
+                .newly_allowed
+                .into_iter()
+                .chain(
+                    verdict_changes(&before, &after, &scope(false, true), &options).newly_allowed,
+                )
+                .collect();
+        separately.sort_unstable();
+        separately.dedup();
+        assert!(!both.newly_allowed.is_empty());
+        assert_eq!(both.newly_allowed, separately, "each pair once, in order");
+        assert!(both.newly_denied.is_empty());
+    }
 }

@@ -170,6 +170,25 @@ pub fn patches_for_status(plan: &FixPlan) -> Vec<Value> {
     value.as_array().cloned().unwrap_or_default().into_iter().map(camel_keys).collect()
 }
 
+/// Entries of a patch's newly-allowed list that the agent keeps per flow and writes into its
+/// DropReport; the count field next to the list gives them all.
+pub const NEWLY_ALLOWED_SAMPLE: usize = 20;
+
+/// Bounds the blast radius of each patch entry in `entries` (`fix -o json` entries, or the
+/// report's camelCase ones): keeps the first `limit` pairs of the list under `key` and records
+/// the full number under `<key>Count` (`newly_allowed_count`, `newlyAllowedCount`).
+pub fn bound_newly_allowed(entries: &mut [Value], key: &str, limit: usize) {
+    let count_key = if key.contains('_') { format!("{key}_count") } else { format!("{key}Count") };
+    for entry in entries {
+        let Value::Object(map) = entry else { continue };
+        let Some(Value::Array(pairs)) = map.get_mut(key) else { continue };
+        let count = pairs.len();
+        pairs.truncate(limit);
+        pairs.shrink_to_fit();
+        map.insert(count_key.clone(), Value::from(count));
+    }
+}
+
 fn camel_keys(entry: Value) -> Value {
     let Value::Object(map) = entry else { return entry };
     let renamed: Map<String, Value> = map
@@ -191,4 +210,33 @@ fn camel_keys(entry: Value) -> Value {
         })
         .collect();
     Value::Object(renamed)
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    fn pairs(n: usize) -> Value {
+        (0..n)
+            .map(|i| serde_json::json!({"from": format!("app/web-{i}"), "to": "db/mysql-0"}))
+            .collect()
+    }
+
+    #[test]
+    fn the_blast_radius_sample_is_bounded_and_its_count_exact() {
+        let mut entries = vec![
+            serde_json::json!({"name": "a", "newlyAllowed": pairs(45)}),
+            serde_json::json!({"name": "b", "newlyAllowed": pairs(3)}),
+        ];
+        bound_newly_allowed(&mut entries, "newlyAllowed", 20);
+        assert_eq!(entries[0]["newlyAllowed"].as_array().unwrap().len(), 20);
+        assert_eq!(entries[0]["newlyAllowed"][0]["from"], "app/web-0", "the first pairs kept");
+        assert_eq!(entries[0]["newlyAllowedCount"], 45);
+        assert_eq!(entries[1]["newlyAllowed"].as_array().unwrap().len(), 3);
+        assert_eq!(entries[1]["newlyAllowedCount"], 3);
+        let mut snake = vec![serde_json::json!({"newly_allowed": pairs(21)})];
+        bound_newly_allowed(&mut snake, "newly_allowed", 20);
+        assert_eq!(snake[0]["newly_allowed_count"], 21);
+        assert_eq!(snake[0]["newly_allowed"].as_array().unwrap().len(), 20);
+    }
 }

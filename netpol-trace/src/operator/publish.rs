@@ -38,7 +38,7 @@ pub struct Observation {
     /// Who denies the flow.
     pub attribution: Option<Attribution>,
     /// The proposed patches (`fix -o json` entries, camelCase); `None` when no safe patch.
-    pub patches: Option<Vec<Value>>,
+    pub patches: Option<std::sync::Arc<Vec<Value>>>,
 }
 
 impl Observation {
@@ -76,7 +76,7 @@ impl Observation {
         if !decided && let Some(patches) = &self.patches {
             status.fix = Some(FixStatus {
                 phase: FixPhase::Proposed,
-                patches: patches.clone(),
+                patches: patches.to_vec(),
                 message: None,
                 applied: None,
                 observed_generation: None,
@@ -193,7 +193,7 @@ mod tests {
             first_seen: Utc::now(),
             state,
             attribution: None,
-            patches,
+            patches: patches.map(std::sync::Arc::new),
         }
     }
 

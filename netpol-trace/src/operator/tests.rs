@@ -143,7 +143,7 @@ fn observation(node: &str, count: u64, minute: u32) -> Observation {
         first_seen: at,
         state: FlowState::Dropping,
         attribution: None,
-        patches: Some(vec![json!({"action": "patch"})]),
+        patches: Some(std::sync::Arc::new(vec![json!({"action": "patch"})])),
     }
 }
 
@@ -162,7 +162,7 @@ fn observations_of_two_nodes_keep_both_entries_and_never_touch_a_decided_fix() {
 
     status.fix.as_mut().unwrap().phase = FixPhase::Applied;
     let mut other = observation("node-c", 1, 10);
-    other.patches = Some(vec![json!({"action": "create"})]);
+    other.patches = Some(std::sync::Arc::new(vec![json!({"action": "create"})]));
     other.merge_into(&mut status);
     let fix = status.fix.unwrap();
     assert_eq!((fix.phase, fix.patches), (FixPhase::Applied, vec![json!({"action": "patch"})]));
