@@ -8,13 +8,12 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
+use super::reduced::spawn_cache_watch;
 use crate::inventory::{DEFAULT_NAMESPACE, Interner, PodInfo, PodRef};
 
 /// A pod as the agent keeps it.
@@ -234,26 +233,13 @@ impl PodCache {
         changed: channel::Sender<u64>,
         synced: channel::Sender<bool>,
     ) -> JoinHandle<()> {
-        let api: Api<Pod> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
         let cache = self.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => {
-                        let done = matches!(event, watcher::Event::InitDone);
-                        if cache.apply(event) {
-                            changed.send_modify(|n| *n += 1);
-                        }
-                        if done {
-                            let _ = synced.send(true);
-                        }
-                    }
-                    Err(e) => tracing::warn!(kind = "Pod", error = %e, "watch failed, retrying"),
-                }
-            }
-        })
+        spawn_cache_watch(
+            client,
+            move |event: watcher::Event<Pod>| cache.apply(event),
+            changed,
+            synced,
+        )
     }
 }
 

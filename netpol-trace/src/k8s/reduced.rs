@@ -138,30 +138,49 @@ impl<T: Send + Sync + 'static> ReducedCache<T> {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
-        let api: Api<K> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
         let cache = self.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => {
-                        let done = matches!(event, watcher::Event::InitDone);
-                        if cache.apply(event, reduce) {
-                            changed.send_modify(|n| *n += 1);
-                        }
-                        if done {
-                            let _ = synced.send(true);
-                        }
+        spawn_cache_watch(
+            client,
+            move |event: watcher::Event<K>| cache.apply(event, reduce),
+            changed,
+            synced,
+        )
+    }
+}
+
+/// Watches every object of kind `K` and hands each event to `apply` (which says whether the
+/// cache changed): a change bumps `changed`, the end of each (re)list sends `synced`. The
+/// watcher retries with backoff; an error is worth a line, not a stop.
+pub(crate) fn spawn_cache_watch<K>(
+    client: &kube::Client,
+    mut apply: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
+    changed: channel::Sender<u64>,
+    synced: channel::Sender<bool>,
+) -> JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    if apply(event) {
+                        changed.send_modify(|n| *n += 1);
                     }
-                    // The watcher retries with backoff; the error is worth a line, not a stop.
-                    Err(e) => {
-                        tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed, retrying")
+                    if done {
+                        let _ = synced.send(true);
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed, retrying")
+                }
             }
-        })
-    }
+        }
+    })
 }
 
 #[cfg(test)]
