@@ -7,7 +7,7 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use netpol_trace::explain::{ExplainOptions, explain};
@@ -17,6 +17,9 @@ use netpol_trace::policy::Protocol;
 
 #[path = "support/synthetic.rs"]
 mod synthetic;
+#[path = "support/timing.rs"]
+mod timing;
+use timing::median;
 
 /// (policies, pods)
 const SIZES: [(usize, usize); 4] =
@@ -109,25 +112,6 @@ fn mixed(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Median of `samples` timings of `f` (each the mean of `batch` calls), after one batch of
-/// warm-up.
-fn median(samples: usize, batch: u32, mut f: impl FnMut()) -> Duration {
-    for _ in 0..batch {
-        f();
-    }
-    let mut times: Vec<Duration> = (0..samples)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            start.elapsed() / batch
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
 }
 
 /// NetworkPolicy-only against mixed kinds (6k NetworkPolicies, 3k Calico NetworkPolicies, 600

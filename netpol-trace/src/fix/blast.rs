@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::explain::{ExplainOptions, is_allowed};
 use crate::flow::{EndpointSpec, Flow};
 use crate::inventory::{Inventory, PodId};
-use crate::policy::Protocol;
+use super::relevance::{Candidates, Relevance};
+use crate::policy::{Direction, Protocol};
 
 /// One end of a probe: a known pod or an outside address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,33 +111,72 @@ pub struct VerdictChanges {
 }
 
 /// Evaluates every probe `scope` can affect in `before` and `after` (which must share pods,
-/// as [`Inventory::with_policies_replaced`] guarantees).
+/// as [`Inventory::with_policies_replaced`] guarantees). Between NetworkPolicy-only
+/// inventories only the pairs a changed policy's rules can flip are evaluated (see
+/// `fix::relevance`); the result equals [`verdict_changes_exhaustive`]'s.
 pub fn verdict_changes(
     before: &Inventory,
     after: &Inventory,
     scope: &ChangeScope,
     options: &ExplainOptions,
 ) -> VerdictChanges {
+    walk(before, after, scope, options, true)
+}
+
+/// [`verdict_changes`] evaluating every pair of the scope, pruning nothing: the reference the
+/// pruned walk is tested and benchmarked against.
+pub fn verdict_changes_exhaustive(
+    before: &Inventory,
+    after: &Inventory,
+    scope: &ChangeScope,
+    options: &ExplainOptions,
+) -> VerdictChanges {
+    walk(before, after, scope, options, false)
+}
+
+fn walk(
+    before: &Inventory,
+    after: &Inventory,
+    scope: &ChangeScope,
+    options: &ExplainOptions,
+    prune: bool,
+) -> VerdictChanges {
     let ends: Vec<PairEnd> = before
         .pod_ids()
         .map(PairEnd::Pod)
         .chain(scope.addresses.iter().copied().map(PairEnd::Address))
         .collect();
-    // Pairs are walked, not collected: into every ingress subject from every end, then out of
-    // every egress subject to every end that is not an ingress subject (those pairs were walked
-    // already). Memory stays proportional to the changes found, not to the pairs evaluated.
-    let mut changes = VerdictChanges::default();
-    let into = scope
-        .ingress_subjects
+    let mut relevance = prune
+        .then(|| Relevance::new(before, after, &ends, options.ip_block_pod_mode))
+        .flatten();
+    // Sources that are egress subjects may flip through their own egress whatever the
+    // destination's ingress change: they stay candidates of every ingress subject.
+    let egress_ends: Vec<usize> = ends
         .iter()
-        .flat_map(|&subject| ends.iter().map(move |&src| (src, PairEnd::Pod(subject))));
-    let out_of = scope.egress_subjects.iter().flat_map(|&subject| {
-        ends.iter()
-            .filter(|dst| !matches!(dst, PairEnd::Pod(id) if scope.ingress_subjects.contains(id)))
-            .map(move |&dst| (PairEnd::Pod(subject), dst))
-    });
+        .enumerate()
+        .filter(|(_, end)| matches!(end, PairEnd::Pod(id) if scope.egress_subjects.contains(id)))
+        .map(|(i, _)| i)
+        .collect();
+    let mut candidates = |subject: PodId, direction: Direction| -> Vec<usize> {
+        let Some(relevance) = relevance.as_mut() else { return (0..ends.len()).collect() };
+        match relevance.candidates(subject, direction) {
+            Candidates::All => (0..ends.len()).collect(),
+            Candidates::Only(only) if direction == Direction::Egress => only.to_vec(),
+            Candidates::Only(only) => {
+                let mut merged: Vec<usize> = only.iter().chain(&egress_ends).copied().collect();
+                merged.sort_unstable();
+                merged.dedup();
+                merged
+            }
+        }
+    };
+    // Pairs are walked, not collected: into every ingress subject from every candidate end,
+    // then out of every egress subject to every candidate end that is not an ingress subject
+    // (those pairs were walked already). Memory stays proportional to the changes found and
+    // the candidates of one subject, not to the pairs evaluated.
+    let mut changes = VerdictChanges::default();
     let mut ports = BTreeSet::new();
-    for (src, dst) in into.chain(out_of) {
+    let mut probe_pair = |src: PairEnd, dst: PairEnd| {
         ports.clone_from(&scope.ports);
         if let PairEnd::Pod(id) = dst {
             ports.extend(before.pod(id).ports.iter().map(|p| (p.protocol, p.port)));
@@ -152,6 +192,19 @@ pub fn verdict_changes(
                 (false, true) => changes.newly_allowed.push(probe),
                 (true, false) => changes.newly_denied.push(probe),
                 _ => {}
+            }
+        }
+    };
+    for &subject in &scope.ingress_subjects {
+        for i in candidates(subject, Direction::Ingress) {
+            probe_pair(ends[i], PairEnd::Pod(subject));
+        }
+    }
+    for &subject in &scope.egress_subjects {
+        for i in candidates(subject, Direction::Egress) {
+            let dst = ends[i];
+            if !matches!(dst, PairEnd::Pod(id) if scope.ingress_subjects.contains(&id)) {
+                probe_pair(PairEnd::Pod(subject), dst);
             }
         }
     }

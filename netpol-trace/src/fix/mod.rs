@@ -21,7 +21,7 @@
 //!
 //! Modules: [`plan`] (the contract types), `planner` (one function per strategy), `proof`
 //! (the engine's check), [`workload`] (stable labels), [`rule`] (peers, ports, rules), [`hints`] (except
-//! and likely typos), [`blast`] (verdict changes), `draft` (working copies and operations),
+//! and likely typos), [`blast`] (verdict changes), `relevance` (which pairs a change can flip), `draft` (working copies and operations),
 //! [`fallback`] (the delete-policy last resort), [`yaml`], [`kubectl`], [`table`] (output).
 //! Everything here is pure; `apply` writes a plan to manifest files or the cluster.
 
@@ -34,13 +34,17 @@ pub mod kubectl;
 pub mod plan;
 mod planner;
 mod proof;
+mod relevance;
 pub mod rule;
 pub mod table;
 mod tiered;
 pub mod workload;
 pub mod yaml;
 
-pub use blast::{AllowedPair, ChangeScope, PairEnd, Probe, VerdictChanges, verdict_changes};
+pub use blast::{
+    AllowedPair, ChangeScope, PairEnd, Probe, VerdictChanges, verdict_changes,
+    verdict_changes_exhaustive,
+};
 pub use error::FixError;
 pub use fallback::plan_delete_fallback;
 pub use hints::Hint;
