@@ -357,8 +357,8 @@ fn requirement_strategy() -> impl Strategy<Value = crate::policy::Requirement> {
     use crate::policy::{Operator, Requirement, RequirementOrigin};
     let values = proptest::collection::btree_set("[xy]", 1..3);
     let operator = prop_oneof![
-        values.clone().prop_map(Operator::In),
-        values.prop_map(Operator::NotIn),
+        values.clone().prop_map(|v| Operator::In(v.into_iter().collect())),
+        values.prop_map(|v| Operator::NotIn(v.into_iter().collect())),
         Just(Operator::Exists),
         Just(Operator::DoesNotExist),
     ];
