@@ -5,6 +5,7 @@
 //! (or is seen without one after its slices were kept bare) has its slices read again.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -81,8 +82,16 @@ pub fn to_refetch(
     }
 }
 
+/// How many times reading a Service's slices again is tried, the wait doubling from
+/// [`REFETCH_BACKOFF`].
+const REFETCH_ATTEMPTS: u32 = 5;
+
+/// The first wait before reading a Service's slices again after a failure.
+const REFETCH_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Reads again, for each Service received on `requests`, its slices (with their endpoints, as
-/// the Service has no selector any more) into `slices`; bumps `changed` after each.
+/// the Service has no selector any more) into `slices`; bumps `changed` after each. A failed
+/// read is retried with backoff.
 pub async fn refetch(
     client: kube::Client,
     services: ReducedCache<ServiceInfo>,
@@ -93,18 +102,25 @@ pub async fn refetch(
     while let Some((namespace, name)) = requests.recv().await {
         let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
         let params = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name}"));
-        match api.list(&params).await {
-            Ok(list) => {
-                for slice in list.items {
-                    slices.apply(watcher::Event::Apply(slice), |s| reduce_slice(&services, s));
+        let mut wait = REFETCH_BACKOFF;
+        for attempt in 1..=REFETCH_ATTEMPTS {
+            match api.list(&params).await {
+                Ok(list) => {
+                    for slice in list.items {
+                        slices.apply(watcher::Event::Apply(slice), |s| reduce_slice(&services, s));
+                    }
+                    changed.send_modify(|n| *n += 1);
+                    break;
                 }
-                changed.send_modify(|n| *n += 1);
+                Err(e) => {
+                    tracing::warn!(
+                        namespace, service = name, attempt, error = %e,
+                        "reading the EndpointSlices of a Service without a selector failed"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
             }
-            Err(e) => tracing::warn!(
-                namespace, service = name, error = %e,
-                "reading the EndpointSlices of a Service without a selector failed; its backends \
-                 resolve from the slices' next changes"
-            ),
         }
     }
 }
@@ -155,7 +171,8 @@ mod tests {
         assert_eq!(backends(&view.inventory), from_scratch(&fake).await);
 
         // Without its selector the Service's backends are its slices' endpoints: the slice is
-        // read again whole.
+        // read again whole (the first attempt fails and is retried).
+        fake.fail_next("list", "endpointslices", 500);
         fake.modify("services", "db", "mysql", |s| {
             s["spec"].as_object_mut().unwrap().remove("selector");
         });
@@ -167,6 +184,13 @@ mod tests {
         })
         .await
         .expect("the slice was read again");
+        let reads: Vec<u16> = fake
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/apis/discovery.k8s.io/v1/namespaces/db/endpointslices")
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(reads, [500, 200], "read again after a failure");
         assert_eq!(slice().endpoints.len(), 2);
         let view = crate::agent::cluster::ClusterView::build(&cache.reader());
         assert_eq!(backends(&view.inventory), ["app/web-1", "db/mysql-0"], "from the slice");
