@@ -2,7 +2,9 @@
 //! has a selector from the pods the selector picks, never from its slices, so a slice of such a
 //! Service is kept without its endpoints (at cluster scale they are most of the slices' size).
 //! The slices of a Service without a selector keep theirs. A Service that loses its selector
-//! (or is seen without one after its slices were kept bare) has its slices read again.
+//! (or is seen without one after its slices were kept bare) has its slices read again; one
+//! that gains a selector keeps its slices' endpoints until they next change (memory only:
+//! attribution does not read them).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
