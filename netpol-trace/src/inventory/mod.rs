@@ -34,7 +34,7 @@ pub use error::{InvalidPolicy, LookupError};
 pub use intern::Interner;
 pub use peers::{PortRange, ResolvedPeers, ResolvedPorts, resolved_ports};
 pub use pods::{NamespaceId, NamespaceInfo, PodId, PodInfo, PodRef};
-pub use policies::{PolicyEntry, PolicyId, PolicySource, SourcedPolicy};
+pub use policies::{PolicyEntry, PolicyId, PolicyObject, PolicySource, SourcedPolicy};
 pub use services::{
     EndpointInfo, PortRef, SERVICE_NAME_LABEL, ServiceBackend, ServiceInfo, ServicePortInfo,
     SliceInfo,
@@ -83,7 +83,7 @@ impl ClusterObjects {
 
 /// A compiled policy and the object it was compiled from, shared between a cache and the
 /// inventories built from it.
-pub type SharedPolicy = (Arc<CompiledPolicy>, Arc<SourcedPolicy>);
+pub type SharedPolicy = (Arc<CompiledPolicy>, Arc<PolicyObject>);
 
 /// The objects an inventory is built from, already reduced to what attribution reads and
 /// shared (not copied) with whoever keeps them, as the agent's caches do.
@@ -109,7 +109,7 @@ pub fn compile_shared(
     default_namespace: &str,
 ) -> Result<SharedPolicy, InvalidPolicy> {
     match compile_policy(&sourced.policy, default_namespace) {
-        Ok(compiled) => Ok((Arc::new(compiled), Arc::new(sourced))),
+        Ok(compiled) => Ok((Arc::new(compiled), Arc::new(PolicyObject::new(&sourced)))),
         Err(error) => {
             Err(InvalidPolicy { source_location: sourced.source, error: Box::new(error) })
         }
@@ -233,8 +233,11 @@ impl Inventory {
                 compile_policy(&policy, &self.options.default_namespace).map_err(|error| {
                     InvalidPolicy { source_location: source.clone(), error: Box::new(error) }
                 })?;
-            let raw = serde_json::to_value(&policy).unwrap_or(serde_json::Value::Null);
-            let sourced = Arc::new(SourcedPolicy { policy, raw, source });
+            let sourced = Arc::new(PolicyObject::new(&SourcedPolicy {
+                policy,
+                raw: serde_json::Value::Null,
+                source,
+            }));
             entries.push(Arc::new(PolicyEntry::new(Arc::new(compiled), sourced, &self.catalog)));
         }
         Ok(Self {

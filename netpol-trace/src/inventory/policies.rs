@@ -1,6 +1,7 @@
 //! Compiled policies with the pods each selects, and the reverse index (pod → policies that
 //! isolate it, per direction) that makes one explain independent of the number of policies.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ impl std::fmt::Display for PolicySource {
     }
 }
 
-/// A NetworkPolicy as read, with where it came from.
+/// A NetworkPolicy as read, with where it came from: what an inventory is built from.
 #[derive(Debug, Clone)]
 pub struct SourcedPolicy {
     /// The typed object.
@@ -56,13 +57,48 @@ impl SourcedPolicy {
     }
 
     /// The object as read: `raw`, or the typed object serialised when `raw` was not kept.
-    pub fn raw_json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+    pub fn raw_json(&self) -> Cow<'_, serde_json::Value> {
         match &self.raw {
-            serde_json::Value::Null => std::borrow::Cow::Owned(
-                serde_json::to_value(&self.policy).unwrap_or(serde_json::Value::Null),
-            ),
-            raw => std::borrow::Cow::Borrowed(raw),
+            serde_json::Value::Null => {
+                Cow::Owned(serde_json::to_value(&self.policy).unwrap_or(serde_json::Value::Null))
+            }
+            raw => Cow::Borrowed(raw),
         }
+    }
+}
+
+/// A NetworkPolicy as an inventory keeps it once compiled: the object as read, serialised to
+/// compact JSON (the compiled form is what analysis reads; the object is only needed whole,
+/// for one policy at a time, to build a patch or show it), and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyObject {
+    json: Box<[u8]>,
+    /// File and document, or cluster.
+    pub source: PolicySource,
+}
+
+impl PolicyObject {
+    /// Keeps `sourced`'s object as read (see [`SourcedPolicy::raw_json`]) and its source.
+    pub fn new(sourced: &SourcedPolicy) -> Self {
+        let json = serde_json::to_vec(&*sourced.raw_json()).unwrap_or_default();
+        Self { json: json.into_boxed_slice(), source: sourced.source.clone() }
+    }
+
+    /// The object as read (JSON patches are built against this).
+    pub fn raw_json(&self) -> Cow<'_, serde_json::Value> {
+        Cow::Owned(serde_json::from_slice(&self.json).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The object typed again, with its raw JSON and source, as it was read.
+    pub fn to_sourced(&self) -> Result<SourcedPolicy, serde_json::Error> {
+        let raw: serde_json::Value = serde_json::from_slice(&self.json)?;
+        let policy = serde_json::from_value(raw.clone())?;
+        Ok(SourcedPolicy { policy, raw, source: self.source.clone() })
+    }
+
+    /// Bytes of the kept JSON.
+    pub fn json_len(&self) -> usize {
+        self.json.len()
     }
 }
 
@@ -78,7 +114,7 @@ pub struct PolicyEntry {
     /// The validated, compiled policy.
     pub compiled: Arc<CompiledPolicy>,
     /// The object as read, with its source.
-    pub sourced: Arc<SourcedPolicy>,
+    pub sourced: Arc<PolicyObject>,
     /// The pods `spec.podSelector` selects in the policy's namespace, in id order.
     pub selected: Vec<PodId>,
 }
@@ -86,7 +122,7 @@ pub struct PolicyEntry {
 impl PolicyEntry {
     pub(crate) fn new(
         compiled: Arc<CompiledPolicy>,
-        sourced: Arc<SourcedPolicy>,
+        sourced: Arc<PolicyObject>,
         catalog: &Catalog,
     ) -> Self {
         let selected = match catalog.namespace_id(&compiled.namespace) {

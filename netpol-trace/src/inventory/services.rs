@@ -154,6 +154,8 @@ pub struct SliceInfo {
     pub service: String,
     /// The endpoints.
     pub endpoints: Box<[EndpointInfo]>,
+    /// Whether the endpoints were left out ([`Self::without_endpoints`]).
+    pub endpoints_left_out: bool,
 }
 
 impl SliceInfo {
@@ -181,7 +183,13 @@ impl SliceInfo {
                 }
             })
             .collect();
-        Some(Self { namespace, name, service, endpoints })
+        Some(Self { namespace, name, service, endpoints, endpoints_left_out: false })
+    }
+
+    /// The slice without its endpoints: what is kept of a slice of a Service that has a
+    /// selector, whose backends resolve from the pods it selects, never from its slices.
+    pub fn without_endpoints(self) -> Self {
+        Self { endpoints: Box::default(), endpoints_left_out: true, ..self }
     }
 }
 

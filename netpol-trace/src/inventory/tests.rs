@@ -249,7 +249,7 @@ fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
         replaced.sourced.source,
         PolicySource::File { path: "world.yaml".into(), document: 7 }
     );
-    assert_eq!(replaced.sourced.raw["spec"]["podSelector"]["matchLabels"]["app"], "nothing");
+    assert_eq!(replaced.sourced.raw_json()["spec"]["podSelector"]["matchLabels"]["app"], "nothing");
     assert_eq!(next.policy(policy(&next, "db/extra")).sourced.source, PolicySource::InMemory);
     // The original is untouched.
     assert_eq!(inventory.isolating_policies(mysql, Direction::Ingress).len(), 1);
@@ -259,6 +259,35 @@ fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
     .unwrap();
     let err = inventory.with_policies_replaced(vec![invalid]).unwrap_err();
     assert_eq!(err.error.error.field, "spec.ingress[0].ports[0].port");
+}
+
+#[test]
+fn a_kept_policy_object_round_trips_exactly() {
+    // From a file: the raw object, with a field the typed object does not know and the
+    // source's document position.
+    let mut objects = ClusterObjects::default();
+    parse_manifest(WORLD, Path::new("world.yaml"), Syntax::Yaml, &mut objects).unwrap();
+    let mut read = objects.network_policies.clone();
+    read[0].raw["spec"]["x-unknown"] = serde_json::json!({"kept": [1, "two", null, true]});
+    objects.network_policies = read.clone();
+    let inventory = Inventory::from_objects(objects, InventoryOptions::default()).unwrap();
+    for sourced in &read {
+        let name = sourced.policy.metadata.name.as_deref().unwrap();
+        let namespace = sourced.policy.metadata.namespace.as_deref().unwrap();
+        let kept = &inventory.policy(inventory.policy_id(namespace, name).unwrap()).sourced;
+        assert_eq!(*kept.raw_json(), sourced.raw, "{name}: the object as read");
+        assert_eq!(kept.source, sourced.source);
+        let again = kept.to_sourced().unwrap();
+        assert_eq!(again.policy, sourced.policy);
+        assert_eq!((again.raw, again.source), (sourced.raw.clone(), sourced.source.clone()));
+    }
+    // From the cluster: kept typed only, so the JSON is the typed object's.
+    let typed = read[0].policy.clone();
+    let (_, kept) = compile_shared(SourcedPolicy::from_cluster(typed.clone()), "default").unwrap();
+    assert_eq!(*kept.raw_json(), serde_json::to_value(&typed).unwrap());
+    assert_eq!(kept.source, PolicySource::Cluster);
+    assert_eq!(kept.to_sourced().unwrap().policy, typed);
+    assert!(kept.json_len() < serde_json::to_string_pretty(&typed).unwrap().len());
 }
 
 #[test]
@@ -328,8 +357,8 @@ fn requirement_strategy() -> impl Strategy<Value = crate::policy::Requirement> {
     use crate::policy::{Operator, Requirement, RequirementOrigin};
     let values = proptest::collection::btree_set("[xy]", 1..3);
     let operator = prop_oneof![
-        values.clone().prop_map(Operator::In),
-        values.prop_map(Operator::NotIn),
+        values.clone().prop_map(|v| Operator::In(v.into_iter().collect())),
+        values.prop_map(|v| Operator::NotIn(v.into_iter().collect())),
         Just(Operator::Exists),
         Just(Operator::DoesNotExist),
     ];

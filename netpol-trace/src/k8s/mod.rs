@@ -16,6 +16,7 @@ pub mod rest;
 pub mod restore;
 pub mod watch;
 pub mod watch_kinds;
+pub mod watch_slices;
 
 pub use error::{Error, Result};
 

@@ -131,7 +131,7 @@ impl<T: Send + Sync + 'static> ReducedCache<T> {
     pub fn spawn_watch<K>(
         &self,
         client: &kube::Client,
-        reduce: fn(&K) -> Option<T>,
+        reduce: impl Fn(&K) -> Option<T> + Send + 'static,
         changed: channel::Sender<u64>,
         synced: channel::Sender<bool>,
     ) -> JoinHandle<()>
@@ -141,7 +141,7 @@ impl<T: Send + Sync + 'static> ReducedCache<T> {
         let cache = self.clone();
         spawn_cache_watch(
             client,
-            move |event: watcher::Event<K>| cache.apply(event, reduce),
+            move |event: watcher::Event<K>| cache.apply(event, &reduce),
             changed,
             synced,
         )
@@ -153,34 +153,44 @@ impl<T: Send + Sync + 'static> ReducedCache<T> {
 /// watcher retries with backoff; an error is worth a line, not a stop.
 pub(crate) fn spawn_cache_watch<K>(
     client: &kube::Client,
-    mut apply: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
+    apply: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
     changed: channel::Sender<u64>,
     synced: channel::Sender<bool>,
 ) -> JoinHandle<()>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let api: Api<K> = Api::all(client.clone());
+    tokio::spawn(run_cache_watch(client.clone(), apply, changed, synced))
+}
+
+/// The loop of [`spawn_cache_watch`], for a caller that starts it later.
+pub(crate) async fn run_cache_watch<K>(
+    client: kube::Client,
+    mut apply: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
+    changed: channel::Sender<u64>,
+    synced: channel::Sender<bool>,
+) where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let api: Api<K> = Api::all(client);
     let stream = watcher(api, watcher::Config::default()).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    let done = matches!(event, watcher::Event::InitDone);
-                    if apply(event) {
-                        changed.send_modify(|n| *n += 1);
-                    }
-                    if done {
-                        let _ = synced.send(true);
-                    }
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                let done = matches!(event, watcher::Event::InitDone);
+                if apply(event) {
+                    changed.send_modify(|n| *n += 1);
                 }
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed, retrying")
+                if done {
+                    let _ = synced.send(true);
                 }
             }
+            Err(e) => {
+                tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed, retrying")
+            }
         }
-    })
+    }
 }
 
 #[cfg(test)]

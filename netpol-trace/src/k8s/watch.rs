@@ -9,13 +9,15 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
-use tokio::sync::watch as channel;
+use kube::runtime::watcher;
+use tokio::sync::{mpsc, watch as channel};
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
 use super::pods::PodCache;
-use super::reduced::ReducedCache;
+use super::reduced::{ReducedCache, run_cache_watch, spawn_cache_watch};
 use super::watch_kinds::{PolicyKindWatches, RECHECK_INTERVAL};
+use super::watch_slices::{self, Recheck};
 use crate::inventory::{
     DEFAULT_NAMESPACE, NamespaceInfo, ServiceInfo, SharedObjects, SharedPolicy, SliceInfo,
     SourcedPolicy, compile_shared, namespace_info,
@@ -65,10 +67,6 @@ fn reduce_service(service: &Service) -> Option<ServiceInfo> {
     ServiceInfo::from_service(service, DEFAULT_NAMESPACE)
 }
 
-fn reduce_slice(slice: &EndpointSlice) -> Option<SliceInfo> {
-    SliceInfo::from_slice(slice, DEFAULT_NAMESPACE)
-}
-
 /// Read access to the caches, cheap to clone and to send to a worker thread.
 #[derive(Clone)]
 pub struct ClusterReader {
@@ -116,34 +114,28 @@ impl ClusterCache {
         let mut pending = Vec::new();
         let mut synced_channel = || {
             let (tx, rx) = channel::channel(false);
-            pending.push(rx);
-            tx
+            pending.push(rx.clone());
+            (tx, rx)
         };
         let r = &reader;
         tasks.push(r.namespaces.spawn_watch(
             client,
             reduce_namespace,
             changes_tx.clone(),
-            synced_channel(),
+            synced_channel().0,
         ));
-        tasks.push(r.pods.spawn_watch(client, changes_tx.clone(), synced_channel()));
+        tasks.push(r.pods.spawn_watch(client, changes_tx.clone(), synced_channel().0));
         tasks.push(r.network_policies.spawn_watch(
             client,
             reduce_policy,
             changes_tx.clone(),
-            synced_channel(),
+            synced_channel().0,
         ));
-        tasks.push(r.services.spawn_watch(
+        tasks.extend(r.spawn_service_watches(
             client,
-            reduce_service,
-            changes_tx.clone(),
+            &changes_tx,
             synced_channel(),
-        ));
-        tasks.push(r.endpoint_slices.spawn_watch(
-            client,
-            reduce_slice,
-            changes_tx.clone(),
-            synced_channel(),
+            synced_channel().0,
         ));
         let (synced_tx, synced) = channel::channel(false);
         tasks.push(tokio::spawn(async move {
@@ -202,6 +194,53 @@ impl ClusterCache {
 }
 
 impl ClusterReader {
+    /// Watches Services, and EndpointSlices once the Services are in (a slice of a Service
+    /// with a selector is kept without its endpoints, see [`super::watch_slices`]); a Service
+    /// that turns out to have no selector has its slices read again whole.
+    fn spawn_service_watches(
+        &self,
+        client: &kube::Client,
+        changes: &channel::Sender<u64>,
+        (services_synced, mut services_ready): (channel::Sender<bool>, channel::Receiver<bool>),
+        slices_synced: channel::Sender<bool>,
+    ) -> [JoinHandle<()>; 3] {
+        let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
+        let (services, slices) = (self.services.clone(), self.endpoint_slices.clone());
+        let watch_services = spawn_cache_watch(
+            client,
+            move |event: watcher::Event<Service>| {
+                let recheck = Recheck::of(&event);
+                let changed = services.apply(event, reduce_service);
+                for key in watch_slices::to_refetch(recheck, &services, &slices) {
+                    let _ = refetch_tx.send(key);
+                }
+                changed
+            },
+            changes.clone(),
+            services_synced,
+        );
+        let (services, slices) = (self.services.clone(), self.endpoint_slices.clone());
+        let watch = run_cache_watch::<EndpointSlice>(
+            client.clone(),
+            move |event| slices.apply(event, |s| watch_slices::reduce_slice(&services, s)),
+            changes.clone(),
+            slices_synced,
+        );
+        let watch_slices = tokio::spawn(async move {
+            if services_ready.wait_for(|s| *s).await.is_ok() {
+                watch.await;
+            }
+        });
+        let refetch = tokio::spawn(watch_slices::refetch(
+            client.clone(),
+            self.services.clone(),
+            self.endpoint_slices.clone(),
+            refetch_rx,
+            changes.clone(),
+        ));
+        [watch_services, watch_slices, refetch]
+    }
+
     /// The pods, reduced to what attribution reads.
     pub fn pods(&self) -> &PodCache {
         &self.pods

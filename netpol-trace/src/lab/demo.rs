@@ -322,7 +322,11 @@ pub fn run(
     let patched =
         plan.apply_to(&inventory).map_err(|e| LabError::invalid("fix", "apply", e.to_string()))?;
     let policies = LabPolicies {
-        network_policies: patched.policies().map(|(_, entry)| (*entry.sourced).clone()).collect(),
+        network_policies: patched
+            .policies()
+            .map(|(_, entry)| entry.sourced.to_sourced())
+            .collect::<Result<_, _>>()
+            .map_err(|e| LabError::invalid("fix", "apply", e.to_string()))?,
         tiered: patched.tiered().objects(),
     };
     if plan.requires_cluster_admin() {

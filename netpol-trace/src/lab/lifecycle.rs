@@ -11,8 +11,10 @@
 //! let ctx = LabContext::from_env()?;
 //! let inventory = lifecycle::inventory(&ctx, "shop")?; // pods, namespaces, current policies
 //! // ... patch policies, e.g. `inventory.with_policies_replaced(patched)` ...
-//! let policies: Vec<_> =
-//!     inventory.policies().map(|(_, entry)| (*entry.sourced).clone()).collect();
+//! let policies: Vec<_> = inventory
+//!     .policies()
+//!     .filter_map(|(_, entry)| entry.sourced.to_sourced().ok())
+//!     .collect();
 //! let change = lifecycle::apply_policies(&ctx, "shop", policies)?;
 //! println!("{} pod(s) isolated", change.isolated_pods());
 //! # Ok(())

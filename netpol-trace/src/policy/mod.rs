@@ -28,7 +28,7 @@ pub use error::{FieldError, PolicyError};
 pub use ip_block::IpBlock;
 pub use kind::{PolicyKind, RuleAction, RuleEffect};
 pub use port::{ContainerPort, PortMatch, PortRule, Protocol};
-pub use selector::{Operator, Requirement, RequirementOrigin, Selector};
+pub use selector::{Operator, Requirement, RequirementOrigin, Selector, ValueSet};
 
 /// Labels of a pod or namespace, as in `metadata.labels`.
 pub type Labels = std::collections::BTreeMap<String, String>;

@@ -1,7 +1,6 @@
 //! `LabelSelector`: `matchLabels` and `matchExpressions`, ANDed. An empty selector matches
 //! everything; `NotIn` matches objects that lack the key (as in Kubernetes).
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,13 +9,58 @@ use super::Labels;
 use super::error::FieldError;
 use super::labels::{validate_key, validate_value};
 
+/// The values of an `In` or `NotIn` requirement: sorted, without duplicates, in one slice (a
+/// set of one value, what every `matchLabels` entry is, costs one short allocation rather than
+/// a tree node; compiled policies hold many).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueSet(Box<[String]>);
+
+impl ValueSet {
+    /// Whether `value` is one of the values.
+    pub fn contains(&self, value: &str) -> bool {
+        self.0.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
+    }
+
+    /// The values, sorted.
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<String> for ValueSet {
+    fn from_iter<I: IntoIterator<Item = String>>(values: I) -> Self {
+        let mut values: Vec<String> = values.into_iter().collect();
+        values.sort_unstable();
+        values.dedup();
+        Self(values.into_boxed_slice())
+    }
+}
+
+impl<'a> IntoIterator for &'a ValueSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// A set-based operator of a requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operator {
     /// The label is present with one of these values (`matchLabels` entries are `In` one value).
-    In(BTreeSet<String>),
+    In(ValueSet),
     /// The label is absent or has none of these values.
-    NotIn(BTreeSet<String>),
+    NotIn(ValueSet),
     /// The label is present, any value.
     Exists,
     /// The label is absent.
@@ -78,8 +122,7 @@ impl Requirement {
 
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list =
-            |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(", ");
+        let list = |values: &ValueSet| values.iter().cloned().collect::<Vec<_>>().join(", ");
         match &self.operator {
             Operator::In(values) if self.origin == RequirementOrigin::MatchLabels => {
                 write!(f, "{}={}", self.key, list(values))
@@ -113,7 +156,7 @@ impl Selector {
             validate_value(value).map_err(|m| FieldError::new(&field, m))?;
             requirements.push(Requirement {
                 key: key.clone(),
-                operator: Operator::In(BTreeSet::from([value.clone()])),
+                operator: Operator::In(ValueSet::from_iter([value.clone()])),
                 origin: RequirementOrigin::MatchLabels,
             });
         }
@@ -126,7 +169,7 @@ impl Selector {
                 validate_value(value)
                     .map_err(|m| FieldError::new(format!("{field}.values[{value_index}]"), m))?;
             }
-            let set: BTreeSet<String> = values.iter().cloned().collect();
+            let set: ValueSet = values.iter().cloned().collect();
             let operator = match expression.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
                     return Err(FieldError::new(
@@ -207,6 +250,20 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_value_set_is_sorted_and_without_duplicates() {
+        let set: ValueSet = ["b", "a", "c", "a"].map(String::from).into_iter().collect();
+        assert_eq!(set.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(set.contains("a") && set.contains("c") && !set.contains("d"));
+        assert!(!ValueSet::default().contains(""));
+        let r = Requirement {
+            key: "k".into(),
+            operator: Operator::NotIn(set),
+            origin: RequirementOrigin::MatchExpression(0),
+        };
+        assert_eq!(r.to_string(), "k NotIn (a, b, c)");
     }
 
     fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
