@@ -27,11 +27,9 @@ use timing::median;
 
 fn main() {
     let (policies, pods) = (10_000, 100_000);
-    let inventory = Inventory::from_objects(
-        synthetic::cluster(policies, pods),
-        InventoryOptions::default(),
-    )
-    .expect("valid");
+    let inventory =
+        Inventory::from_objects(synthetic::cluster(policies, pods), InventoryOptions::default())
+            .expect("valid");
     let pod = |index: usize| {
         let ns = synthetic::namespace_name(index % synthetic::NAMESPACES);
         inventory.pod_id(&ns, &synthetic::pod_name(index)).expect("pod exists")
@@ -40,7 +38,13 @@ fn main() {
     // The first source (from pod 101 on) denied to pod 0 on 3306.
     let flow = (101..pods)
         .map(|src| {
-            Flow::new(&inventory, EndpointSpec::Pod(pod(src)), EndpointSpec::Pod(pod(0)), 3306, Protocol::Tcp)
+            Flow::new(
+                &inventory,
+                EndpointSpec::Pod(pod(src)),
+                EndpointSpec::Pod(pod(0)),
+                3306,
+                Protocol::Tcp,
+            )
         })
         .find(|flow| !is_allowed(&inventory, flow, &options.explain))
         .expect("a denied flow");

@@ -12,10 +12,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::relevance::{Candidates, Relevance};
 use crate::explain::{ExplainOptions, is_allowed};
 use crate::flow::{EndpointSpec, Flow};
 use crate::inventory::{Inventory, PodId};
-use super::relevance::{Candidates, Relevance};
 use crate::policy::{Direction, Protocol};
 
 /// One end of a probe: a known pod or an outside address.
@@ -146,9 +146,8 @@ fn walk(
         .map(PairEnd::Pod)
         .chain(scope.addresses.iter().copied().map(PairEnd::Address))
         .collect();
-    let mut relevance = prune
-        .then(|| Relevance::new(before, after, &ends, options.ip_block_pod_mode))
-        .flatten();
+    let mut relevance =
+        prune.then(|| Relevance::new(before, after, &ends, options.ip_block_pod_mode)).flatten();
     // Sources that are egress subjects may flip through their own egress whatever the
     // destination's ingress change: they stay candidates of every ingress subject.
     let egress_ends: Vec<usize> = ends

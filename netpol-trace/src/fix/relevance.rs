@@ -2,10 +2,11 @@
 //! evaluates only those pairs instead of every known end.
 //!
 //! For a pod isolated in a direction both before and after the change, its verdict in that
-//! direction is "some rule of an isolating policy matches the other end". Policies present
-//! unchanged on both sides answer the same way, so the verdict can only flip for other ends
-//! that a peer of a rule of a *changed* policy (its old or new version) matches; ports are
-//! ignored, which only adds candidates. Pod peers are resolved through the inventory's indexes
+//! direction is "some rule of an isolating policy matches the other end". Policies, and rules of
+//! a changed policy, present unchanged on both sides answer the same way, so the verdict can
+//! only flip for other ends that a peer of a rule only one version of a changed policy has
+//! matches (all its rules when the policy exists on one side only); ports are ignored, which
+//! only adds candidates. Pod peers are resolved through the inventory's indexes
 //! (namespaces by selector, then pods by label), so the cost follows the pods they match. A pod whose isolation itself changes is walked against
 //! every end. Calico and admin tiers order policies and rules, so inventories that hold tiered
 //! policies are not pruned ([`Relevance::new`] returns `None`).
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use super::blast::PairEnd;
 use crate::inventory::{Inventory, PodId};
-use crate::policy::{CompiledPolicy, Direction, IpBlockPodMode, Peer, PeerIdentity};
+use crate::policy::{CompiledPolicy, CompiledRule, Direction, IpBlockPodMode, Peer, PeerIdentity};
 
 /// The other ends a subject's verdict can change for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +28,20 @@ pub(super) enum Candidates {
     Only(Rc<Vec<usize>>),
 }
 
+/// A changed policy's old and new version (`None` on the side where it does not exist).
+type Versions<'a> = (Option<&'a Arc<CompiledPolicy>>, Option<&'a Arc<CompiledPolicy>>);
+
+/// A direction and the (old, new) addresses of the changed policies' versions, sorted.
+type ChangeKey = (Direction, Vec<(usize, usize)>);
+
 /// Candidate ends per subject, computed once per distinct set of changed policies.
 pub(super) struct Relevance<'a> {
     before: &'a Inventory,
     after: &'a Inventory,
     ends: &'a [PairEnd],
     mode: IpBlockPodMode,
-    cache: HashMap<(Direction, Vec<usize>), Rc<Vec<usize>>>,
+    /// Candidates per direction and changed (old, new) policy pair; `None`: every end.
+    cache: HashMap<ChangeKey, Option<Rc<Vec<usize>>>>,
 }
 
 impl<'a> Relevance<'a> {
@@ -62,45 +70,70 @@ impl<'a> Relevance<'a> {
         if was.is_empty() != is.is_empty() {
             return Candidates::All;
         }
-        let mut changed: Vec<&Arc<CompiledPolicy>> = was
-            .iter()
-            .filter(|p| !is.iter().any(|q| same_in(p, q, direction)))
-            .chain(is.iter().filter(|q| !was.iter().any(|p| same_in(p, q, direction))))
-            .copied()
-            .collect();
-        changed.sort_by_key(|p| Arc::as_ptr(p) as usize);
-        let key = (direction, changed.iter().map(|p| Arc::as_ptr(p) as usize).collect());
-        if let Some(hit) = self.cache.get(&key) {
-            return Candidates::Only(hit.clone());
+        // Each changed policy as (old version, new version), paired by namespace/name.
+        let key_of = |p: &CompiledPolicy| (p.namespace.clone(), p.name.clone());
+        let mut changed: Vec<Versions<'_>> = Vec::new();
+        for &old in &was {
+            match is.iter().find(|new| key_of(new) == key_of(old)) {
+                Some(new) if same_in(old, new, direction) => {}
+                new => changed.push((Some(old), new.copied())),
+            }
         }
-        let Some(matched) = self.matched(&changed, direction) else { return Candidates::All };
-        let matched = Rc::new(matched);
-        self.cache.insert(key, matched.clone());
-        Candidates::Only(matched)
+        for &new in &is {
+            if !was.iter().any(|old| key_of(old) == key_of(new)) {
+                changed.push((None, Some(new)));
+            }
+        }
+        let ptr = |p: Option<&Arc<CompiledPolicy>>| p.map_or(0, |p| Arc::as_ptr(p) as usize);
+        let mut key: Vec<(usize, usize)> = changed.iter().map(|&(o, n)| (ptr(o), ptr(n))).collect();
+        key.sort_unstable();
+        let key = (direction, key);
+        let matched = match self.cache.get(&key) {
+            Some(hit) => hit.clone(),
+            None => {
+                let matched = self.matched(&changed, direction).map(Rc::new);
+                self.cache.insert(key, matched.clone());
+                matched
+            }
+        };
+        matched.map_or(Candidates::All, Candidates::Only)
     }
 
-    /// The ends a peer of a rule of `changed` in `direction` matches, ascending; `None` when a
+    /// The ends a peer of a rule that differs between the old and the new version of a changed
+    /// policy matches (rules both versions have answer the same), ascending; `None` when such a
     /// rule has no peers (it matches every end). Pod peers are resolved through the inventory's
     /// namespace and label indexes; ipBlock peers are matched against every end's addresses.
-    fn matched(&self, changed: &[&Arc<CompiledPolicy>], direction: Direction) -> Option<Vec<usize>> {
+    fn matched<'p>(&self, changed: &[Versions<'p>], direction: Direction) -> Option<Vec<usize>> {
+        let rules_of = |p: Option<&'p Arc<CompiledPolicy>>| -> &'p [CompiledRule] {
+            p.and_then(|p| p.rules(direction)).unwrap_or_default()
+        };
+        let mut differing: Vec<(&str, &CompiledRule)> = Vec::new();
+        for &(old, new) in changed {
+            let (old_rules, new_rules) = (rules_of(old), rules_of(new));
+            let namespace = old.or(new).map_or("", |p| p.namespace.as_str());
+            differing.extend(
+                old_rules.iter().filter(|r| !new_rules.contains(r)).map(|r| (namespace, r)),
+            );
+            differing.extend(
+                new_rules.iter().filter(|r| !old_rules.contains(r)).map(|r| (namespace, r)),
+            );
+        }
         let mut hit = vec![false; self.ends.len()];
-        for policy in changed {
-            for rule in policy.rules(direction).unwrap_or_default() {
-                if rule.peers.is_empty() {
-                    return None;
-                }
-                for peer in &rule.peers {
-                    match peer {
-                        Peer::Pods { .. } => {
-                            for id in self.before.peer_pods(&policy.namespace, peer) {
-                                hit[id.index()] = true;
-                            }
+        for (namespace, rule) in differing {
+            if rule.peers.is_empty() {
+                return None;
+            }
+            for peer in &rule.peers {
+                match peer {
+                    Peer::Pods { .. } => {
+                        for id in self.before.peer_pods(namespace, peer) {
+                            hit[id.index()] = true;
                         }
-                        Peer::IpBlock(_) => {
-                            for (i, seen) in hit.iter_mut().enumerate() {
-                                if !*seen && self.peer_matches(&policy.namespace, peer, i) {
-                                    *seen = true;
-                                }
+                    }
+                    Peer::IpBlock(_) => {
+                        for (i, seen) in hit.iter_mut().enumerate() {
+                            if !*seen && self.peer_matches(namespace, peer, i) {
+                                *seen = true;
                             }
                         }
                     }
@@ -212,7 +245,9 @@ mod tests {
             selector().prop_map(|s| json!({"podSelector": s})),
             (selector(), 0..2usize).prop_map(|(s, t)| json!({"podSelector": s,
                 "namespaceSelector": {"matchLabels": {"team": format!("t{t}")}}})),
-            (0..2usize).prop_map(|t| json!({"namespaceSelector": {"matchLabels": {"team": format!("t{t}")}}})),
+            (0..2usize).prop_map(
+                |t| json!({"namespaceSelector": {"matchLabels": {"team": format!("t{t}")}}})
+            ),
             Just(json!({"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}})),
             Just(json!({"ipBlock": {"cidr": "192.0.2.0/24"}})),
         ]
@@ -236,7 +271,11 @@ mod tests {
         (
             0..NAMESPACES.len(),
             selector(),
-            prop_oneof![Just(vec!["Ingress"]), Just(vec!["Egress"]), Just(vec!["Ingress", "Egress"])],
+            prop_oneof![
+                Just(vec!["Ingress"]),
+                Just(vec!["Egress"]),
+                Just(vec!["Ingress", "Egress"])
+            ],
             prop::collection::vec(rule(), 0..3),
             prop::collection::vec(rule(), 0..3),
         )

@@ -213,7 +213,7 @@ impl Inventory {
         &self,
         replacements: Vec<NetworkPolicy>,
     ) -> Result<Self, InvalidPolicy> {
-        let mut entries = self.policies.entries.clone();
+        let mut entries = Vec::with_capacity(replacements.len());
         for policy in replacements {
             let previous = policy
                 .metadata
@@ -244,7 +244,7 @@ impl Inventory {
             catalog: Arc::clone(&self.catalog),
             services: Arc::clone(&self.services),
             tiered: Arc::clone(&self.tiered),
-            policies: PolicySet::index(entries, self.catalog.pods().len()),
+            policies: self.policies.with_replaced(entries, self.catalog.pods().len()),
             options: self.options.clone(),
         })
     }

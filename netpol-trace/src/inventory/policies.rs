@@ -137,11 +137,55 @@ impl PolicyEntry {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PolicySet {
     pub(crate) entries: Vec<Arc<PolicyEntry>>,
-    pub(crate) by_key: BTreeMap<(String, String), PolicyId>,
+    /// Shared by the sets derived with [`Self::with_replaced`] while no policy is added.
+    pub(crate) by_key: Arc<BTreeMap<(String, String), PolicyId>>,
     /// For each pod, the policies that select it and affect ingress.
-    ingress_of: Vec<Vec<PolicyId>>,
+    ingress_of: Arc<PodPolicies>,
     /// For each pod, the policies that select it and affect egress.
-    egress_of: Vec<Vec<PolicyId>>,
+    egress_of: Arc<PodPolicies>,
+}
+
+/// For each pod, the ids of the policies that select it and affect one direction, ascending:
+/// one flat list with per-pod offsets, so that building, cloning and dropping it costs a few
+/// allocations, not one per pod.
+#[derive(Debug, Default, Clone)]
+struct PodPolicies {
+    /// `offsets[pod] .. offsets[pod + 1]` is the pod's range of `ids`.
+    offsets: Vec<u32>,
+    ids: Vec<PolicyId>,
+}
+
+impl PodPolicies {
+    fn build(entries: &[Arc<PolicyEntry>], pod_count: usize, direction: Direction) -> Self {
+        let affecting =
+            || entries.iter().enumerate().filter(|(_, e)| e.compiled.affects(direction));
+        let mut offsets = vec![0u32; pod_count + 1];
+        for (_, entry) in affecting() {
+            for pod in &entry.selected {
+                offsets[pod.index() + 1] += 1;
+            }
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut ids = vec![PolicyId(0); offsets[pod_count] as usize];
+        let mut next = offsets.clone();
+        for (index, entry) in affecting() {
+            for pod in &entry.selected {
+                let slot = &mut next[pod.index()];
+                ids[*slot as usize] = PolicyId(index as u32);
+                *slot += 1;
+            }
+        }
+        Self { offsets, ids }
+    }
+
+    fn of(&self, pod: PodId) -> &[PolicyId] {
+        match (self.offsets.get(pod.index()), self.offsets.get(pod.index() + 1)) {
+            (Some(&start), Some(&end)) => &self.ids[start as usize..end as usize],
+            _ => &[],
+        }
+    }
 }
 
 impl PolicySet {
@@ -157,32 +201,77 @@ impl PolicySet {
                 tracing::debug!(policy = %previous.compiled.key(), "a later definition replaces this policy");
             }
         }
-        let mut set = Self {
-            ingress_of: vec![Vec::new(); pod_count],
-            egress_of: vec![Vec::new(); pod_count],
-            ..Self::default()
-        };
+        let mut by_key = BTreeMap::new();
+        let mut sorted = Vec::with_capacity(unique.len());
         for (index, (key, entry)) in unique.into_iter().enumerate() {
-            let id = PolicyId(index as u32);
-            for &pod in &entry.selected {
-                if entry.compiled.affects(Direction::Ingress) {
-                    set.ingress_of[pod.index()].push(id);
-                }
-                if entry.compiled.affects(Direction::Egress) {
-                    set.egress_of[pod.index()].push(id);
-                }
-            }
-            set.by_key.insert(key, id);
-            set.entries.push(entry);
+            by_key.insert(key, PolicyId(index as u32));
+            sorted.push(entry);
         }
-        set
+        Self::over(sorted, Arc::new(by_key), pod_count)
+    }
+
+    fn over(
+        entries: Vec<Arc<PolicyEntry>>,
+        by_key: Arc<BTreeMap<(String, String), PolicyId>>,
+        pod_count: usize,
+    ) -> Self {
+        Self {
+            ingress_of: Arc::new(PodPolicies::build(&entries, pod_count, Direction::Ingress)),
+            egress_of: Arc::new(PodPolicies::build(&entries, pod_count, Direction::Egress)),
+            entries,
+            by_key,
+        }
+    }
+
+    /// This set with `replacements` replacing the policies of the same namespace/name or added
+    /// (the last of duplicates wins). When none is new, ids and the key index are kept, and a
+    /// direction's per-pod lists are kept too when no replacement changes which pods it isolates
+    /// in that direction (a fix that adds a rule or a port), else rebuilt.
+    pub(crate) fn with_replaced(
+        &self,
+        replacements: Vec<Arc<PolicyEntry>>,
+        pod_count: usize,
+    ) -> Self {
+        let id_of = |e: &PolicyEntry| {
+            self.by_key.get(&(e.compiled.namespace.clone(), e.compiled.name.clone())).copied()
+        };
+        if replacements.iter().any(|e| id_of(e).is_none()) {
+            return Self::index(self.entries.iter().cloned().chain(replacements), pod_count);
+        }
+        let mut entries = self.entries.clone();
+        let (mut ingress_kept, mut egress_kept) = (true, true);
+        for entry in replacements {
+            if let Some(id) = id_of(&entry) {
+                let old = &entries[id.0 as usize];
+                let same = |d| {
+                    old.selected == entry.selected
+                        && old.compiled.affects(d) == entry.compiled.affects(d)
+                };
+                ingress_kept &= same(Direction::Ingress);
+                egress_kept &= same(Direction::Egress);
+                entries[id.0 as usize] = entry;
+            }
+        }
+        let lists = |kept: bool, lists: &Arc<PodPolicies>, d| {
+            if kept {
+                Arc::clone(lists)
+            } else {
+                Arc::new(PodPolicies::build(&entries, pod_count, d))
+            }
+        };
+        Self {
+            ingress_of: lists(ingress_kept, &self.ingress_of, Direction::Ingress),
+            egress_of: lists(egress_kept, &self.egress_of, Direction::Egress),
+            by_key: Arc::clone(&self.by_key),
+            entries,
+        }
     }
 
     /// Policies that select `pod` and affect `direction`, sorted by namespace/name.
     pub(crate) fn isolating(&self, pod: PodId, direction: Direction) -> &[PolicyId] {
         match direction {
-            Direction::Ingress => &self.ingress_of[pod.index()],
-            Direction::Egress => &self.egress_of[pod.index()],
+            Direction::Ingress => self.ingress_of.of(pod),
+            Direction::Egress => self.egress_of.of(pod),
         }
     }
 }

@@ -261,6 +261,63 @@ fn with_policies_replaced_replaces_adds_and_leaves_the_original_alone() {
     assert_eq!(err.error.error.field, "spec.ingress[0].ports[0].port");
 }
 
+/// Replaces the policies `keys` of the world with their version in `changed` and checks every
+/// pod's isolating policies against an inventory built from `changed`; returns that inventory.
+fn replace_as_from_scratch(changed: &str, keys: &[&str]) -> Inventory {
+    assert_ne!(changed, WORLD);
+    let mut objects = ClusterObjects::default();
+    parse_manifest(changed, Path::new("world.yaml"), Syntax::Yaml, &mut objects).unwrap();
+    let scratch = Inventory::from_objects(objects, InventoryOptions::default()).unwrap();
+    let replacements = keys
+        .iter()
+        .map(|key| {
+            let object = scratch.policy(policy(&scratch, key)).sourced.raw_json().into_owned();
+            serde_json::from_value(object).unwrap()
+        })
+        .collect();
+    let next = world().with_policies_replaced(replacements).unwrap();
+    for id in scratch.pod_ids() {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let keys = |inventory: &Inventory| -> Vec<String> {
+                let ids = inventory.isolating_policies(id, direction);
+                ids.iter().map(|&p| inventory.policy(p).compiled.key()).collect()
+            };
+            assert_eq!(keys(&next), keys(&scratch), "{id:?} {direction:?}");
+        }
+        for (_, entry) in scratch.policies() {
+            let (ns, name) = (&entry.compiled.namespace, &entry.compiled.name);
+            let replaced = next.policy(next.policy_id(ns, name).unwrap());
+            assert_eq!(replaced.compiled, entry.compiled);
+        }
+    }
+    next
+}
+
+#[test]
+fn replacing_existing_policies_indexes_as_a_build_from_scratch() {
+    // Which pods the policies select, and in which directions, changes.
+    let selection =
+        WORLD.replace("podSelector: {matchLabels: {app: mysql}}", "podSelector: {}").replace(
+            "spec: {podSelector: {}, policyTypes: [Ingress, Egress]}",
+            "spec: {podSelector: {matchLabels: {app: api}}, policyTypes: [Egress]}",
+        );
+    let next = replace_as_from_scratch(&selection, &["db/mysql-ingress", "app/default-deny"]);
+    assert!(next.isolating_policies(pod(&next, "app/web-1"), Direction::Egress).is_empty());
+    // Only the rules change (what a fix does): the per-pod lists are kept.
+    let rules = WORLD.replace(
+        "  - from: [{namespaceSelector: {}}]",
+        "  - from: [{namespaceSelector: {}}]\n    ports: [{port: 80}]",
+    );
+    let next = replace_as_from_scratch(&rules, &["app/web-peers"]);
+    let web = pod(&next, "app/web-1");
+    let keys: Vec<String> = next
+        .isolating_policies(web, Direction::Ingress)
+        .iter()
+        .map(|&p| next.policy(p).compiled.key())
+        .collect();
+    assert_eq!(keys, ["app/default-deny", "app/web-peers"]);
+}
+
 #[test]
 fn a_kept_policy_object_round_trips_exactly() {
     // From a file: the raw object, with a field the typed object does not know and the
