@@ -8,7 +8,8 @@
 //! runs as a subprocess (runs interleaved, A B A B ...): time to ready, RSS after sync, then a
 //! storm of SYNs from the node's pods to distinct fixture pods on both ports, CPU during the
 //! storm and in the 30 s after it, per-flow attribution latency from the agent's histogram, and
-//! the peak RSS.
+//! the peak RSS. With `--churn N` the cluster churns in the window after the storm: N pods
+//! created and N deleted every second.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -59,6 +60,38 @@ struct Args {
     /// Seconds measured after the storm.
     #[arg(long, default_value_t = 30)]
     after: u64,
+    /// Pods created (and as many deleted) per second in the window after the storm, in a
+    /// namespace of the fixture whose policies select them: a churning cluster.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+}
+
+/// Creates `per_second` pods in `ns-1` every second for `seconds`, deleting the ones of the
+/// second before; removes what is left at the end.
+fn churn(fake: &FakeApiServer, per_second: usize, seconds: u64) {
+    let name = |round: u64, i: usize| format!("churn-{round}-{i}");
+    let started = Instant::now();
+    for round in 0..seconds {
+        for i in 0..per_second {
+            let ip = Ipv4Addr::from(0x0a40_0000 | ((round as u32 & 0xff) << 12) | i as u32);
+            fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name(round, i), "namespace": "ns-1",
+                    "uid": format!("churn-{round}-{i}"),
+                    "labels": {"app": format!("app-{}", i % APPS), "tier": "backend"}},
+                "spec": {"nodeName": "other", "containers": [{"name": "c", "image": "registry.example/app:1.2.3"}]},
+                "status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]}}));
+            if round > 0 {
+                fake.remove("pods", "ns-1", &name(round - 1, i));
+            }
+        }
+        let next = Duration::from_secs(round + 1);
+        std::thread::sleep(next.saturating_sub(started.elapsed()));
+    }
+    if seconds > 0 {
+        for i in 0..per_second {
+            fake.remove("pods", "ns-1", &name(seconds - 1, i));
+        }
+    }
 }
 
 /// The fixture's address of pod `p` of namespace `n`: 10.0.0.0/14.
@@ -247,6 +280,7 @@ struct Run {
 
 fn run_once(
     rt: &tokio::runtime::Runtime,
+    fake: &FakeApiServer,
     agent: &PathBuf,
     topo: &Topology,
     kubeconfig: &std::path::Path,
@@ -311,7 +345,11 @@ fn run_once(
         let (cpu1, _) = usage(pid).context("agent died during the storm")?;
         run.storm_cpu = 100.0 * (cpu1 - cpu0) / run.storm_s;
         let after = Instant::now();
-        std::thread::sleep(Duration::from_secs(args.after));
+        if args.churn > 0 {
+            churn(fake, args.churn, args.after);
+        } else {
+            std::thread::sleep(Duration::from_secs(args.after));
+        }
         let (cpu2, rss) = usage(pid).context("agent died after the storm")?;
         run.after_cpu = 100.0 * (cpu2 - cpu1) / after.elapsed().as_secs_f64();
         run.rss_end_mib = rss as f64 / 1048576.0;
@@ -401,7 +439,7 @@ fn main() -> anyhow::Result<()> {
     for r in 0..args.runs {
         for (i, agent) in args.agents.iter().enumerate() {
             eprintln!("run {} of {} ...", r + 1, agent.display());
-            let run = run_once(&rt, agent, &topo, &kubeconfig, &args)?;
+            let run = run_once(&rt, &fake, agent, &topo, &kubeconfig, &args)?;
             eprintln!("  {run:?}");
             results[i].push(run);
         }
@@ -415,8 +453,13 @@ fn main() -> anyhow::Result<()> {
         args.runs
     );
     println!(
-        "| agent | ready s | RSS synced MiB | peak MiB | RSS end MiB | attribution p50 ms | p99 ms | flows handled | storm CPU % | CPU {}s after % |",
-        args.after
+        "| agent | ready s | RSS synced MiB | peak MiB | RSS end MiB | attribution p50 ms | p99 ms | flows handled | storm CPU % | CPU {}s after %{} |",
+        args.after,
+        if args.churn > 0 {
+            format!(" ({} pods created and deleted per s)", args.churn)
+        } else {
+            String::new()
+        }
     );
     println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (agent, runs) in args.agents.iter().zip(&results) {
