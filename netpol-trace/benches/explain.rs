@@ -57,10 +57,7 @@ fn explain_latency(c: &mut Criterion) {
         )
         .expect("valid");
         // A source in namespace 1 and a destination in namespace 0: both isolated by several policies.
-        let pod = |index: usize| {
-            let ns = synthetic::namespace_name(index % synthetic::NAMESPACES);
-            inventory.pod_id(&ns, &synthetic::pod_name(index)).expect("pod exists")
-        };
+        let pod = |index: usize| synthetic::pod_id(&inventory, index);
         let flow = Flow::new(
             &inventory,
             EndpointSpec::Pod(pod(101)),
@@ -136,10 +133,7 @@ fn side_by_side(_: &mut Criterion) {
         });
         let inventory =
             Inventory::from_objects(objects, InventoryOptions::default()).expect("valid");
-        let pod = |index: usize| {
-            let ns = synthetic::namespace_name(index % synthetic::NAMESPACES);
-            inventory.pod_id(&ns, &synthetic::pod_name(index)).expect("pod exists")
-        };
+        let pod = |index: usize| synthetic::pod_id(&inventory, index);
         let flow = Flow::new(
             &inventory,
             EndpointSpec::Pod(pod(101)),

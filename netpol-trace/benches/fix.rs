@@ -30,10 +30,7 @@ fn main() {
     let inventory =
         Inventory::from_objects(synthetic::cluster(policies, pods), InventoryOptions::default())
             .expect("valid");
-    let pod = |index: usize| {
-        let ns = synthetic::namespace_name(index % synthetic::NAMESPACES);
-        inventory.pod_id(&ns, &synthetic::pod_name(index)).expect("pod exists")
-    };
+    let pod = |index: usize| synthetic::pod_id(&inventory, index);
     let options = FixOptions::default();
     // The first source (from pod 101 on) denied to pod 0 on 3306.
     let flow = (101..pods)

@@ -21,14 +21,7 @@ fn main() {
     let start = Instant::now();
     let inventory = Inventory::from_objects(objects, InventoryOptions::default()).expect("valid");
     let load = start.elapsed();
-    let pod = |index: usize| {
-        inventory
-            .pod_id(
-                &synthetic::namespace_name(index % synthetic::NAMESPACES),
-                &synthetic::pod_name(index),
-            )
-            .expect("pod")
-    };
+    let pod = |index: usize| synthetic::pod_id(&inventory, index);
     let flow = Flow::new(
         &inventory,
         EndpointSpec::Pod(pod(101)),

@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use netpol_trace::inventory::{
-    ClusterObjects, PolicySource, Sourced, SourcedPolicy, TieredObjects,
+    ClusterObjects, PodId, PolicySource, Sourced, SourcedPolicy, TieredObjects,
 };
 
 /// Namespaces `ns-0` … `ns-99`.
@@ -43,6 +43,12 @@ pub fn namespace_name(index: usize) -> String {
 /// Pod `index` lives in namespace `index % NAMESPACES` and is named `pod-INDEX`.
 pub fn pod_name(index: usize) -> String {
     format!("pod-{index}")
+}
+
+/// The id of pod `index` in an inventory built from [`cluster`] or [`mixed_cluster`].
+pub fn pod_id(inventory: &netpol_trace::inventory::Inventory, index: usize) -> PodId {
+    let ns = namespace_name(index % NAMESPACES);
+    inventory.pod_id(&ns, &pod_name(index)).expect("pod exists")
 }
 
 fn pod(index: usize) -> Pod {
